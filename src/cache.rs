@@ -1,0 +1,282 @@
+//! The cache in front of the resolver.
+//!
+//! Two bounded [moka](https://docs.rs/moka) caches keyed by [`KeyDigest`]: one for keys the
+//! resolver found (valid, revoked or expired alike: the layer checks revocation and expiry on
+//! every request, hit or miss), and a separate, smaller, shorter-lived one for digests the resolver
+//! did not know, so that a flood of made-up keys cannot push real keys out.
+//!
+//! The rules it keeps:
+//!
+//! - Concurrent misses for one key share one resolver call. The call runs in its own task, so a
+//!   client that goes away does not cancel it for the others.
+//! - An entry for a key that has not expired yet never outlives `min(ttl, expires_at - now)`.
+//! - Resolver errors and timeouts are never cached.
+//! - An invalidation (a revocation through a store of this crate) removes the key's entries and
+//!   detaches any resolver call in flight for it: that call's answer, read before the
+//!   revocation, is not cached, and later requests start a fresh call. So the next request after
+//!   a revocation is refused even when a call that began before it ends after it.
+//!
+//! Coalescing is done here rather than with moka's `get_with` because an invalidation has to be
+//! atomic with respect to the insertion of an in-flight answer; both happen under one lock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+
+use crate::clock::Clock;
+use crate::invalidation::Invalidate;
+use crate::key::KeyDigest;
+use crate::principal::Principal;
+use crate::rejection::Responses;
+use crate::resolver::{KeyResolver, ResolveError};
+
+/// What the cache holds for a key the resolver found.
+pub(crate) struct CachedKey {
+    pub(crate) principal: Principal,
+    pub(crate) revoked: bool,
+}
+
+/// What is known about a digest.
+#[derive(Clone)]
+pub(crate) enum Lookup {
+    Found(Arc<CachedKey>),
+    Unknown,
+}
+
+pub(crate) type Outcome = Result<Lookup, ResolveError>;
+
+/// A resolver call that one or more requests are waiting for.
+pub(crate) type PendingLookup = Shared<BoxFuture<'static, Outcome>>;
+
+/// Sizes and lifetimes of the caches, and the resolver's time limit.
+#[derive(Clone, Debug)]
+pub(crate) struct CacheSettings {
+    pub(crate) ttl: Duration,
+    pub(crate) capacity: u64,
+    pub(crate) negative_ttl: Duration,
+    pub(crate) negative_capacity: u64,
+    pub(crate) resolver_timeout: Duration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            ttl: Duration::from_secs(30),
+            capacity: 100_000,
+            negative_ttl: Duration::from_secs(5),
+            negative_capacity: 10_000,
+            resolver_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A snapshot of a layer's cache, for metrics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Keys the resolver found (valid, revoked or expired) that are cached.
+    pub entries: u64,
+    /// Digests the resolver did not know that are cached.
+    pub negative_entries: u64,
+    /// Resolver calls in flight.
+    pub in_flight: u64,
+    /// Resolver calls started since the layer was built.
+    pub resolver_calls: u64,
+}
+
+pub(crate) struct KeyCache {
+    resolver: Arc<dyn KeyResolver>,
+    responses: Arc<Responses>,
+    positive: moka::sync::Cache<KeyDigest, Arc<CachedKey>>,
+    negative: moka::sync::Cache<KeyDigest, ()>,
+    /// Resolver calls in flight, by digest. Also the lock that orders insertions after
+    /// invalidations.
+    flights: Mutex<HashMap<KeyDigest, Flight>>,
+    next_flight: AtomicU64,
+    resolver_timeout: Duration,
+}
+
+struct Flight {
+    id: u64,
+    pending: PendingLookup,
+}
+
+/// Keeps entries for keys that expire soon no longer than their remaining lifetime.
+struct PositiveExpiry {
+    ttl: Duration,
+    clock: Arc<dyn Clock>,
+}
+
+impl PositiveExpiry {
+    fn lifetime(&self, entry: &CachedKey) -> Duration {
+        let remaining = entry
+            .principal
+            .expires_at()
+            .and_then(|at| at.duration_since(self.clock.now()).ok());
+        match remaining {
+            // Not expired yet: never cache past the expiry.
+            Some(remaining) => remaining.min(self.ttl),
+            // Expired already, or never expires: the verdict holds for the whole ttl.
+            None => self.ttl,
+        }
+    }
+}
+
+impl moka::Expiry<KeyDigest, Arc<CachedKey>> for PositiveExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &KeyDigest,
+        value: &Arc<CachedKey>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(self.lifetime(value))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &KeyDigest,
+        value: &Arc<CachedKey>,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.lifetime(value))
+    }
+}
+
+impl KeyCache {
+    pub(crate) fn new(
+        resolver: Arc<dyn KeyResolver>,
+        responses: Arc<Responses>,
+        clock: Arc<dyn Clock>,
+        settings: &CacheSettings,
+    ) -> Self {
+        KeyCache {
+            positive: moka::sync::Cache::builder()
+                .max_capacity(settings.capacity)
+                .expire_after(PositiveExpiry {
+                    ttl: settings.ttl,
+                    clock,
+                })
+                .build(),
+            negative: moka::sync::Cache::builder()
+                .max_capacity(settings.negative_capacity)
+                .time_to_live(settings.negative_ttl)
+                .build(),
+            flights: Mutex::new(HashMap::new()),
+            next_flight: AtomicU64::new(0),
+            resolver_timeout: settings.resolver_timeout,
+            resolver,
+            responses,
+        }
+    }
+
+    fn cached(&self, digest: &KeyDigest) -> Option<Lookup> {
+        if let Some(entry) = self.positive.get(digest) {
+            return Some(Lookup::Found(entry));
+        }
+        if self.negative.contains_key(digest) {
+            return Some(Lookup::Unknown);
+        }
+        None
+    }
+
+    /// The cached answer for `digest`, or the resolver call to wait for.
+    ///
+    /// Needs a Tokio runtime: a miss spawns the resolver call as a task.
+    pub(crate) fn lookup(self: &Arc<Self>, digest: KeyDigest) -> Result<Lookup, PendingLookup> {
+        if let Some(found) = self.cached(&digest) {
+            return Ok(found);
+        }
+        let mut flights = self.lock_flights();
+        // A call may have finished between the look above and taking the lock.
+        if let Some(found) = self.cached(&digest) {
+            return Ok(found);
+        }
+        if let Some(flight) = flights.get(&digest) {
+            return Err(flight.pending.clone());
+        }
+        let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
+        let task = tokio::spawn(Arc::clone(self).resolve(digest, id));
+        let pending = async move {
+            // The task ends only by finishing or panicking; it is never aborted.
+            task.await.unwrap_or_else(|_| Err(ResolveError::panicked()))
+        }
+        .boxed()
+        .shared();
+        flights.insert(
+            digest,
+            Flight {
+                id,
+                pending: pending.clone(),
+            },
+        );
+        Err(pending)
+    }
+
+    async fn resolve(self: Arc<Self>, digest: KeyDigest, id: u64) -> Outcome {
+        let answer = tokio::time::timeout(self.resolver_timeout, self.resolver.resolve(&digest))
+            .await
+            .unwrap_or_else(|_| Err(ResolveError::timed_out(self.resolver_timeout)));
+        let outcome = answer.map(|record| match record {
+            Some(record) => {
+                let revoked = record.revoked_at.is_some();
+                Lookup::Found(Arc::new(CachedKey {
+                    principal: Principal::new(record, self.responses.clone()),
+                    revoked,
+                }))
+            }
+            None => Lookup::Unknown,
+        });
+
+        let mut flights = self.lock_flights();
+        if flights.get(&digest).is_some_and(|flight| flight.id == id) {
+            flights.remove(&digest);
+            match &outcome {
+                Ok(Lookup::Found(entry)) => self.positive.insert(digest, entry.clone()),
+                Ok(Lookup::Unknown) => self.negative.insert(digest, ()),
+                Err(_) => {}
+            }
+        }
+        // Otherwise an invalidation detached this call while it ran: its answer may predate a
+        // revocation, so it is handed to the requests already waiting and not cached.
+        outcome
+    }
+
+    pub(crate) fn stats(&self) -> CacheStats {
+        self.positive.run_pending_tasks();
+        self.negative.run_pending_tasks();
+        CacheStats {
+            entries: self.positive.entry_count(),
+            negative_entries: self.negative.entry_count(),
+            in_flight: self.lock_flights().len() as u64,
+            resolver_calls: self.next_flight.load(Ordering::Relaxed),
+        }
+    }
+
+    fn lock_flights(&self) -> MutexGuard<'_, HashMap<KeyDigest, Flight>> {
+        // The lock is never held across code that can panic, so poisoning cannot leave the map
+        // inconsistent.
+        self.flights
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Invalidate for KeyCache {
+    fn invalidate(&self, digest: &KeyDigest) {
+        let mut flights = self.lock_flights();
+        flights.remove(digest);
+        self.positive.invalidate(digest);
+        self.negative.invalidate(digest);
+    }
+
+    fn invalidate_all(&self) {
+        let mut flights = self.lock_flights();
+        flights.clear();
+        self.positive.invalidate_all();
+        self.negative.invalidate_all();
+    }
+}

@@ -1,0 +1,183 @@
+//! The decision the layer makes for each request, kept apart from the tower plumbing.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+
+use crate::cache::{KeyCache, Lookup, Outcome, PendingLookup};
+use crate::clock::Clock;
+use crate::credentials::{self, Credentials};
+use crate::key::{Environment, KeyFormat};
+use crate::principal::{Anonymous, Principal};
+use crate::rejection::{InvalidKey, Rejection, Responses};
+
+/// Everything an [`ApiKeyLayer`](super::ApiKeyLayer) shares with its services.
+pub(crate) struct Authenticator {
+    pub(crate) format: KeyFormat,
+    pub(crate) accepts_live: bool,
+    pub(crate) accepts_test: bool,
+    pub(crate) optional: bool,
+    pub(crate) cache: Arc<KeyCache>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) responses: Arc<Responses>,
+    pub(crate) anonymous: Anonymous,
+}
+
+/// What to do with a request.
+pub(crate) enum Decision {
+    Allow(Principal),
+    Anonymous,
+    Reject(Rejection),
+    /// Wait for the resolver, then call [`Authenticator::verdict`].
+    Pending(PendingLookup, Environment),
+}
+
+impl Authenticator {
+    pub(crate) fn decide(&self, headers: &HeaderMap) -> Decision {
+        let token = match credentials::bearer(headers) {
+            Credentials::Bearer(token) => token,
+            Credentials::Missing | Credentials::OtherScheme if self.optional => {
+                return Decision::Anonymous
+            }
+            Credentials::Missing | Credentials::OtherScheme => {
+                return Decision::Reject(Rejection::MissingCredentials)
+            }
+            Credentials::Malformed(reason) => {
+                return Decision::Reject(Rejection::InvalidRequest(reason))
+            }
+        };
+        let key = match self.format.parse_bytes(token) {
+            Ok(key) => key,
+            Err(malformed) => {
+                return Decision::Reject(Rejection::InvalidKey(InvalidKey::Malformed(malformed)))
+            }
+        };
+        let environment = key.environment();
+        let accepted = match environment {
+            Environment::Live => self.accepts_live,
+            Environment::Test => self.accepts_test,
+        };
+        if !accepted {
+            return Decision::Reject(Rejection::InvalidKey(InvalidKey::WrongEnvironment(
+                environment,
+            )));
+        }
+        match self.cache.lookup(key.digest()) {
+            Ok(found) => match self.check(found, environment) {
+                Ok(principal) => Decision::Allow(principal),
+                Err(rejection) => Decision::Reject(rejection),
+            },
+            Err(pending) => Decision::Pending(pending, environment),
+        }
+    }
+
+    /// The decision once a resolver call has answered.
+    pub(crate) fn verdict(
+        &self,
+        outcome: Outcome,
+        environment: Environment,
+    ) -> Result<Principal, Rejection> {
+        let result = outcome
+            .map_err(Rejection::Unavailable)
+            .and_then(|found| self.check(found, environment));
+        match &result {
+            Ok(principal) => trace_allowed(principal),
+            Err(rejection) => trace_rejected(rejection),
+        }
+        result
+    }
+
+    /// Revocation and expiry, checked on every request whether the answer came from the cache or
+    /// not.
+    fn check(&self, found: Lookup, environment: Environment) -> Result<Principal, Rejection> {
+        let entry = match found {
+            Lookup::Found(entry) => entry,
+            Lookup::Unknown => return Err(Rejection::InvalidKey(InvalidKey::Unknown)),
+        };
+        let principal = &entry.principal;
+        if principal.environment() != environment {
+            // The record disagrees with the key text: a store bug or a forged row. Refuse.
+            return Err(Rejection::InvalidKey(InvalidKey::Unknown));
+        }
+        if entry.revoked {
+            return Err(Rejection::InvalidKey(InvalidKey::Revoked {
+                key_id: principal.key_id().clone(),
+            }));
+        }
+        if let Some(expires_at) = principal.expires_at() {
+            if expires_at <= self.clock.now() {
+                return Err(Rejection::InvalidKey(InvalidKey::Expired {
+                    key_id: principal.key_id().clone(),
+                }));
+            }
+        }
+        Ok(principal.clone())
+    }
+}
+
+impl Decision {
+    /// Emits the decision's trace event; a pending one is traced by [`Authenticator::verdict`].
+    pub(crate) fn trace(&self) {
+        match self {
+            Decision::Allow(principal) => trace_allowed(principal),
+            Decision::Anonymous => tracing::debug!(
+                target: "tower_api_key",
+                outcome = "anonymous",
+                "request without credentials let through"
+            ),
+            Decision::Reject(rejection) => trace_rejected(rejection),
+            Decision::Pending(..) => {}
+        }
+    }
+}
+
+fn trace_allowed(principal: &Principal) {
+    tracing::debug!(
+        target: "tower_api_key",
+        key_id = %principal.key_id(),
+        environment = %principal.environment(),
+        outcome = "allowed",
+        "API key accepted"
+    );
+}
+
+/// One event per refusal: client mistakes at `INFO`, resolver failures at `WARN`.
+pub(crate) fn trace_rejected(rejection: &Rejection) {
+    let key_id = rejection.key_id().map(|id| id.as_str());
+    match rejection {
+        Rejection::Unavailable(error) => tracing::warn!(
+            target: "tower_api_key",
+            outcome = "unavailable",
+            error = %error,
+            "API key could not be checked"
+        ),
+        Rejection::InsufficientScope(insufficient) => tracing::info!(
+            target: "tower_api_key",
+            key_id,
+            outcome = "insufficient_scope",
+            required = %insufficient.requirement(),
+            "API key lacks required scopes"
+        ),
+        _ => tracing::info!(
+            target: "tower_api_key",
+            key_id,
+            outcome = outcome_name(rejection),
+            reason = %rejection,
+            "API key refused"
+        ),
+    }
+}
+
+fn outcome_name(rejection: &Rejection) -> &'static str {
+    match rejection {
+        Rejection::MissingCredentials => "missing",
+        Rejection::InvalidRequest(_) => "invalid_request",
+        Rejection::InvalidKey(InvalidKey::Malformed(_)) => "malformed",
+        Rejection::InvalidKey(InvalidKey::WrongEnvironment(_)) => "wrong_environment",
+        Rejection::InvalidKey(InvalidKey::Unknown) => "unknown",
+        Rejection::InvalidKey(InvalidKey::Revoked { .. }) => "revoked",
+        Rejection::InvalidKey(InvalidKey::Expired { .. }) => "expired",
+        Rejection::InsufficientScope(_) => "insufficient_scope",
+        Rejection::Unavailable(_) => "unavailable",
+    }
+}

@@ -1,0 +1,256 @@
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::authenticator::Authenticator;
+use super::service::ApiKeyService;
+use crate::cache::{CacheSettings, CacheStats, KeyCache};
+use crate::clock::{Clock, SystemClock};
+use crate::invalidation::{Invalidate, Invalidations};
+use crate::key::{Environment, KeyFormat};
+use crate::principal::Anonymous;
+use crate::rejection::{ProblemJson, Responder, Responses};
+use crate::resolver::KeyResolver;
+
+/// Authenticates requests with API keys. See the [module docs](crate::layer).
+///
+/// Clones share one cache. Build it with [`ApiKeyLayer::new`] for the defaults or
+/// [`ApiKeyLayer::builder`] to configure it.
+#[derive(Clone)]
+#[must_use]
+pub struct ApiKeyLayer {
+    authenticator: Arc<Authenticator>,
+}
+
+impl ApiKeyLayer {
+    /// A layer with the default settings that accepts keys of `format` known to `resolver`.
+    pub fn new(format: KeyFormat, resolver: impl KeyResolver) -> Self {
+        ApiKeyLayer::builder(format, resolver).build()
+    }
+
+    /// A builder for a layer that accepts keys of `format` known to `resolver`.
+    pub fn builder(format: KeyFormat, resolver: impl KeyResolver) -> ApiKeyLayerBuilder {
+        let resolver: Arc<dyn KeyResolver> = Arc::new(resolver);
+        let invalidations = resolver.invalidations().into_iter().collect();
+        ApiKeyLayerBuilder {
+            format,
+            resolver,
+            invalidations,
+            realm: Cow::Borrowed("api"),
+            responder: Arc::new(ProblemJson),
+            accepts_live: true,
+            accepts_test: true,
+            optional: false,
+            cache: CacheSettings::default(),
+            retry_after: Duration::from_secs(5),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// How many keys are cached, and how many resolver calls were made.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.authenticator.cache.stats()
+    }
+
+    /// Drops every cached answer of this layer. Revocations through the crate's stores do this
+    /// for the affected key on their own.
+    pub fn clear_cache(&self) {
+        self.authenticator.cache.invalidate_all();
+    }
+}
+
+impl<S> Layer<S> for ApiKeyLayer {
+    type Service = ApiKeyService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ApiKeyService::new(inner, self.authenticator.clone())
+    }
+}
+
+impl fmt::Debug for ApiKeyLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let a = &self.authenticator;
+        f.debug_struct("ApiKeyLayer")
+            .field("format", &a.format)
+            .field("accepts_live", &a.accepts_live)
+            .field("accepts_test", &a.accepts_test)
+            .field("optional", &a.optional)
+            .field("responses", &a.responses)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures an [`ApiKeyLayer`]. Every setting has a default; see each method.
+#[must_use]
+pub struct ApiKeyLayerBuilder {
+    format: KeyFormat,
+    resolver: Arc<dyn KeyResolver>,
+    invalidations: Vec<Invalidations>,
+    realm: Cow<'static, str>,
+    responder: Arc<dyn Responder>,
+    accepts_live: bool,
+    accepts_test: bool,
+    optional: bool,
+    cache: CacheSettings,
+    retry_after: Duration,
+    clock: Arc<dyn Clock>,
+}
+
+impl ApiKeyLayerBuilder {
+    /// The realm named in `WWW-Authenticate` challenges. Default: `"api"`.
+    ///
+    /// # Panics
+    ///
+    /// [`build`](Self::build) panics if the realm has characters other than printable ASCII.
+    pub fn realm(mut self, realm: impl Into<Cow<'static, str>>) -> Self {
+        self.realm = realm.into();
+        self
+    }
+
+    /// The only environments whose keys are accepted; keys of others get the same `401` as an
+    /// unknown key, with no lookup. Default: both.
+    ///
+    /// # Panics
+    ///
+    /// [`build`](Self::build) panics if no environment is accepted.
+    pub fn environments(mut self, environments: impl IntoIterator<Item = Environment>) -> Self {
+        self.accepts_live = false;
+        self.accepts_test = false;
+        for environment in environments {
+            match environment {
+                Environment::Live => self.accepts_live = true,
+                Environment::Test => self.accepts_test = true,
+            }
+        }
+        self
+    }
+
+    /// Lets requests without credentials (no `Authorization`, or another scheme) through with no
+    /// principal, for routes that are public but richer when authenticated. Requests with bad
+    /// Bearer credentials are still refused. Default: off.
+    ///
+    /// Handlers take `Option<Principal>`; the `Principal` extractor and
+    /// [`RequireScopes`](crate::RequireScopes) answer `401` for anonymous requests.
+    pub fn optional(mut self) -> Self {
+        self.optional = true;
+        self
+    }
+
+    /// How the layer answers refusals. Default: [`ProblemJson`].
+    pub fn responder(mut self, responder: impl Responder) -> Self {
+        self.responder = Arc::new(responder);
+        self
+    }
+
+    /// How long a found key's answer is cached. Default: 30 seconds.
+    ///
+    /// Revocations through this crate's stores take effect at once on this instance whatever
+    /// the value; it bounds how long a change made elsewhere (another process, a manual `UPDATE`)
+    /// can go unnoticed. An entry never outlives the key's expiry.
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache.ttl = ttl;
+        self
+    }
+
+    /// How many found keys are cached at most. Default: 100,000.
+    pub fn cache_capacity(mut self, capacity: u64) -> Self {
+        self.cache.capacity = capacity;
+        self
+    }
+
+    /// How long an unknown digest is remembered as unknown. Default: 5 seconds.
+    pub fn negative_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache.negative_ttl = ttl;
+        self
+    }
+
+    /// How many unknown digests are remembered at most. Default: 10,000. Kept apart from the
+    /// cache of found keys, so a flood of made-up keys cannot evict real ones.
+    pub fn negative_cache_capacity(mut self, capacity: u64) -> Self {
+        self.cache.negative_capacity = capacity;
+        self
+    }
+
+    /// How long a resolver call may take before the request gets `503`. Default: 3 seconds.
+    pub fn resolver_timeout(mut self, timeout: Duration) -> Self {
+        self.cache.resolver_timeout = timeout;
+        self
+    }
+
+    /// The `Retry-After` sent with `503`, rounded down to whole seconds (at least 1). Default: 5
+    /// seconds.
+    pub fn retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// Where the layer reads the time to check expiry. Default: [`SystemClock`].
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Also drops cached keys announced on `invalidations`. The resolver's own handle, if it has
+    /// one, is always used.
+    pub fn invalidations(mut self, invalidations: Invalidations) -> Self {
+        self.invalidations.push(invalidations);
+        self
+    }
+
+    /// The layer.
+    ///
+    /// # Panics
+    ///
+    /// If the realm is not printable ASCII or no environment is accepted: both are mistakes in
+    /// the program, reported when the router is built.
+    pub fn build(self) -> ApiKeyLayer {
+        assert!(
+            self.accepts_live || self.accepts_test,
+            "an ApiKeyLayer must accept at least one environment"
+        );
+        let responses = Arc::new(Responses::new(
+            self.responder,
+            &self.realm,
+            self.retry_after,
+        ));
+        let cache = Arc::new(KeyCache::new(
+            self.resolver,
+            responses.clone(),
+            self.clock.clone(),
+            &self.cache,
+        ));
+        let subscriber: Arc<dyn Invalidate> = cache.clone();
+        for invalidations in &self.invalidations {
+            invalidations.subscribe(Arc::downgrade(&subscriber) as Weak<dyn Invalidate>);
+        }
+        ApiKeyLayer {
+            authenticator: Arc::new(Authenticator {
+                format: self.format,
+                accepts_live: self.accepts_live,
+                accepts_test: self.accepts_test,
+                optional: self.optional,
+                cache,
+                clock: self.clock,
+                anonymous: Anonymous(responses.clone()),
+                responses,
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for ApiKeyLayerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyLayerBuilder")
+            .field("format", &self.format)
+            .field("realm", &self.realm)
+            .field("accepts_live", &self.accepts_live)
+            .field("accepts_test", &self.accepts_test)
+            .field("optional", &self.optional)
+            .field("cache", &self.cache)
+            .field("retry_after", &self.retry_after)
+            .finish_non_exhaustive()
+    }
+}

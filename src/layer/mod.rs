@@ -1,0 +1,70 @@
+//! The authenticating layer.
+//!
+//! [`ApiKeyLayer`] wraps a service. For each request it reads the `Authorization: Bearer` header,
+//! checks the key's format and checksum (no I/O), hashes it, asks its cache and, on a miss, its
+//! [`KeyResolver`](crate::KeyResolver), checks revocation and expiry, and then either puts a
+//! [`Principal`](crate::Principal) into the request extensions and calls the inner service, or
+//! answers with the [rejection](crate::rejection) the response contract prescribes.
+//!
+//! It works with `Router::layer`, `Router::route_layer`, `Handler::layer`,
+//! `tower::ServiceBuilder`, and any tower service whose response body can be built from
+//! [`Bytes`](bytes::Bytes). It needs a Tokio runtime.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{body::Body, routing::get, Router};
+//! use http::{header, Request, StatusCode};
+//! use tower::ServiceExt;
+//! use tower_api_key::{ApiKeyLayer, Environment, KeyFormat, MemoryStore, NewKey, Principal};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let format = KeyFormat::new("om").unwrap();
+//! let store = MemoryStore::new(format.clone());
+//! let created = store.create(NewKey::new("Production", Environment::Live)).unwrap();
+//!
+//! let app = Router::new()
+//!     .route("/v1/ping", get(|principal: Principal| async move { principal.name().to_owned() }))
+//!     .layer(
+//!         ApiKeyLayer::builder(format, store.clone())
+//!             .realm("OrderMonk API")
+//!             .environments([Environment::Live])
+//!             .build(),
+//!     );
+//!
+//! let request = |auth: Option<String>| {
+//!     let mut request = Request::get("/v1/ping");
+//!     if let Some(auth) = auth {
+//!         request = request.header(header::AUTHORIZATION, auth);
+//!     }
+//!     request.body(Body::empty()).unwrap()
+//! };
+//!
+//! let bearer = format!("Bearer {}", created.key.expose_secret());
+//! let ok = app.clone().oneshot(request(Some(bearer.clone()))).await.unwrap();
+//! assert_eq!(ok.status(), StatusCode::OK);
+//!
+//! let missing = app.clone().oneshot(request(None)).await.unwrap();
+//! assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+//! assert_eq!(missing.headers()[header::WWW_AUTHENTICATE], r#"Bearer realm="OrderMonk API""#);
+//!
+//! // Revocation through the store takes effect on the very next request.
+//! store.revoke(&created.record.id).unwrap();
+//! let revoked = app.oneshot(request(Some(bearer))).await.unwrap();
+//! assert_eq!(revoked.status(), StatusCode::UNAUTHORIZED);
+//! assert_eq!(
+//!     revoked.headers()[header::WWW_AUTHENTICATE],
+//!     r#"Bearer realm="OrderMonk API", error="invalid_token""#
+//! );
+//! # });
+//! ```
+
+mod authenticator;
+mod builder;
+mod future;
+mod service;
+
+pub(crate) use self::authenticator::trace_rejected;
+pub use self::builder::{ApiKeyLayer, ApiKeyLayerBuilder};
+pub use self::future::ResponseFuture;
+pub use self::service::ApiKeyService;

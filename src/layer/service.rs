@@ -1,0 +1,92 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::AUTHORIZATION;
+use http::{Request, Response};
+use tower_service::Service;
+
+use super::authenticator::{Authenticator, Decision};
+use super::future::ResponseFuture;
+use crate::principal::{Anonymous, Principal};
+
+/// The service made by [`ApiKeyLayer`](super::ApiKeyLayer).
+#[derive(Clone)]
+pub struct ApiKeyService<S> {
+    inner: S,
+    authenticator: Arc<Authenticator>,
+}
+
+impl<S> ApiKeyService<S> {
+    pub(crate) fn new(inner: S, authenticator: Arc<Authenticator>) -> Self {
+        ApiKeyService {
+            inner,
+            authenticator,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ApiKeyService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ResBody: From<Bytes>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        // Keep the key out of `Debug` output of the headers further in (tracing layers, panics).
+        if let Some(value) = request.headers_mut().get_mut(AUTHORIZATION) {
+            value.set_sensitive(true);
+        }
+        let decision = self.authenticator.decide(request.headers());
+        decision.trace();
+        match decision {
+            Decision::Allow(principal) => {
+                request.extensions_mut().insert(principal);
+                ResponseFuture::inner(self.inner.call(request))
+            }
+            Decision::Anonymous => {
+                let extensions = request.extensions_mut();
+                extensions.remove::<Principal>();
+                extensions.insert::<Anonymous>(self.authenticator.anonymous.clone());
+                ResponseFuture::inner(self.inner.call(request))
+            }
+            Decision::Reject(rejection) => {
+                ResponseFuture::rejected(self.authenticator.responses.respond(rejection))
+            }
+            Decision::Pending(pending, environment) => {
+                // `poll_ready` readied `self.inner`; take that instance for the request that
+                // waits, and leave a clone that the next `poll_ready` will drive.
+                let ready = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, ready);
+                ResponseFuture::pending(
+                    pending,
+                    environment,
+                    request,
+                    inner,
+                    self.authenticator.clone(),
+                )
+            }
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for ApiKeyService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,34 @@
+//! API keys for tower and axum services.
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms,
+    clippy::unwrap_used
+)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod cache;
+pub mod clock;
+mod credentials;
+pub mod invalidation;
+pub mod key;
+pub mod layer;
+pub mod principal;
+pub mod rejection;
+pub mod resolver;
+pub mod scope;
+pub mod store;
+
+pub use crate::cache::CacheStats;
+pub use crate::invalidation::Invalidations;
+pub use crate::key::{Environment, KeyDigest, KeyFormat, PlaintextKey};
+pub use crate::layer::{ApiKeyLayer, ApiKeyLayerBuilder, ApiKeyService};
+pub use crate::principal::Principal;
+#[cfg(feature = "axum")]
+pub use crate::principal::PrincipalRejection;
+pub use crate::rejection::{ProblemJson, Rejection, Responder};
+pub use crate::resolver::{KeyId, KeyRecord, KeyResolver, ResolveError};
+pub use crate::scope::{RequireScopes, Scope, ScopeCatalog, ScopeRequirement, ScopeSet};
+pub use crate::store::{CreatedKey, MemoryStore, NewKey, StoreError, StoredKey};
