@@ -1,0 +1,300 @@
+//! The cache's coherence rules, seen from outside: one resolver call per key under load,
+//! revocation on the very next request even against a slow in-flight lookup, expiry checked on
+//! cache hits, errors never cached, and floods of unknown keys kept away from real ones.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::routing::get;
+use axum::Router;
+use common::{Behaviour, Probe};
+use http::{header, Request, StatusCode};
+use tokio::sync::Notify;
+use tower::ServiceExt;
+use tower_api_key::clock::{Clock, ManualClock};
+use tower_api_key::{ApiKeyLayer, ApiKeyLayerBuilder, Environment, KeyFormat, MemoryStore, NewKey};
+
+const INVALID_TOKEN: &str = r#"Bearer realm="api", error="invalid_token""#;
+
+fn format() -> KeyFormat {
+    KeyFormat::new("om").unwrap()
+}
+
+fn app(layer: ApiKeyLayer) -> Router {
+    Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(layer)
+}
+
+fn builder(probe: &Probe) -> ApiKeyLayerBuilder {
+    ApiKeyLayer::builder(format(), probe.clone())
+}
+
+async fn status(app: &Router, key: &str) -> (StatusCode, Option<String>) {
+    let request = Request::get("/")
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let challenge = response
+        .headers()
+        .get(header::WWW_AUTHENTICATE)
+        .map(|v| v.to_str().unwrap().to_owned());
+    (response.status(), challenge)
+}
+
+fn setup() -> (Probe, String, tower_api_key::KeyId) {
+    common::init_tracing();
+    let store = MemoryStore::new(format());
+    let created = store
+        .create(NewKey::new("Production", Environment::Live))
+        .unwrap();
+    let key = created.key.expose_secret().to_owned();
+    (Probe::new(store), key, created.record.id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_first_requests_make_one_resolver_call() {
+    let (probe, key, _) = setup();
+    probe.set(Behaviour::Delay(Duration::from_millis(100)));
+    let layer = builder(&probe).build();
+    let app = app(layer.clone());
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let app = app.clone();
+            let key = key.clone();
+            tokio::spawn(async move { status(&app, &key).await.0 })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(probe.calls(), 1);
+    assert_eq!(layer.cache_stats().resolver_calls, 1);
+    common::assert_logs_clean(&[&key]);
+}
+
+#[tokio::test]
+async fn revoking_a_cached_key_takes_effect_on_the_next_request() {
+    let (probe, key, id) = setup();
+    let app = app(builder(&probe).build());
+    assert_eq!(status(&app, &key).await.0, StatusCode::OK);
+    assert_eq!(status(&app, &key).await.0, StatusCode::OK);
+    assert_eq!(probe.calls(), 1, "the second request was a cache hit");
+
+    probe.store.revoke(&id).unwrap();
+    assert_eq!(
+        status(&app, &key).await,
+        (StatusCode::UNAUTHORIZED, Some(INVALID_TOKEN.to_owned()))
+    );
+    assert_eq!(probe.calls(), 2);
+    common::assert_logs_clean(&[&key]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_that_began_before_a_revocation_and_ends_after_it_is_not_trusted() {
+    let (probe, key, id) = setup();
+    let entered = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    probe.set(Behaviour::GateFirst {
+        entered: entered.clone(),
+        release: release.clone(),
+    });
+    let app = app(builder(&probe).build());
+
+    // Request A's lookup reads the key as valid, then stalls.
+    let first = tokio::spawn({
+        let (app, key) = (app.clone(), key.clone());
+        async move { status(&app, &key).await.0 }
+    });
+    entered.notified().await;
+
+    // The key is revoked while A's lookup is still out.
+    probe.store.revoke(&id).unwrap();
+
+    // A request that starts now must not join A's stale lookup.
+    assert_eq!(
+        status(&app, &key).await,
+        (StatusCode::UNAUTHORIZED, Some(INVALID_TOKEN.to_owned()))
+    );
+    assert_eq!(probe.calls(), 2);
+
+    // A's lookup ends after the revocation. A itself began before it, so it may pass...
+    release.notify_one();
+    assert_eq!(first.await.unwrap(), StatusCode::OK);
+    // ...but its stale answer must not have been cached.
+    assert_eq!(status(&app, &key).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(probe.calls(), 2, "the revoked verdict came from the cache");
+    common::assert_logs_clean(&[&key]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_lookup_that_finishes_after_the_revocation_is_not_cached() {
+    let (probe, key, id) = setup();
+    let entered = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    probe.set(Behaviour::GateFirst {
+        entered: entered.clone(),
+        release: release.clone(),
+    });
+    let app = app(builder(&probe).build());
+    let first = tokio::spawn({
+        let (app, key) = (app.clone(), key.clone());
+        async move { status(&app, &key).await.0 }
+    });
+    entered.notified().await;
+    probe.store.revoke(&id).unwrap();
+    release.notify_one();
+    first.await.unwrap();
+
+    // The first request after the stale lookup finished: refused, after a fresh lookup.
+    assert_eq!(
+        status(&app, &key).await,
+        (StatusCode::UNAUTHORIZED, Some(INVALID_TOKEN.to_owned()))
+    );
+    assert_eq!(probe.calls(), 2);
+    common::assert_logs_clean(&[&key]);
+}
+
+#[tokio::test]
+async fn expiry_is_enforced_on_cache_hits() {
+    common::init_tracing();
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let store = MemoryStore::new(format()).with_clock(clock.clone());
+    let created = store
+        .create(
+            NewKey::new("Expiring", Environment::Test)
+                .expires_at(clock.now() + Duration::from_secs(3600)),
+        )
+        .unwrap();
+    let key = created.key.expose_secret();
+    let probe = Probe::new(store);
+    let app = app(builder(&probe)
+        .clock(clock.clone())
+        .cache_ttl(Duration::from_secs(86_400))
+        .build());
+    assert_eq!(status(&app, key).await.0, StatusCode::OK);
+    clock.advance(Duration::from_secs(3599));
+    assert_eq!(status(&app, key).await.0, StatusCode::OK);
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        status(&app, key).await,
+        (StatusCode::UNAUTHORIZED, Some(INVALID_TOKEN.to_owned()))
+    );
+    assert_eq!(probe.calls(), 1, "all three answers came from one lookup");
+    common::assert_logs_clean(&[key]);
+}
+
+#[tokio::test]
+async fn errors_and_timeouts_are_never_cached() {
+    let (probe, key, _) = setup();
+    let layer = builder(&probe)
+        .resolver_timeout(Duration::from_millis(50))
+        .build();
+    let app = app(layer.clone());
+    probe.set(Behaviour::Fail);
+    assert_eq!(status(&app, &key).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(status(&app, &key).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(probe.calls(), 2);
+    probe.set(Behaviour::Hang);
+    assert_eq!(status(&app, &key).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(status(&app, &key).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(probe.calls(), 4);
+    let stats = layer.cache_stats();
+    assert_eq!(
+        (stats.entries, stats.negative_entries, stats.in_flight),
+        (0, 0, 0)
+    );
+    probe.set(Behaviour::Normal);
+    assert_eq!(status(&app, &key).await.0, StatusCode::OK);
+    assert_eq!(probe.calls(), 5);
+    common::assert_logs_clean(&[&key]);
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_does_not_cancel_the_lookup() {
+    let (probe, key, _) = setup();
+    probe.set(Behaviour::Delay(Duration::from_millis(100)));
+    let app = app(builder(&probe).build());
+    // Give up on the first request long before the resolver answers.
+    let abandoned = tokio::time::timeout(Duration::from_millis(10), status(&app, &key)).await;
+    assert!(abandoned.is_err());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The lookup finished on its own and its answer was cached.
+    assert_eq!(status(&app, &key).await.0, StatusCode::OK);
+    assert_eq!(probe.calls(), 1);
+    common::assert_logs_clean(&[&key]);
+}
+
+#[tokio::test]
+async fn unknown_keys_are_cached_negatively_and_briefly() {
+    let (probe, key, _) = setup();
+    let unknown = format().generate(Environment::Live).unwrap();
+    let unknown = unknown.expose_secret();
+    let layer = builder(&probe)
+        .negative_cache_ttl(Duration::from_millis(300))
+        .build();
+    let app = app(layer.clone());
+    for _ in 0..5 {
+        assert_eq!(status(&app, unknown).await.0, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(probe.calls(), 1);
+    let stats = layer.cache_stats();
+    assert_eq!((stats.entries, stats.negative_entries), (0, 1));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(status(&app, unknown).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(probe.calls(), 2, "the negative entry expired");
+    common::assert_logs_clean(&[&key, unknown]);
+}
+
+#[tokio::test]
+async fn a_flood_of_unknown_keys_leaves_good_keys_cached_and_the_caches_bounded() {
+    let (probe, key, _) = setup();
+    let layer = builder(&probe).build();
+    let app = app(layer.clone());
+    assert_eq!(status(&app, &key).await.0, StatusCode::OK);
+
+    let format = format();
+    let flood: Vec<String> = (0..100_000)
+        .map(|_| {
+            format
+                .generate(Environment::Live)
+                .unwrap()
+                .expose_secret()
+                .to_owned()
+        })
+        .collect();
+    for chunk in flood.chunks(1_000) {
+        let requests = chunk.iter().map(|unknown| status(&app, unknown));
+        for (code, _) in futures_util::future::join_all(requests).await {
+            assert_eq!(code, StatusCode::UNAUTHORIZED);
+        }
+    }
+    // Malformed keys on top: never looked up.
+    for i in 0..10_000u32 {
+        let mut forged = flood[i as usize].clone().into_bytes();
+        forged[10] = if forged[10] == b'x' { b'y' } else { b'x' };
+        let forged = String::from_utf8(forged).unwrap();
+        assert_eq!(status(&app, &forged).await.0, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        probe.calls(),
+        1 + 100_000,
+        "one lookup per distinct well-formed key"
+    );
+
+    // The good key is still cached: no new lookup.
+    assert_eq!(status(&app, &key).await.0, StatusCode::OK);
+    assert_eq!(probe.calls(), 1 + 100_000);
+    let stats = layer.cache_stats();
+    assert_eq!(
+        stats.entries, 1,
+        "unknown keys never enter the cache of found keys"
+    );
+    assert!(stats.negative_entries <= 10_000, "{stats:?}");
+    assert!(stats.negative_entries > 0, "{stats:?}");
+    common::assert_logs_clean(&[&key]);
+}
