@@ -1,0 +1,508 @@
+//! The layer as users wire it: every way of attaching it, optional mode, the extractors, custom
+//! responses, and principals that only the layer can create.
+
+mod common;
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::handler::Handler;
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tower::{ServiceBuilder, ServiceExt};
+use tower_api_key::rejection::InvalidKey;
+use tower_api_key::{
+    ApiKeyLayer, Environment, KeyFormat, MemoryStore, NewKey, Principal, Rejection, RequireScopes,
+    Scope, ScopeCatalog,
+};
+
+const ORDERS_READ: Scope = Scope::from_static("orders:read");
+const ANALYTICS_READ: Scope = Scope::from_static("analytics:read");
+const PRODUCTS_WRITE: Scope = Scope::from_static("products:write");
+
+struct Keys {
+    store: MemoryStore,
+    orders: String,
+    analytics: String,
+    sandbox: String,
+}
+
+fn keys() -> Keys {
+    common::init_tracing();
+    let store = MemoryStore::new(KeyFormat::new("om").unwrap());
+    let create = |name: &str, environment, scopes: &[Scope]| {
+        let created = store
+            .create(
+                NewKey::new(name, environment)
+                    .owner("acct_7")
+                    .scopes(scopes.iter().cloned()),
+            )
+            .unwrap();
+        created.key.expose_secret().to_owned()
+    };
+    Keys {
+        orders: create("Orders", Environment::Live, &[ORDERS_READ]),
+        analytics: create("Analytics", Environment::Live, &[ANALYTICS_READ]),
+        sandbox: create("Sandbox", Environment::Test, &[ORDERS_READ]),
+        store,
+    }
+}
+
+fn layer(keys: &Keys) -> ApiKeyLayer {
+    ApiKeyLayer::new(KeyFormat::new("om").unwrap(), keys.store.clone())
+}
+
+fn request(path: &str, authorization: Option<&str>) -> Request<Body> {
+    let mut builder = Request::get(path);
+    if let Some(value) = authorization {
+        builder = builder.header(header::AUTHORIZATION, value);
+    }
+    builder.body(Body::empty()).unwrap()
+}
+
+async fn call(app: &Router, path: &str, authorization: Option<&str>) -> (StatusCode, String) {
+    let response = app
+        .clone()
+        .oneshot(request(path, authorization))
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+async fn name(principal: Principal) -> String {
+    principal.name().to_owned()
+}
+
+#[tokio::test]
+async fn route_layer_handler_layer_and_service_builder() {
+    let keys = keys();
+    let app = Router::new()
+        .route(
+            "/orders",
+            get(name).route_layer(RequireScopes::all([ORDERS_READ])),
+        )
+        .route(
+            "/analytics",
+            get(name.layer(RequireScopes::all([ANALYTICS_READ]))),
+        )
+        .route(
+            "/either",
+            get(name).route_layer(RequireScopes::any([ORDERS_READ, ANALYTICS_READ])),
+        )
+        .layer(ServiceBuilder::new().layer(layer(&keys)));
+    let orders = bearer(&keys.orders);
+    let analytics = bearer(&keys.analytics);
+    assert_eq!(
+        call(&app, "/orders", Some(&orders)).await,
+        (StatusCode::OK, "Orders".into())
+    );
+    assert_eq!(
+        call(&app, "/orders", Some(&analytics)).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(&app, "/analytics", Some(&analytics)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&app, "/analytics", Some(&orders)).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(call(&app, "/either", Some(&orders)).await.0, StatusCode::OK);
+    assert_eq!(
+        call(&app, "/either", Some(&analytics)).await.0,
+        StatusCode::OK
+    );
+    // An unmatched route is still behind the layer.
+    assert_eq!(
+        call(&app, "/nowhere", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    common::assert_logs_clean(&[&keys.orders, &keys.analytics, &keys.sandbox]);
+}
+
+#[tokio::test]
+async fn any_of_requirement_names_every_alternative_in_the_challenge() {
+    let keys = keys();
+    let app = Router::new()
+        .route(
+            "/either",
+            get(name).route_layer(RequireScopes::any([PRODUCTS_WRITE, ANALYTICS_READ])),
+        )
+        .layer(layer(&keys));
+    let response = app
+        .oneshot(request("/either", Some(&bearer(&keys.orders))))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        response.headers()[header::WWW_AUTHENTICATE],
+        r#"Bearer realm="api", error="insufficient_scope", scope="analytics:read products:write""#
+    );
+    common::assert_logs_clean(&[&keys.orders]);
+}
+
+#[tokio::test]
+async fn router_route_layer_guards_the_routes_registered_before_it() {
+    let keys = keys();
+    let app = Router::new()
+        .route("/public", get(|| async { "public" }))
+        .route("/private", get(name))
+        .route_layer(ApiKeyLayer::new(
+            KeyFormat::new("om").unwrap(),
+            keys.store.clone(),
+        ));
+    // `Router::route_layer` guards every route registered before it.
+    assert_eq!(
+        call(&app, "/public", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&app, "/private", Some(&bearer(&keys.orders))).await.0,
+        StatusCode::OK
+    );
+
+    let app = Router::new()
+        .route("/private", get(name))
+        .route_layer(layer(&keys))
+        .route("/public", get(|| async { "public" }));
+    assert_eq!(
+        call(&app, "/public", None).await,
+        (StatusCode::OK, "public".into())
+    );
+    assert_eq!(
+        call(&app, "/private", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Or on one handler only.
+    let app = Router::new()
+        .route("/private", get(name.layer(layer(&keys))))
+        .route("/public", get(|| async { "public" }));
+    assert_eq!(
+        call(&app, "/public", None).await,
+        (StatusCode::OK, "public".into())
+    );
+    assert_eq!(
+        call(&app, "/private", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&app, "/private", Some(&bearer(&keys.orders))).await,
+        (StatusCode::OK, "Orders".into())
+    );
+    common::assert_logs_clean(&[&keys.orders]);
+}
+
+#[tokio::test]
+async fn any_tower_service_with_any_bytes_body() {
+    let keys = keys();
+    let service = ServiceBuilder::new().layer(layer(&keys)).service_fn(
+        |request: Request<Full<Bytes>>| async move {
+            let name = request
+                .extensions()
+                .get::<Principal>()
+                .unwrap()
+                .name()
+                .to_owned();
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(name))))
+        },
+    );
+    let request = |authorization: Option<String>| {
+        let mut builder = Request::post("/rpc");
+        if let Some(value) = authorization {
+            builder = builder.header(header::AUTHORIZATION, value);
+        }
+        builder
+            .body(Full::new(Bytes::from_static(b"payload")))
+            .unwrap()
+    };
+    let ok = service
+        .clone()
+        .oneshot(request(Some(bearer(&keys.sandbox))))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(
+        ok.into_body().collect().await.unwrap().to_bytes(),
+        "Sandbox"
+    );
+    let refused = service.oneshot(request(None)).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refused.headers()[header::WWW_AUTHENTICATE],
+        r#"Bearer realm="api""#
+    );
+}
+
+#[tokio::test]
+async fn optional_mode_lets_anonymous_requests_through_but_not_bad_keys() {
+    let keys = keys();
+    async fn greet(principal: Option<Principal>) -> String {
+        match principal {
+            Some(principal) => format!("hello {}", principal.name()),
+            None => "hello stranger".to_owned(),
+        }
+    }
+    let app = Router::new()
+        .route("/greet", get(greet))
+        .route("/me", get(name))
+        .route(
+            "/orders",
+            get(name).route_layer(RequireScopes::all([ORDERS_READ])),
+        )
+        .layer(
+            ApiKeyLayer::builder(KeyFormat::new("om").unwrap(), keys.store.clone())
+                .optional()
+                .realm("OrderMonk API")
+                .build(),
+        );
+    let orders = bearer(&keys.orders);
+    assert_eq!(
+        call(&app, "/greet", None).await,
+        (StatusCode::OK, "hello stranger".into())
+    );
+    assert_eq!(
+        call(&app, "/greet", Some("Basic dXNlcg==")).await.1,
+        "hello stranger"
+    );
+    assert_eq!(call(&app, "/greet", Some(&orders)).await.1, "hello Orders");
+
+    // Bad credentials are refused even in optional mode.
+    let unknown = KeyFormat::new("om")
+        .unwrap()
+        .generate(Environment::Live)
+        .unwrap();
+    assert_eq!(
+        call(&app, "/greet", Some(&bearer(unknown.expose_secret())))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&app, "/greet", Some("Bearer")).await.0,
+        StatusCode::BAD_REQUEST
+    );
+
+    // Routes that need a principal answer anonymous requests with the layer's 401.
+    for path in ["/me", "/orders"] {
+        let response = app.clone().oneshot(request(path, None)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            r#"Bearer realm="OrderMonk API""#
+        );
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+    }
+    assert_eq!(call(&app, "/orders", Some(&orders)).await.0, StatusCode::OK);
+    common::assert_logs_clean(&[&keys.orders, unknown.expose_secret()]);
+}
+
+#[tokio::test]
+async fn extractors_without_the_layer_answer_500_naming_it() {
+    let app = Router::new()
+        .route("/me", get(name))
+        .route(
+            "/maybe",
+            get(|p: Option<Principal>| async move { format!("{}", p.is_some()) }),
+        )
+        .route(
+            "/scoped",
+            get(|| async { "ran" }).route_layer(RequireScopes::all([ORDERS_READ])),
+        );
+    for path in ["/me", "/maybe"] {
+        let (status, body) = call(&app, path, Some("Bearer whatever")).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(body.contains("`Principal` was not found"), "{body}");
+        assert!(body.contains("ApiKeyLayer"), "{body}");
+    }
+    let (status, body) = call(&app, "/scoped", None).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(body.contains("ApiKeyLayer"), "{body}");
+}
+
+#[tokio::test]
+async fn nothing_a_client_sends_creates_or_changes_a_principal() {
+    let keys = keys();
+    async fn show(principal: Option<Principal>) -> String {
+        format!("{principal:?}")
+    }
+    let app = Router::new().route("/show", get(show)).layer(
+        ApiKeyLayer::builder(KeyFormat::new("om").unwrap(), keys.store.clone())
+            .optional()
+            .build(),
+    );
+    let mut forged = request(
+        "/show?principal=admin&key_id=key_1&scopes=orders:read",
+        None,
+    );
+    for (name, value) in [
+        ("principal", "admin"),
+        ("x-principal", "admin"),
+        ("key-id", "key_1"),
+        ("x-api-key", keys.orders.as_str()),
+        ("x-environment", "live"),
+        ("scopes", "orders:read products:write"),
+    ] {
+        forged.headers_mut().insert(name, value.parse().unwrap());
+    }
+    let response = app.clone().oneshot(forged).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "None");
+
+    // A real key's principal carries exactly what the store holds, whatever else is sent.
+    let mut with_key = request("/show", Some(&bearer(&keys.sandbox)));
+    with_key
+        .headers_mut()
+        .insert("x-environment", "live".parse().unwrap());
+    with_key
+        .headers_mut()
+        .insert("x-scopes", "products:write".parse().unwrap());
+    let body = app
+        .oneshot(with_key)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(text.contains("environment: Test"), "{text}");
+    assert!(text.contains(r#"scopes: {"orders:read"}"#), "{text}");
+    assert!(!text.contains(&keys.sandbox), "{text}");
+    common::assert_logs_clean(&[&keys.orders, &keys.sandbox]);
+}
+
+#[tokio::test]
+async fn custom_responder_gets_the_cause_and_the_layer_keeps_the_contract_headers() {
+    let keys = keys();
+    let app = Router::new().route("/", get(name)).layer(
+        ApiKeyLayer::builder(KeyFormat::new("om").unwrap(), keys.store.clone())
+            .realm("Custom")
+            .responder(|rejection: &Rejection| {
+                Response::builder()
+                    .status(rejection.status())
+                    .body(Bytes::from(format!("code={:?}", rejection.error_code())))
+                    .unwrap()
+            })
+            .build(),
+    );
+    let unknown = KeyFormat::new("om")
+        .unwrap()
+        .generate(Environment::Live)
+        .unwrap();
+    let response = app
+        .clone()
+        .oneshot(request("/", Some(&bearer(unknown.expose_secret()))))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        response.headers()[header::WWW_AUTHENTICATE],
+        r#"Bearer realm="Custom", error="invalid_token""#
+    );
+    // The cause is there for outer layers, not for the client.
+    let cause = response.extensions().get::<Rejection>().unwrap();
+    assert!(
+        matches!(cause, Rejection::InvalidKey(InvalidKey::Unknown)),
+        "{cause:?}"
+    );
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, r#"code=Some("invalid_token")"#);
+
+    let (status, body) = call(&app, "/", Some(&bearer(&keys.orders))).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "Orders"));
+    common::assert_logs_clean(&[&keys.orders, unknown.expose_secret()]);
+}
+
+#[tokio::test]
+async fn environments_can_be_restricted() {
+    let keys = keys();
+    let sandbox_only = Router::new().route("/", get(name)).layer(
+        ApiKeyLayer::builder(KeyFormat::new("om").unwrap(), keys.store.clone())
+            .environments([Environment::Test])
+            .build(),
+    );
+    assert_eq!(
+        call(&sandbox_only, "/", Some(&bearer(&keys.sandbox)))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let response = sandbox_only
+        .oneshot(request("/", Some(&bearer(&keys.orders))))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let cause = response.extensions().get::<Rejection>().unwrap();
+    assert!(
+        matches!(
+            cause,
+            Rejection::InvalidKey(InvalidKey::WrongEnvironment(Environment::Live))
+        ),
+        "{cause:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_authorization_header_is_marked_sensitive_for_inner_layers() {
+    let keys = keys();
+    let app = Router::new()
+        .route(
+            "/",
+            post(|headers: http::HeaderMap| async move { format!("{headers:?}") }),
+        )
+        .layer(layer(&keys));
+    let mut req = request("/", Some(&bearer(&keys.orders)));
+    *req.method_mut() = http::Method::POST;
+    let body = app
+        .oneshot(req)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(text.contains(r#""authorization": Sensitive"#), "{text}");
+    assert!(!text.contains(&keys.orders));
+}
+
+#[test]
+fn a_catalogue_catches_misspelt_scopes_when_the_router_is_built() {
+    let catalog = ScopeCatalog::new([ORDERS_READ, ANALYTICS_READ, PRODUCTS_WRITE]);
+    let build = |names: &'static [&'static str]| -> Result<Router, String> {
+        let requirement = catalog
+            .require_all(names.iter().copied())
+            .map_err(|e| e.to_string())?;
+        Ok(Router::new().route(
+            "/",
+            get(|| async { "" }).route_layer(RequireScopes::new(requirement)),
+        ))
+    };
+    assert!(build(&["orders:read"]).is_ok());
+    assert_eq!(
+        build(&["order:read"]).unwrap_err(),
+        "unknown scope `order:read`; this deployment defines: analytics:read orders:read products:write"
+    );
+}
+
+#[test]
+#[should_panic(expected = "RequireScopes::all needs at least one scope")]
+fn an_empty_requirement_is_refused_when_the_router_is_built() {
+    let _ = RequireScopes::all([]);
+}
