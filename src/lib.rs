@@ -1,4 +1,4 @@
-//! API keys for tower and axum services.
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
