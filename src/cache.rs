@@ -20,6 +20,7 @@
 //! atomic with respect to the insertion of an in-flight answer; both happen under one lock.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -201,7 +202,8 @@ impl KeyCache {
         let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
         let task = tokio::spawn(Arc::clone(self).resolve(digest, id));
         let pending = async move {
-            // The task ends only by finishing or panicking; it is never aborted.
+            // The task catches resolver panics itself; this error only comes from a runtime that
+            // is shutting down.
             task.await.unwrap_or_else(|_| Err(ResolveError::panicked()))
         }
         .boxed()
@@ -217,9 +219,14 @@ impl KeyCache {
     }
 
     async fn resolve(self: Arc<Self>, digest: KeyDigest, id: u64) -> Outcome {
-        let answer = tokio::time::timeout(self.resolver_timeout, self.resolver.resolve(&digest))
-            .await
-            .unwrap_or_else(|_| Err(ResolveError::timed_out(self.resolver_timeout)));
+        let call = tokio::time::timeout(self.resolver_timeout, self.resolver.resolve(&digest));
+        // A panicking resolver must not skip the bookkeeping below, or the key would stay
+        // "in flight" for good.
+        let answer = match AssertUnwindSafe(call).catch_unwind().await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_elapsed)) => Err(ResolveError::timed_out(self.resolver_timeout)),
+            Err(_panic) => Err(ResolveError::panicked()),
+        };
         let outcome = answer.map(|record| match record {
             Some(record) => {
                 let revoked = record.revoked_at.is_some();

@@ -215,6 +215,21 @@ async fn errors_and_timeouts_are_never_cached() {
 }
 
 #[tokio::test]
+async fn a_panicking_resolver_gives_503_and_the_key_recovers() {
+    let (probe, key, _) = setup();
+    let layer = builder(&probe).build();
+    let app = app(layer.clone());
+    probe.set(Behaviour::Panic);
+    assert_eq!(status(&app, &key).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(status(&app, &key).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(layer.cache_stats().in_flight, 0);
+    probe.set(Behaviour::Normal);
+    assert_eq!(status(&app, &key).await.0, StatusCode::OK);
+    assert_eq!(probe.calls(), 3);
+    common::assert_logs_clean(&[&key]);
+}
+
+#[tokio::test]
 async fn a_client_that_goes_away_does_not_cancel_the_lookup() {
     let (probe, key, _) = setup();
     probe.set(Behaviour::Delay(Duration::from_millis(100)));

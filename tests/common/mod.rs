@@ -238,6 +238,8 @@ pub enum Behaviour {
     Fail,
     /// Never answer.
     Hang,
+    /// Panic.
+    Panic,
     /// Answer from the store after a delay.
     Delay(std::time::Duration),
     /// The first call reads the store, signals `entered`, then waits for `release` before
@@ -278,6 +280,7 @@ impl tower_api_key::KeyResolver for Probe {
             Behaviour::Normal => self.store.resolve(digest).await,
             Behaviour::Fail => Err(tower_api_key::ResolveError::new("database is down")),
             Behaviour::Hang => std::future::pending().await,
+            Behaviour::Panic => panic!("resolver bug"),
             Behaviour::Delay(delay) => {
                 tokio::time::sleep(delay).await;
                 self.store.resolve(digest).await
