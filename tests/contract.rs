@@ -135,8 +135,11 @@ fn assert_rejection(response: &RawResponse, status: u16, challenge: Option<&str>
     assert_eq!(response.body_text(), body);
 }
 
+/// Status, headers and body: everything a client sees.
+type Seen = (u16, Vec<(String, Vec<u8>)>, Vec<u8>);
+
 /// The response without its `date` header, for byte-for-byte comparison.
-fn without_date(response: &RawResponse) -> (u16, Vec<(String, Vec<u8>)>, Vec<u8>) {
+fn without_date(response: &RawResponse) -> Seen {
     let headers = response
         .headers
         .iter()
