@@ -420,7 +420,19 @@ async fn decisions_are_traced_with_the_key_id_and_never_the_key() {
     let logs = common::logs();
     let allowed = format!(r#"key_id={full_id} environment=live outcome="allowed""#);
     assert!(logs.contains(&allowed), "{logs}");
-    assert!(logs.contains(r#"outcome="revoked""#), "{logs}");
+    let revoked_id = f
+        .probe
+        .store
+        .list(None)
+        .into_iter()
+        .find(|k| k.record.name == "Old")
+        .unwrap()
+        .record
+        .id;
+    assert!(
+        logs.contains(&format!(r#"key_id={revoked_id} outcome="revoked""#)),
+        "{logs}"
+    );
     assert!(
         logs.contains(r#"outcome="insufficient_scope" required=products:write"#),
         "{logs}"

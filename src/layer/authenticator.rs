@@ -143,7 +143,8 @@ fn trace_allowed(principal: &Principal) {
 
 /// One event per refusal: client mistakes at `INFO`, resolver failures at `WARN`.
 pub(crate) fn trace_rejected(rejection: &Rejection) {
-    let key_id = rejection.key_id().map(|id| id.as_str());
+    // Recorded with `Display`, like the other events, so one key id reads the same everywhere.
+    let key_id = rejection.key_id().map(tracing::field::display);
     match rejection {
         Rejection::Unavailable(error) => tracing::warn!(
             target: "tower_api_key",

@@ -1,0 +1,759 @@
+//! OrderMonk: a small commerce API protected by `tower-api-key`.
+//!
+//! This is the crate's main demo. In one file it shows what a service built on the crate looks
+//! like:
+//!
+//! - one `ApiKeyLayer` around the whole router, backed by a key store that keeps only digests;
+//! - every scope declared once as a constant, and each route requiring its scope with
+//!   `RequireScopes`, so a misspelt scope is a compile error;
+//! - handlers that take the `Principal` and choose live or sandbox data from the key's
+//!   environment, so an `om_test_` key can never change live data;
+//! - keys created at start-up and shown exactly once.
+//!
+//! # Running it
+//!
+//! ```text
+//! cargo run --example ordermonk
+//! ```
+//!
+//! The server creates three keys for a demo account, prints each of them once with `curl` lines
+//! to try, and listens on `127.0.0.1:3000`. Set `ORDERMONK_ADDR` to listen elsewhere
+//! (`127.0.0.1:0` picks a free port) and `RUST_LOG` to change the logging, which goes to stderr
+//! (default: `info,tower_api_key=debug`). Stop it with Ctrl-C.
+//!
+//! # Routes
+//!
+//! | route | scope |
+//! |---|---|
+//! | `GET /v1/products`, `GET /v1/products/{sku}` | `products:read` |
+//! | `POST /v1/products`, `DELETE /v1/products/{sku}` | `products:write` |
+//! | `GET /v1/inventory` | `inventory:read` |
+//! | `PUT /v1/inventory/{sku}` | `inventory:write` |
+//! | `GET /v1/orders` | `orders:read` |
+//! | `GET /v1/keywords`, `GET /v1/keywords/suggestions` | `keywords:read` |
+//! | `POST /v1/keywords/suggestions/{id}/accept` | `keywords:write` |
+//! | `GET /v1/analytics` | `analytics:read` |
+//! | `GET /v1/me` | any valid key |
+//!
+//! A request without a key gets `401`, one with a key that is unknown, revoked or expired gets
+//! `401 invalid_token`, and one with a key that lacks the route's scope gets
+//! `403 insufficient_scope`.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, State};
+use axum::handler::Handler;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tower_api_key::{
+    ApiKeyLayer, CreatedKey, Environment, KeyFormat, MemoryStore, NewKey, Principal, RequireScopes,
+};
+use tracing_subscriber::EnvFilter;
+
+/// The scopes of the OrderMonk API, declared once.
+///
+/// `Scope::from_static` checks each name when the program is compiled, and routes and keys use
+/// these constants, so a misspelt scope does not compile.
+mod scopes {
+    use tower_api_key::Scope;
+
+    pub const PRODUCTS_READ: Scope = Scope::from_static("products:read");
+    pub const PRODUCTS_WRITE: Scope = Scope::from_static("products:write");
+    pub const INVENTORY_READ: Scope = Scope::from_static("inventory:read");
+    pub const INVENTORY_WRITE: Scope = Scope::from_static("inventory:write");
+    pub const ORDERS_READ: Scope = Scope::from_static("orders:read");
+    pub const KEYWORDS_READ: Scope = Scope::from_static("keywords:read");
+    pub const KEYWORDS_WRITE: Scope = Scope::from_static("keywords:write");
+    pub const ANALYTICS_READ: Scope = Scope::from_static("analytics:read");
+
+    /// Every scope, for keys with full access.
+    pub const ALL: [Scope; 8] = [
+        PRODUCTS_READ,
+        PRODUCTS_WRITE,
+        INVENTORY_READ,
+        INVENTORY_WRITE,
+        ORDERS_READ,
+        KEYWORDS_READ,
+        KEYWORDS_WRITE,
+        ANALYTICS_READ,
+    ];
+
+    /// The scopes that only read, for dashboards and reports.
+    pub const READ_ONLY: [Scope; 5] = [
+        PRODUCTS_READ,
+        INVENTORY_READ,
+        ORDERS_READ,
+        KEYWORDS_READ,
+        ANALYTICS_READ,
+    ];
+}
+
+/// The account that owns the demo keys.
+const OWNER: &str = "acct_ordermonk_demo";
+/// Where the server listens unless `ORDERMONK_ADDR` says otherwise.
+const DEFAULT_ADDR: &str = "127.0.0.1:3000";
+/// How many days the demo's sandbox key lives.
+const SANDBOX_KEY_DAYS: u64 = 30;
+
+#[tokio::main]
+async fn main() {
+    init_tracing();
+
+    let format = KeyFormat::new("om").expect("`om` is a valid key prefix");
+    let store = key_store(&format);
+
+    let app = routes().with_state(Shops::seeded()).layer(
+        ApiKeyLayer::builder(format, store.clone())
+            .realm("OrderMonk API")
+            .build(),
+    );
+
+    let addr = std::env::var("ORDERMONK_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
+    let listener = TcpListener::bind(&addr)
+        .await
+        .unwrap_or_else(|err| panic!("cannot listen on {addr}: {err}"));
+    let local = listener
+        .local_addr()
+        .expect("a bound listener has a local address");
+
+    let keys = create_demo_keys(&store);
+    print_keys(&keys, &format!("http://{local}"));
+    // The plaintexts are not needed any more; dropping them zeroizes them.
+    drop(keys);
+
+    println!("listening on http://{local}");
+    std::io::stdout().flush().expect("stdout can be written to");
+    tracing::info!(%local, "OrderMonk API started");
+
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .expect("the server failed");
+}
+
+/// Logs to stderr, filtered by `RUST_LOG`. The crate logs key ids, never keys.
+fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_api_key=debug"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// The key store. A `MemoryStore` forgets its keys when the process exits; swap in a persistent
+/// store here to keep them.
+fn key_store(format: &KeyFormat) -> MemoryStore {
+    MemoryStore::new(format.clone())
+}
+
+/// Waits for Ctrl-C, then lets the server finish the requests in flight.
+async fn shutdown_signal() {
+    tokio::signal::ctrl_c()
+        .await
+        .expect("a Ctrl-C handler can be installed");
+    tracing::info!("Ctrl-C received, shutting down");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys
+// ---------------------------------------------------------------------------------------------
+
+/// The demo account's keys, as created: the only time their plaintexts exist.
+struct DemoKeys {
+    production: CreatedKey,
+    dashboard: CreatedKey,
+    sandbox: CreatedKey,
+}
+
+/// Creates the demo account's keys, each with only the scopes its integration needs.
+fn create_demo_keys(store: &MemoryStore) -> DemoKeys {
+    let create = |new: NewKey| {
+        store
+            .create(new.owner(OWNER))
+            .expect("the demo keys have valid names and expiries")
+    };
+    DemoKeys {
+        production: create(NewKey::new("Production", Environment::Live).scopes(scopes::ALL)),
+        dashboard: create(
+            NewKey::new("Read-only dashboard", Environment::Live).scopes(scopes::READ_ONLY),
+        ),
+        sandbox: create(
+            NewKey::new("Sandbox", Environment::Test)
+                .scopes(scopes::ALL)
+                .expires_at(
+                    SystemTime::now() + Duration::from_secs(SANDBOX_KEY_DAYS * 24 * 60 * 60),
+                ),
+        ),
+    }
+}
+
+/// Shows each key once, with `curl` lines to try against the server at `base`.
+fn print_keys(keys: &DemoKeys, base: &str) {
+    println!();
+    println!("OrderMonk demo API: three keys for account {OWNER}");
+    println!();
+    println!("WARNING: each key is shown once, here, and cannot be shown again: the server keeps");
+    println!("only its SHA-256 digest. Copy the keys you want to use now.");
+
+    let production = &keys.production;
+    print_key(production, "live, all scopes");
+    println!(
+        "  curl -s {base}/v1/products -H 'Authorization: Bearer {}'",
+        production.key.expose_secret()
+    );
+
+    let dashboard = &keys.dashboard;
+    print_key(
+        dashboard,
+        &format!("live, read-only: {}", dashboard.record.scopes),
+    );
+    println!(
+        "  curl -s {base}/v1/orders -H 'Authorization: Bearer {}'",
+        dashboard.key.expose_secret()
+    );
+    println!("  # no products:write, so this write gets 403 insufficient_scope:");
+    println!(
+        "  curl -si -X POST {base}/v1/products -H 'Authorization: Bearer {}' \
+         -H 'Content-Type: application/json' \
+         -d '{{\"sku\":\"PEN-007\",\"name\":\"Gel Pen\",\"price_cents\":350}}'",
+        dashboard.key.expose_secret()
+    );
+
+    let sandbox = &keys.sandbox;
+    print_key(
+        sandbox,
+        &format!("test, all scopes, sandbox data only, expires in {SANDBOX_KEY_DAYS} days"),
+    );
+    println!(
+        "  curl -s {base}/v1/products -H 'Authorization: Bearer {}'",
+        sandbox.key.expose_secret()
+    );
+    println!();
+}
+
+/// The key's name and what it may do, then the key on a line of its own.
+fn print_key(created: &CreatedKey, summary: &str) {
+    println!();
+    println!("Key \"{}\" ({summary})", created.record.name);
+    println!("  {}", created.key.expose_secret());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routes
+// ---------------------------------------------------------------------------------------------
+
+/// Every route, each requiring its scope. Paths with several methods layer each handler on its
+/// own, so that each method gets its own scope.
+fn routes() -> Router<Shops> {
+    Router::new()
+        .route(
+            "/v1/products",
+            get(list_products.layer(RequireScopes::all([scopes::PRODUCTS_READ])))
+                .post(create_product.layer(RequireScopes::all([scopes::PRODUCTS_WRITE]))),
+        )
+        .route(
+            "/v1/products/{sku}",
+            get(get_product.layer(RequireScopes::all([scopes::PRODUCTS_READ])))
+                .delete(delete_product.layer(RequireScopes::all([scopes::PRODUCTS_WRITE]))),
+        )
+        .route(
+            "/v1/inventory",
+            get(list_inventory.layer(RequireScopes::all([scopes::INVENTORY_READ]))),
+        )
+        .route(
+            "/v1/inventory/{sku}",
+            put(set_inventory.layer(RequireScopes::all([scopes::INVENTORY_WRITE]))),
+        )
+        .route(
+            "/v1/orders",
+            get(list_orders.layer(RequireScopes::all([scopes::ORDERS_READ]))),
+        )
+        .route(
+            "/v1/keywords",
+            get(list_keywords.layer(RequireScopes::all([scopes::KEYWORDS_READ]))),
+        )
+        .route(
+            "/v1/keywords/suggestions",
+            get(list_suggestions.layer(RequireScopes::all([scopes::KEYWORDS_READ]))),
+        )
+        .route(
+            "/v1/keywords/suggestions/{id}/accept",
+            post(accept_suggestion.layer(RequireScopes::all([scopes::KEYWORDS_WRITE]))),
+        )
+        .route(
+            "/v1/analytics",
+            get(analytics.layer(RequireScopes::all([scopes::ANALYTICS_READ]))),
+        )
+        // Any valid key may ask who it is: no scope required.
+        .route("/v1/me", get(me))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+// ---------------------------------------------------------------------------------------------
+
+async fn list_products(State(shops): State<Shops>, principal: Principal) -> Json<Vec<Product>> {
+    let shop = shops.for_environment(principal.environment());
+    Json(shop.products.values().cloned().collect())
+}
+
+async fn get_product(
+    State(shops): State<Shops>,
+    principal: Principal,
+    Path(sku): Path<String>,
+) -> Result<Json<Product>, ApiError> {
+    let shop = shops.for_environment(principal.environment());
+    let product = shop.products.get(&sku).ok_or(ApiError::UNKNOWN_SKU)?;
+    Ok(Json(product.clone()))
+}
+
+async fn create_product(
+    State(shops): State<Shops>,
+    principal: Principal,
+    Json(new): Json<NewProduct>,
+) -> Result<(StatusCode, Json<Product>), ApiError> {
+    if !is_valid_sku(&new.sku) {
+        return Err(ApiError::Unprocessable(
+            "A SKU is 1 to 32 ASCII letters, digits or hyphens.",
+        ));
+    }
+    if new.name.trim().is_empty() {
+        return Err(ApiError::Unprocessable("A product needs a name."));
+    }
+    let mut shop = shops.for_environment(principal.environment());
+    if shop.products.contains_key(&new.sku) {
+        return Err(ApiError::Conflict(
+            "A product with this SKU already exists.",
+        ));
+    }
+    let product = Product {
+        sku: new.sku,
+        name: new.name.trim().to_owned(),
+        price_cents: new.price_cents,
+    };
+    shop.products.insert(product.sku.clone(), product.clone());
+    shop.inventory.insert(product.sku.clone(), 0);
+    tracing::info!(
+        key_id = %principal.key_id(),
+        environment = %principal.environment(),
+        sku = %product.sku,
+        "product created"
+    );
+    Ok((StatusCode::CREATED, Json(product)))
+}
+
+async fn delete_product(
+    State(shops): State<Shops>,
+    principal: Principal,
+    Path(sku): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let mut shop = shops.for_environment(principal.environment());
+    shop.products.remove(&sku).ok_or(ApiError::UNKNOWN_SKU)?;
+    shop.inventory.remove(&sku);
+    tracing::info!(
+        key_id = %principal.key_id(),
+        environment = %principal.environment(),
+        sku = %sku,
+        "product deleted"
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_inventory(State(shops): State<Shops>, principal: Principal) -> Json<Vec<StockLevel>> {
+    let shop = shops.for_environment(principal.environment());
+    let levels = shop
+        .inventory
+        .iter()
+        .map(|(sku, &quantity)| StockLevel {
+            sku: sku.clone(),
+            quantity,
+        })
+        .collect();
+    Json(levels)
+}
+
+async fn set_inventory(
+    State(shops): State<Shops>,
+    principal: Principal,
+    Path(sku): Path<String>,
+    Json(update): Json<SetQuantity>,
+) -> Result<Json<StockLevel>, ApiError> {
+    let mut shop = shops.for_environment(principal.environment());
+    if !shop.products.contains_key(&sku) {
+        return Err(ApiError::UNKNOWN_SKU);
+    }
+    shop.inventory.insert(sku.clone(), update.quantity);
+    tracing::info!(
+        key_id = %principal.key_id(),
+        environment = %principal.environment(),
+        sku = %sku,
+        quantity = update.quantity,
+        "inventory updated"
+    );
+    Ok(Json(StockLevel {
+        sku,
+        quantity: update.quantity,
+    }))
+}
+
+async fn list_orders(State(shops): State<Shops>, principal: Principal) -> Json<Vec<Order>> {
+    let shop = shops.for_environment(principal.environment());
+    Json(shop.orders.clone())
+}
+
+async fn list_keywords(State(shops): State<Shops>, principal: Principal) -> Json<Vec<Keyword>> {
+    let shop = shops.for_environment(principal.environment());
+    Json(shop.keywords.clone())
+}
+
+async fn list_suggestions(
+    State(shops): State<Shops>,
+    principal: Principal,
+) -> Json<Vec<Suggestion>> {
+    let shop = shops.for_environment(principal.environment());
+    Json(shop.suggestions.clone())
+}
+
+/// Accepts a keyword suggestion: the keyword is tracked from now on. Accepting twice is harmless.
+async fn accept_suggestion(
+    State(shops): State<Shops>,
+    principal: Principal,
+    Path(id): Path<u32>,
+) -> Result<Json<Suggestion>, ApiError> {
+    let mut guard = shops.for_environment(principal.environment());
+    let shop = &mut *guard;
+    let suggestion = shop
+        .suggestions
+        .iter_mut()
+        .find(|suggestion| suggestion.id == id)
+        .ok_or(ApiError::NotFound("No keyword suggestion has this id."))?;
+    suggestion.status = SuggestionStatus::Accepted;
+    if !shop
+        .keywords
+        .iter()
+        .any(|k| k.keyword == suggestion.keyword)
+    {
+        shop.keywords.push(Keyword {
+            keyword: suggestion.keyword.clone(),
+            monthly_searches: suggestion.monthly_searches,
+            rank: None,
+        });
+    }
+    tracing::info!(
+        key_id = %principal.key_id(),
+        environment = %principal.environment(),
+        suggestion = id,
+        "keyword suggestion accepted"
+    );
+    Ok(Json(suggestion.clone()))
+}
+
+async fn analytics(State(shops): State<Shops>, principal: Principal) -> Json<Analytics> {
+    let shop = shops.for_environment(principal.environment());
+    let revenue_cents: u64 = shop.orders.iter().map(|order| order.total_cents).sum();
+    let orders = shop.orders.len() as u64;
+    Json(Analytics {
+        orders,
+        units_sold: shop.orders.iter().map(|order| order.quantity).sum(),
+        revenue_cents,
+        average_order_cents: revenue_cents.checked_div(orders).unwrap_or(0),
+    })
+}
+
+/// Who is calling: everything the key's record says, never the key itself.
+async fn me(principal: Principal) -> Json<Me> {
+    Json(Me {
+        key_id: principal.key_id().to_string(),
+        name: principal.name().to_owned(),
+        owner: principal.owner().to_owned(),
+        environment: principal.environment().as_str(),
+        scopes: principal.scopes().iter().map(ToString::to_string).collect(),
+        expires_at: principal.expires_at().map(unix_seconds),
+    })
+}
+
+fn is_valid_sku(sku: &str) -> bool {
+    (1..=32).contains(&sku.len()) && sku.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn unix_seconds(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// A refusal by the API itself, answered with an RFC 9457 `application/problem+json` body like
+/// the crate's own refusals. Nothing from the request is echoed.
+#[derive(Debug)]
+enum ApiError {
+    NotFound(&'static str),
+    Conflict(&'static str),
+    Unprocessable(&'static str),
+}
+
+impl ApiError {
+    const UNKNOWN_SKU: ApiError = ApiError::NotFound("No product has this SKU.");
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, detail) = match self {
+            ApiError::NotFound(detail) => (StatusCode::NOT_FOUND, detail),
+            ApiError::Conflict(detail) => (StatusCode::CONFLICT, detail),
+            ApiError::Unprocessable(detail) => (StatusCode::UNPROCESSABLE_ENTITY, detail),
+        };
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": status.canonical_reason(),
+            "status": status.as_u16(),
+            "detail": detail,
+        });
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data
+// ---------------------------------------------------------------------------------------------
+
+/// The shop's data: one set reached by live keys, another reached by sandbox keys.
+#[derive(Clone)]
+struct Shops {
+    live: Arc<Mutex<Shop>>,
+    sandbox: Arc<Mutex<Shop>>,
+}
+
+impl Shops {
+    fn seeded() -> Self {
+        Shops {
+            live: Arc::new(Mutex::new(Shop::seeded(Environment::Live))),
+            sandbox: Arc::new(Mutex::new(Shop::seeded(Environment::Test))),
+        }
+    }
+
+    /// The data a key of `environment` reaches: `om_test_` keys only ever reach the sandbox.
+    fn for_environment(&self, environment: Environment) -> MutexGuard<'_, Shop> {
+        let shop = match environment {
+            Environment::Live => &self.live,
+            Environment::Test => &self.sandbox,
+        };
+        // No handler panics halfway through a change, so a poisoned shop is still consistent.
+        shop.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One environment's products, stock levels, orders and keyword data.
+struct Shop {
+    products: BTreeMap<String, Product>,
+    inventory: BTreeMap<String, u32>,
+    orders: Vec<Order>,
+    keywords: Vec<Keyword>,
+    suggestions: Vec<Suggestion>,
+}
+
+/// The catalogue both environments start from: SKU, name, price in cents, live stock.
+const CATALOG: [(&str, &str, u64, u32); 4] = [
+    ("MUG-001", "Stoneware Coffee Mug", 1_800, 42),
+    ("TEE-014", "Organic Cotton T-Shirt", 2_400, 130),
+    ("BAG-203", "Canvas Tote Bag", 1_500, 8),
+    ("NBK-310", "Dot-Grid Notebook", 1_200, 64),
+];
+
+/// Stock of every product in the sandbox, so that test orders never run out.
+const SANDBOX_STOCK: u32 = 1_000;
+
+impl Shop {
+    /// Plausible starting data. Sandbox products are named `[sandbox] …` and sandbox orders
+    /// `ord_test_…`, so a response shows at a glance which data a key reached.
+    fn seeded(environment: Environment) -> Shop {
+        let sandbox = environment == Environment::Test;
+        let mut products = BTreeMap::new();
+        let mut inventory = BTreeMap::new();
+        for (sku, name, price_cents, live_stock) in CATALOG {
+            let name = if sandbox {
+                format!("[sandbox] {name}")
+            } else {
+                name.to_owned()
+            };
+            products.insert(
+                sku.to_owned(),
+                Product {
+                    sku: sku.to_owned(),
+                    name,
+                    price_cents,
+                },
+            );
+            inventory.insert(
+                sku.to_owned(),
+                if sandbox { SANDBOX_STOCK } else { live_stock },
+            );
+        }
+
+        let order_lines: &[(&str, &str, u32, OrderStatus)] = if sandbox {
+            &[("ord_test_0001", "BAG-203", 1, OrderStatus::Paid)]
+        } else {
+            &[
+                ("ord_1001", "MUG-001", 2, OrderStatus::Shipped),
+                ("ord_1002", "TEE-014", 1, OrderStatus::Shipped),
+                ("ord_1003", "NBK-310", 3, OrderStatus::Paid),
+                ("ord_1004", "MUG-001", 1, OrderStatus::Paid),
+            ]
+        };
+        let orders = order_lines
+            .iter()
+            .map(|&(id, sku, quantity, status)| Order {
+                id: id.to_owned(),
+                sku: sku.to_owned(),
+                quantity,
+                total_cents: products[sku].price_cents * u64::from(quantity),
+                status,
+            })
+            .collect();
+
+        let keywords = vec![
+            Keyword::ranked("coffee mug", 40_500, 7),
+            Keyword::ranked("canvas tote bag", 22_200, 12),
+            Keyword::ranked("dot grid notebook", 9_900, 3),
+        ];
+        let suggestions = vec![
+            Suggestion::pending(1, "ceramic coffee mug", "MUG-001", 14_800),
+            Suggestion::pending(2, "organic cotton tee", "TEE-014", 6_600),
+            Suggestion::pending(3, "bullet journal notebook", "NBK-310", 33_100),
+        ];
+
+        Shop {
+            products,
+            inventory,
+            orders,
+            keywords,
+            suggestions,
+        }
+    }
+}
+
+#[derive(Clone, Serialize)]
+struct Product {
+    sku: String,
+    name: String,
+    price_cents: u64,
+}
+
+/// The body of `POST /v1/products`.
+#[derive(Deserialize)]
+struct NewProduct {
+    sku: String,
+    name: String,
+    price_cents: u64,
+}
+
+#[derive(Serialize)]
+struct StockLevel {
+    sku: String,
+    quantity: u32,
+}
+
+/// The body of `PUT /v1/inventory/{sku}`.
+#[derive(Deserialize)]
+struct SetQuantity {
+    quantity: u32,
+}
+
+#[derive(Clone, Serialize)]
+struct Order {
+    id: String,
+    sku: String,
+    quantity: u32,
+    total_cents: u64,
+    status: OrderStatus,
+}
+
+#[derive(Clone, Copy, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum OrderStatus {
+    Paid,
+    Shipped,
+}
+
+/// A search keyword the shop tracks, and where its products rank for it (if they do yet).
+#[derive(Clone, Serialize)]
+struct Keyword {
+    keyword: String,
+    monthly_searches: u32,
+    rank: Option<u32>,
+}
+
+impl Keyword {
+    fn ranked(keyword: &str, monthly_searches: u32, rank: u32) -> Self {
+        Keyword {
+            keyword: keyword.to_owned(),
+            monthly_searches,
+            rank: Some(rank),
+        }
+    }
+}
+
+/// A keyword OrderMonk suggests tracking for a product.
+#[derive(Clone, Serialize)]
+struct Suggestion {
+    id: u32,
+    keyword: String,
+    sku: String,
+    monthly_searches: u32,
+    status: SuggestionStatus,
+}
+
+impl Suggestion {
+    fn pending(id: u32, keyword: &str, sku: &str, monthly_searches: u32) -> Self {
+        Suggestion {
+            id,
+            keyword: keyword.to_owned(),
+            sku: sku.to_owned(),
+            monthly_searches,
+            status: SuggestionStatus::Pending,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum SuggestionStatus {
+    Pending,
+    Accepted,
+}
+
+#[derive(Serialize)]
+struct Analytics {
+    orders: u64,
+    units_sold: u32,
+    revenue_cents: u64,
+    average_order_cents: u64,
+}
+
+/// The body of `GET /v1/me`.
+#[derive(Serialize)]
+struct Me {
+    key_id: String,
+    name: String,
+    owner: String,
+    environment: &'static str,
+    scopes: Vec<String>,
+    /// Unix seconds, or `null` for a key that does not expire.
+    expires_at: Option<u64>,
+}

@@ -1,0 +1,438 @@
+//! End to end: runs the `ordermonk` example binary and talks to it over loopback HTTP, as a
+//! user following its banner would.
+//!
+//! The binary is the one cargo builds next to this test (`target/<profile>/examples/ordermonk`).
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use common::RawResponse;
+use regex::Regex;
+use serde_json::{json, Value};
+use tower_api_key::{Environment, KeyFormat};
+
+const OWNER: &str = "acct_ordermonk_demo";
+/// How long the example may take to print its `listening on` line.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn ordermonk_demo_end_to_end() {
+    let (mut server, banner) = Server::start();
+    let addr = banner.addr;
+    let production = banner.key("Production");
+    let dashboard = banner.key("Read-only dashboard");
+    let sandbox = banner.key("Sandbox");
+    assert!(
+        production.starts_with("om_live_"),
+        "Production is a live key"
+    );
+    assert!(
+        dashboard.starts_with("om_live_"),
+        "the dashboard key is a live key"
+    );
+    assert!(sandbox.starts_with("om_test_"), "Sandbox is a test key");
+
+    let unknown = requests_without_a_valid_key_are_refused(addr).await;
+    production_key_reads_and_writes_live_data(addr, production).await;
+    read_only_key_cannot_write(addr, dashboard, production).await;
+    sandbox_key_never_changes_live_data(addr, sandbox, production).await;
+    me_describes_the_key_without_showing_it(addr, sandbox).await;
+
+    let logs = server.stop();
+    assert!(!logs.is_empty(), "the example logged nothing to stderr");
+    assert!(
+        logs.contains("tower_api_key"),
+        "the crate's own events are missing from the logs, so checking them proves little"
+    );
+    assert_no_key_in(
+        &logs,
+        &[production, dashboard, sandbox, unknown.expose_secret()],
+    );
+}
+
+/// No key, a forged key and an unknown key all get `401`. Returns the unknown key, which must
+/// not reach the logs either.
+async fn requests_without_a_valid_key_are_refused(addr: SocketAddr) -> tower_api_key::PlaintextKey {
+    let missing = common::get(addr, "/v1/products", &[]).await;
+    assert_eq!(missing.status, 401);
+    assert_eq!(
+        missing.header("www-authenticate"),
+        r#"Bearer realm="OrderMonk API""#
+    );
+
+    // The right shape, a wrong checksum: refused without a lookup.
+    let forged = format!("om_live_{}", "x".repeat(38));
+    // A real key of the right format that the store has never seen: refused after a lookup.
+    let unknown = om()
+        .generate(Environment::Live)
+        .expect("a key can be generated");
+    for key in [forged.as_str(), unknown.expose_secret()] {
+        let refused = get_as(addr, key, "/v1/products").await;
+        assert_eq!(refused.status, 401);
+        assert_eq!(
+            refused.header("www-authenticate"),
+            r#"Bearer realm="OrderMonk API", error="invalid_token""#
+        );
+    }
+    unknown
+}
+
+async fn production_key_reads_and_writes_live_data(addr: SocketAddr, production: &str) {
+    let products = get_as(addr, production, "/v1/products").await;
+    assert_eq!(products.status, 200, "{}", products.body_text());
+    let names = product_names(&products);
+    assert!(
+        names.iter().any(|name| name == "Stoneware Coffee Mug"),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().all(|name| !name.contains("sandbox")),
+        "a live key saw sandbox products: {names:?}"
+    );
+
+    let lamp = json!({"sku": "LAMP-500", "name": "Brass Desk Lamp", "price_cents": 8900});
+    let created = send_as(addr, production, "POST", "/v1/products", &lamp).await;
+    assert!(
+        created.status == 201 || created.status == 200,
+        "{}: {}",
+        created.status,
+        created.body_text()
+    );
+    assert_eq!(created.json()["sku"], "LAMP-500");
+
+    let products = get_as(addr, production, "/v1/products").await;
+    assert!(skus(&products).contains(&"LAMP-500".to_owned()));
+}
+
+async fn read_only_key_cannot_write(addr: SocketAddr, dashboard: &str, production: &str) {
+    let orders = get_as(addr, dashboard, "/v1/orders").await;
+    assert_eq!(orders.status, 200, "{}", orders.body_text());
+    let orders = orders.json();
+    let orders = orders.as_array().expect("orders are a JSON array");
+    assert!(!orders.is_empty(), "the live shop has orders");
+
+    let before = get_as(addr, production, "/v1/products").await.json();
+    let pen = json!({"sku": "PEN-007", "name": "Gel Pen", "price_cents": 350});
+    let refused = send_as(addr, dashboard, "POST", "/v1/products", &pen).await;
+    assert_eq!(refused.status, 403, "{}", refused.body_text());
+    assert_eq!(
+        refused.header("www-authenticate"),
+        r#"Bearer realm="OrderMonk API", error="insufficient_scope", scope="products:write""#
+    );
+    let after = get_as(addr, production, "/v1/products").await.json();
+    assert_eq!(before, after, "a refused write changed the product list");
+}
+
+async fn sandbox_key_never_changes_live_data(addr: SocketAddr, sandbox: &str, production: &str) {
+    let products = get_as(addr, sandbox, "/v1/products").await;
+    assert_eq!(products.status, 200, "{}", products.body_text());
+    let names = product_names(&products);
+    assert!(!names.is_empty(), "the sandbox has products");
+    assert!(
+        names.iter().all(|name| name.starts_with("[sandbox]")),
+        "a test key saw live products: {names:?}"
+    );
+    assert!(
+        !skus(&products).contains(&"LAMP-500".to_owned()),
+        "a product created with a live key appeared in the sandbox"
+    );
+
+    let live_before = get_as(addr, production, "/v1/inventory").await;
+    assert_eq!(live_before.status, 200, "{}", live_before.body_text());
+    let live_before = live_before.json();
+    assert_ne!(
+        stock_of(&live_before, "MUG-001"),
+        7,
+        "pick another quantity"
+    );
+
+    let update = json!({"quantity": 7});
+    let updated = send_as(addr, sandbox, "PUT", "/v1/inventory/MUG-001", &update).await;
+    assert_eq!(updated.status, 200, "{}", updated.body_text());
+    assert_eq!(updated.json()["quantity"], 7);
+
+    let sandbox_after = get_as(addr, sandbox, "/v1/inventory").await.json();
+    assert_eq!(stock_of(&sandbox_after, "MUG-001"), 7);
+    let live_after = get_as(addr, production, "/v1/inventory").await.json();
+    assert_eq!(
+        live_before, live_after,
+        "a sandbox key changed live inventory"
+    );
+}
+
+async fn me_describes_the_key_without_showing_it(addr: SocketAddr, sandbox: &str) {
+    let me = get_as(addr, sandbox, "/v1/me").await;
+    assert_eq!(me.status, 200, "{}", me.body_text());
+    let body = me.body_text();
+    assert!(!body.contains(sandbox), "/v1/me showed the key");
+    assert!(
+        !body.contains(&sandbox[8..40]),
+        "/v1/me showed part of the key"
+    );
+
+    let me = me.json();
+    assert_eq!(me["environment"], "test");
+    assert_eq!(me["name"], "Sandbox");
+    assert_eq!(me["owner"], OWNER);
+    assert!(me["key_id"].is_string(), "{me}");
+    let scopes = me["scopes"].as_array().expect("scopes are a JSON array");
+    assert!(scopes.contains(&json!("products:write")), "{me}");
+    assert!(
+        me["expires_at"].is_u64() || me["expires_at"].is_null(),
+        "{me}"
+    );
+}
+
+/// Fails if any of `keys`, the random middle of one, or anything shaped like a key is in `logs`.
+fn assert_no_key_in(logs: &str, keys: &[&str]) {
+    for key in keys {
+        assert!(!logs.contains(key), "a key reached the logs");
+        assert!(
+            !logs.contains(&key[8..40]),
+            "part of a key reached the logs"
+        );
+    }
+    assert!(
+        !scanner().is_match(logs),
+        "something shaped like a key reached the logs"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The example's process
+// ---------------------------------------------------------------------------------------------
+
+/// The running example. Dropping it kills the process, whatever the test's outcome.
+struct Server {
+    child: Child,
+    /// Reads stderr all along, so that a full pipe never blocks the server.
+    stderr: Option<JoinHandle<String>>,
+}
+
+/// What the example printed before it started listening.
+struct Banner {
+    addr: SocketAddr,
+    /// Each key, by the name printed above it.
+    keys: HashMap<String, String>,
+}
+
+impl Server {
+    fn start() -> (Server, Banner) {
+        let binary = example_binary();
+        let mut child = Command::new(&binary)
+            .env("ORDERMONK_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "trace")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot run {}: {err}", binary.display()));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let mut server = Server {
+            child,
+            stderr: Some(std::thread::spawn(move || {
+                let mut logs = Vec::new();
+                // An error only ends the capture early; the assertions on its content still run.
+                let _ = stderr.read_to_end(&mut logs);
+                String::from_utf8_lossy(&logs).into_owned()
+            })),
+        };
+
+        let (lines_tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        match read_banner(&lines) {
+            Ok(banner) => (server, banner),
+            Err(problem) => {
+                let logs = server.stop();
+                panic!("{problem}\n--- stderr of the example ---\n{logs}");
+            }
+        }
+    }
+
+    /// Kills the process and returns everything it wrote to stderr.
+    fn stop(&mut self) -> String {
+        self.kill();
+        self.stderr
+            .take()
+            .map(|reader| reader.join().expect("the stderr reader does not panic"))
+            .unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        // Errors mean the process is gone already.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Banner {
+    fn key(&self, name: &str) -> &str {
+        self.keys
+            .get(name)
+            .unwrap_or_else(|| panic!("no key named {name:?} was printed"))
+    }
+}
+
+/// Reads stdout up to `listening on http://…`: each `Key "<name>" (…)` line names the first key
+/// printed after it.
+fn read_banner(lines: &mpsc::Receiver<std::io::Result<String>>) -> Result<Banner, String> {
+    let scanner = scanner();
+    let mut keys = HashMap::new();
+    let mut name: Option<String> = None;
+    let mut transcript = String::new();
+    loop {
+        let line = match lines.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(Ok(line)) => line,
+            Ok(Err(err)) => return Err(format!("cannot read the example's stdout: {err}")),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(format!(
+                    "the example printed no `listening on` line within {STARTUP_TIMEOUT:?}; \
+                     stdout so far:\n{transcript}"
+                ))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(format!(
+                    "the example exited before listening; stdout:\n{transcript}"
+                ))
+            }
+        };
+        transcript.push_str(&line);
+        transcript.push('\n');
+
+        if let Some(addr) = line.strip_prefix("listening on http://") {
+            let addr = addr
+                .parse()
+                .map_err(|err| format!("bad address in {line:?}: {err}"))?;
+            return Ok(Banner { addr, keys });
+        }
+        if let Some(rest) = line.strip_prefix("Key \"") {
+            name = rest.split('"').next().map(str::to_owned);
+        } else if let (Some(name), Some(key)) = (&name, scanner.find(&line)) {
+            keys.entry(name.clone())
+                .or_insert_with(|| key.as_str().to_owned());
+        }
+    }
+}
+
+/// `target/<profile>/examples/ordermonk`, found from this test's own binary in
+/// `target/<profile>/deps/`, built first if needed.
+fn example_binary() -> PathBuf {
+    let test = std::env::current_exe().expect("the test binary knows its path");
+    let profile_dir = test
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary is in target/<profile>/deps");
+    // A plain `cargo test` builds the examples, but `cargo test --test ordermonk_demo` does not,
+    // and would run a stale binary. Asking cargo costs nothing when the example is up to date.
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
+            Some("debug") | None => "dev",
+            Some(other) => other,
+        };
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let build = Command::new(cargo)
+            .args(["build", "--example", "ordermonk", "--profile", profile])
+            .arg("--manifest-path")
+            .arg(manifest)
+            .output()
+            .expect("cargo can be run");
+        assert!(
+            build.status.success(),
+            "cannot build the example:\n{}",
+            String::from_utf8_lossy(&build.stderr)
+        );
+    }
+    let binary = profile_dir
+        .join("examples")
+        .join(format!("ordermonk{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.is_file(),
+        "{} is missing: build it with `cargo build --example ordermonk`",
+        binary.display()
+    );
+    binary
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP helpers
+// ---------------------------------------------------------------------------------------------
+
+async fn get_as(addr: SocketAddr, key: &str, path: &str) -> RawResponse {
+    let auth = common::bearer(key);
+    common::get(addr, path, &[auth.as_slice()]).await
+}
+
+async fn send_as(
+    addr: SocketAddr,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> RawResponse {
+    let auth = common::bearer(key);
+    let body = body.to_string();
+    common::request(addr, method, path, &[auth.as_slice()], Some(&body)).await
+}
+
+fn product_names(products: &RawResponse) -> Vec<String> {
+    field_of_each(products, "name")
+}
+
+fn skus(products: &RawResponse) -> Vec<String> {
+    field_of_each(products, "sku")
+}
+
+fn field_of_each(response: &RawResponse, field: &str) -> Vec<String> {
+    response
+        .json()
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|item| {
+            item[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("no string {field:?} in {item}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The quantity of `sku` in a `GET /v1/inventory` body.
+fn stock_of(inventory: &Value, sku: &str) -> u64 {
+    inventory
+        .as_array()
+        .expect("inventory is a JSON array")
+        .iter()
+        .find(|level| level["sku"] == sku)
+        .and_then(|level| level["quantity"].as_u64())
+        .unwrap_or_else(|| panic!("no stock level for {sku} in {inventory}"))
+}
+
+fn om() -> KeyFormat {
+    KeyFormat::new("om").expect("`om` is a valid prefix")
+}
+
+fn scanner() -> Regex {
+    Regex::new(&om().scanner_regex()).expect("the scanner regex compiles")
+}
