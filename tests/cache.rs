@@ -94,23 +94,33 @@ async fn revoking_a_cached_key_takes_effect_on_the_next_request() {
     common::assert_logs_clean(&[&key]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lookup_that_began_before_a_revocation_and_ends_after_it_is_not_trusted() {
-    let (probe, key, id) = setup();
+/// Starts a request whose lookup reads the store, then waits until `release` is notified.
+/// Returns once the lookup has read the store.
+async fn start_stalled_request(
+    probe: &Probe,
+    app: &Router,
+    key: &str,
+) -> (tokio::task::JoinHandle<StatusCode>, Arc<Notify>) {
     let entered = Arc::new(Notify::new());
     let release = Arc::new(Notify::new());
     probe.set(Behaviour::GateFirst {
         entered: entered.clone(),
         release: release.clone(),
     });
-    let app = app(builder(&probe).build());
-
-    // Request A's lookup reads the key as valid, then stalls.
-    let first = tokio::spawn({
-        let (app, key) = (app.clone(), key.clone());
+    let request = tokio::spawn({
+        let (app, key) = (app.clone(), key.to_owned());
         async move { status(&app, &key).await.0 }
     });
     entered.notified().await;
+    (request, release)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_that_began_before_a_revocation_and_ends_after_it_is_not_trusted() {
+    let (probe, key, id) = setup();
+    let app = app(builder(&probe).build());
+    // Request A's lookup reads the key as valid, then stalls.
+    let (first, release) = start_stalled_request(&probe, &app, &key).await;
 
     // The key is revoked while A's lookup is still out.
     probe.store.revoke(&id).unwrap();
@@ -134,18 +144,8 @@ async fn a_lookup_that_began_before_a_revocation_and_ends_after_it_is_not_truste
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_lookup_that_finishes_after_the_revocation_is_not_cached() {
     let (probe, key, id) = setup();
-    let entered = Arc::new(Notify::new());
-    let release = Arc::new(Notify::new());
-    probe.set(Behaviour::GateFirst {
-        entered: entered.clone(),
-        release: release.clone(),
-    });
     let app = app(builder(&probe).build());
-    let first = tokio::spawn({
-        let (app, key) = (app.clone(), key.clone());
-        async move { status(&app, &key).await.0 }
-    });
-    entered.notified().await;
+    let (first, release) = start_stalled_request(&probe, &app, &key).await;
     probe.store.revoke(&id).unwrap();
     release.notify_one();
     first.await.unwrap();

@@ -171,35 +171,28 @@ async fn router_route_layer_guards_the_routes_registered_before_it() {
         StatusCode::OK
     );
 
-    let app = Router::new()
+    // To guard only some routes: `route_layer` after them, or the layer on their handlers.
+    let guarded_before = Router::new()
         .route("/private", get(name))
         .route_layer(layer(&keys))
         .route("/public", get(|| async { "public" }));
-    assert_eq!(
-        call(&app, "/public", None).await,
-        (StatusCode::OK, "public".into())
-    );
-    assert_eq!(
-        call(&app, "/private", None).await.0,
-        StatusCode::UNAUTHORIZED
-    );
-
-    // Or on one handler only.
-    let app = Router::new()
+    let guarded_handler = Router::new()
         .route("/private", get(name.layer(layer(&keys))))
         .route("/public", get(|| async { "public" }));
-    assert_eq!(
-        call(&app, "/public", None).await,
-        (StatusCode::OK, "public".into())
-    );
-    assert_eq!(
-        call(&app, "/private", None).await.0,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        call(&app, "/private", Some(&bearer(&keys.orders))).await,
-        (StatusCode::OK, "Orders".into())
-    );
+    for app in [guarded_before, guarded_handler] {
+        assert_eq!(
+            call(&app, "/public", None).await,
+            (StatusCode::OK, "public".into())
+        );
+        assert_eq!(
+            call(&app, "/private", None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            call(&app, "/private", Some(&bearer(&keys.orders))).await,
+            (StatusCode::OK, "Orders".into())
+        );
+    }
     common::assert_logs_clean(&[&keys.orders]);
 }
 
