@@ -53,7 +53,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tower_api_key::{
-    ApiKeyLayer, CreatedKey, Environment, KeyFormat, MemoryStore, NewKey, Principal, RequireScopes,
+    ApiKeyLayer, CreatedKey, Environment, KeyFormat, KeyStore, MemoryStore, NewKey, Principal,
+    RequireScopes,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -123,7 +124,7 @@ async fn main() {
         .local_addr()
         .expect("a bound listener has a local address");
 
-    let keys = create_demo_keys(&store);
+    let keys = create_demo_keys(&store).await;
     print_keys(&keys, &format!("http://{local}"));
     // The plaintexts are not needed any more; dropping them zeroizes them.
     drop(keys);
@@ -175,24 +176,27 @@ struct DemoKeys {
 }
 
 /// Creates the demo account's keys, each with only the scopes its integration needs.
-fn create_demo_keys(store: &MemoryStore) -> DemoKeys {
-    let create = |new: NewKey| {
+async fn create_demo_keys(store: &impl KeyStore) -> DemoKeys {
+    let create = |new: NewKey| async move {
         store
             .create(new.owner(OWNER))
+            .await
             .expect("the demo keys have valid names and expiries")
     };
     DemoKeys {
-        production: create(NewKey::new("Production", Environment::Live).scopes(scopes::ALL)),
+        production: create(NewKey::new("Production", Environment::Live).scopes(scopes::ALL)).await,
         dashboard: create(
             NewKey::new("Read-only dashboard", Environment::Live).scopes(scopes::READ_ONLY),
-        ),
+        )
+        .await,
         sandbox: create(
             NewKey::new("Sandbox", Environment::Test)
                 .scopes(scopes::ALL)
                 .expires_at(
                     SystemTime::now() + Duration::from_secs(SANDBOX_KEY_DAYS * 24 * 60 * 60),
                 ),
-        ),
+        )
+        .await,
     }
 }
 
@@ -214,7 +218,7 @@ fn print_keys(keys: &DemoKeys, base: &str) {
     let dashboard = &keys.dashboard;
     print_key(
         dashboard,
-        &format!("live, read-only: {}", dashboard.record.scopes),
+        &format!("live, read-only: {}", dashboard.stored.record.scopes),
     );
     println!(
         "  curl -s {base}/v1/orders -H 'Authorization: Bearer {}'",
@@ -243,7 +247,7 @@ fn print_keys(keys: &DemoKeys, base: &str) {
 /// The key's name and what it may do, then the key on a line of its own.
 fn print_key(created: &CreatedKey, summary: &str) {
     println!();
-    println!("Key \"{}\" ({summary})", created.record.name);
+    println!("Key \"{}\" ({summary})", created.stored.record.name);
     println!("  {}", created.key.expose_secret());
 }
 

@@ -31,4 +31,6 @@ pub use crate::principal::PrincipalRejection;
 pub use crate::rejection::{ProblemJson, Rejection, Responder};
 pub use crate::resolver::{KeyId, KeyRecord, KeyResolver, ResolveError};
 pub use crate::scope::{RequireScopes, Scope, ScopeCatalog, ScopeRequirement, ScopeSet};
-pub use crate::store::{CreatedKey, MemoryStore, NewKey, StoreError, StoredKey};
+pub use crate::store::{
+    CreatedKey, KeyStore, MemoryStore, NewKey, Rotation, StoreError, StoredKey,
+};

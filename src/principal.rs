@@ -12,7 +12,7 @@
 //! use axum::{body::Body, routing::get, Router};
 //! use http::{header, Request, StatusCode};
 //! use tower::ServiceExt;
-//! use tower_api_key::{ApiKeyLayer, Environment, KeyFormat, MemoryStore, NewKey, Principal, Scope};
+//! use tower_api_key::{ApiKeyLayer, Environment, KeyFormat, KeyStore, MemoryStore, NewKey, Principal};
 //!
 //! async fn whoami(principal: Principal) -> String {
 //!     format!("{} ({}) for {}", principal.name(), principal.environment(), principal.owner())
@@ -23,6 +23,7 @@
 //! let store = MemoryStore::new(format.clone());
 //! let created = store
 //!     .create(NewKey::new("Staging", Environment::Test).owner("acct_42"))
+//!     .await
 //!     .unwrap();
 //! let app = Router::new()
 //!     .route("/whoami", get(whoami))

@@ -15,7 +15,9 @@ use http::{header, Request, StatusCode};
 use tokio::sync::Notify;
 use tower::ServiceExt;
 use tower_api_key::clock::{Clock, ManualClock};
-use tower_api_key::{ApiKeyLayer, ApiKeyLayerBuilder, Environment, KeyFormat, MemoryStore, NewKey};
+use tower_api_key::{
+    ApiKeyLayer, ApiKeyLayerBuilder, Environment, KeyFormat, KeyStore, MemoryStore, NewKey,
+};
 
 const INVALID_TOKEN: &str = r#"Bearer realm="api", error="invalid_token""#;
 
@@ -46,19 +48,20 @@ async fn status(app: &Router, key: &str) -> (StatusCode, Option<String>) {
     (response.status(), challenge)
 }
 
-fn setup() -> (Probe, String, tower_api_key::KeyId) {
+async fn setup() -> (Probe, String, tower_api_key::KeyId) {
     common::init_tracing();
     let store = MemoryStore::new(format());
     let created = store
         .create(NewKey::new("Production", Environment::Live))
+        .await
         .unwrap();
     let key = created.key.expose_secret().to_owned();
-    (Probe::new(store), key, created.record.id)
+    (Probe::new(store), key, created.id().clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_first_requests_make_one_resolver_call() {
-    let (probe, key, _) = setup();
+    let (probe, key, _) = setup().await;
     probe.set(Behaviour::Delay(Duration::from_millis(100)));
     let layer = builder(&probe).build();
     let app = app(layer.clone());
@@ -79,13 +82,13 @@ async fn a_thousand_concurrent_first_requests_make_one_resolver_call() {
 
 #[tokio::test]
 async fn revoking_a_cached_key_takes_effect_on_the_next_request() {
-    let (probe, key, id) = setup();
+    let (probe, key, id) = setup().await;
     let app = app(builder(&probe).build());
     assert_eq!(status(&app, &key).await.0, StatusCode::OK);
     assert_eq!(status(&app, &key).await.0, StatusCode::OK);
     assert_eq!(probe.calls(), 1, "the second request was a cache hit");
 
-    probe.store.revoke(&id).unwrap();
+    probe.store.revoke(&id).await.unwrap();
     assert_eq!(
         status(&app, &key).await,
         (StatusCode::UNAUTHORIZED, Some(INVALID_TOKEN.to_owned()))
@@ -117,13 +120,13 @@ async fn start_stalled_request(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lookup_that_began_before_a_revocation_and_ends_after_it_is_not_trusted() {
-    let (probe, key, id) = setup();
+    let (probe, key, id) = setup().await;
     let app = app(builder(&probe).build());
     // Request A's lookup reads the key as valid, then stalls.
     let (first, release) = start_stalled_request(&probe, &app, &key).await;
 
     // The key is revoked while A's lookup is still out.
-    probe.store.revoke(&id).unwrap();
+    probe.store.revoke(&id).await.unwrap();
 
     // A request that starts now must not join A's stale lookup.
     assert_eq!(
@@ -143,10 +146,10 @@ async fn a_lookup_that_began_before_a_revocation_and_ends_after_it_is_not_truste
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_lookup_that_finishes_after_the_revocation_is_not_cached() {
-    let (probe, key, id) = setup();
+    let (probe, key, id) = setup().await;
     let app = app(builder(&probe).build());
     let (first, release) = start_stalled_request(&probe, &app, &key).await;
-    probe.store.revoke(&id).unwrap();
+    probe.store.revoke(&id).await.unwrap();
     release.notify_one();
     first.await.unwrap();
 
@@ -169,6 +172,7 @@ async fn expiry_is_enforced_on_cache_hits() {
             NewKey::new("Expiring", Environment::Test)
                 .expires_at(clock.now() + Duration::from_secs(3600)),
         )
+        .await
         .unwrap();
     let key = created.key.expose_secret();
     let probe = Probe::new(store);
@@ -190,7 +194,7 @@ async fn expiry_is_enforced_on_cache_hits() {
 
 #[tokio::test]
 async fn errors_and_timeouts_are_never_cached() {
-    let (probe, key, _) = setup();
+    let (probe, key, _) = setup().await;
     let layer = builder(&probe)
         .resolver_timeout(Duration::from_millis(50))
         .build();
@@ -216,7 +220,7 @@ async fn errors_and_timeouts_are_never_cached() {
 
 #[tokio::test]
 async fn a_panicking_resolver_gives_503_and_the_key_recovers() {
-    let (probe, key, _) = setup();
+    let (probe, key, _) = setup().await;
     let layer = builder(&probe).build();
     let app = app(layer.clone());
     probe.set(Behaviour::Panic);
@@ -231,7 +235,7 @@ async fn a_panicking_resolver_gives_503_and_the_key_recovers() {
 
 #[tokio::test]
 async fn a_client_that_goes_away_does_not_cancel_the_lookup() {
-    let (probe, key, _) = setup();
+    let (probe, key, _) = setup().await;
     probe.set(Behaviour::Delay(Duration::from_millis(100)));
     let app = app(builder(&probe).build());
     // Give up on the first request long before the resolver answers.
@@ -246,7 +250,7 @@ async fn a_client_that_goes_away_does_not_cancel_the_lookup() {
 
 #[tokio::test]
 async fn unknown_keys_are_cached_negatively_and_briefly() {
-    let (probe, key, _) = setup();
+    let (probe, key, _) = setup().await;
     let unknown = format().generate(Environment::Live).unwrap();
     let unknown = unknown.expose_secret();
     let layer = builder(&probe)
@@ -267,7 +271,7 @@ async fn unknown_keys_are_cached_negatively_and_briefly() {
 
 #[tokio::test]
 async fn a_flood_of_unknown_keys_leaves_good_keys_cached_and_the_caches_bounded() {
-    let (probe, key, _) = setup();
+    let (probe, key, _) = setup().await;
     let layer = builder(&probe).build();
     let app = app(layer.clone());
     assert_eq!(status(&app, &key).await.0, StatusCode::OK);

@@ -15,8 +15,8 @@ use http_body_util::{BodyExt, Full};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_api_key::rejection::InvalidKey;
 use tower_api_key::{
-    ApiKeyLayer, Environment, KeyFormat, MemoryStore, NewKey, Principal, Rejection, RequireScopes,
-    Scope, ScopeCatalog,
+    ApiKeyLayer, Environment, KeyFormat, KeyStore, MemoryStore, NewKey, Principal, Rejection,
+    RequireScopes, Scope, ScopeCatalog,
 };
 
 const ORDERS_READ: Scope = Scope::from_static("orders:read");
@@ -30,23 +30,26 @@ struct Keys {
     sandbox: String,
 }
 
-fn keys() -> Keys {
+async fn keys() -> Keys {
     common::init_tracing();
     let store = MemoryStore::new(KeyFormat::new("om").unwrap());
-    let create = |name: &str, environment, scopes: &[Scope]| {
-        let created = store
-            .create(
-                NewKey::new(name, environment)
-                    .owner("acct_7")
-                    .scopes(scopes.iter().cloned()),
-            )
-            .unwrap();
-        created.key.expose_secret().to_owned()
-    };
+    let mut created = Vec::new();
+    for (name, environment, scope) in [
+        ("Orders", Environment::Live, ORDERS_READ),
+        ("Analytics", Environment::Live, ANALYTICS_READ),
+        ("Sandbox", Environment::Test, ORDERS_READ),
+    ] {
+        let new = NewKey::new(name, environment)
+            .owner("acct_7")
+            .scopes([scope]);
+        let key = store.create(new).await.unwrap().key;
+        created.push(key.expose_secret().to_owned());
+    }
+    let [orders, analytics, sandbox] = <[String; 3]>::try_from(created).unwrap();
     Keys {
-        orders: create("Orders", Environment::Live, &[ORDERS_READ]),
-        analytics: create("Analytics", Environment::Live, &[ANALYTICS_READ]),
-        sandbox: create("Sandbox", Environment::Test, &[ORDERS_READ]),
+        orders,
+        analytics,
+        sandbox,
         store,
     }
 }
@@ -84,7 +87,7 @@ async fn name(principal: Principal) -> String {
 
 #[tokio::test]
 async fn route_layer_handler_layer_and_service_builder() {
-    let keys = keys();
+    let keys = keys().await;
     let app = Router::new()
         .route(
             "/orders",
@@ -132,7 +135,7 @@ async fn route_layer_handler_layer_and_service_builder() {
 
 #[tokio::test]
 async fn any_of_requirement_names_every_alternative_in_the_challenge() {
-    let keys = keys();
+    let keys = keys().await;
     let app = Router::new()
         .route(
             "/either",
@@ -153,7 +156,7 @@ async fn any_of_requirement_names_every_alternative_in_the_challenge() {
 
 #[tokio::test]
 async fn router_route_layer_guards_the_routes_registered_before_it() {
-    let keys = keys();
+    let keys = keys().await;
     let app = Router::new()
         .route("/public", get(|| async { "public" }))
         .route("/private", get(name))
@@ -198,7 +201,7 @@ async fn router_route_layer_guards_the_routes_registered_before_it() {
 
 #[tokio::test]
 async fn any_tower_service_with_any_bytes_body() {
-    let keys = keys();
+    let keys = keys().await;
     let service = ServiceBuilder::new().layer(layer(&keys)).service_fn(
         |request: Request<Full<Bytes>>| async move {
             let name = request
@@ -239,7 +242,7 @@ async fn any_tower_service_with_any_bytes_body() {
 
 #[tokio::test]
 async fn optional_mode_lets_anonymous_requests_through_but_not_bad_keys() {
-    let keys = keys();
+    let keys = keys().await;
     async fn greet(principal: Option<Principal>) -> String {
         match principal {
             Some(principal) => format!("hello {}", principal.name()),
@@ -328,7 +331,7 @@ async fn extractors_without_the_layer_answer_500_naming_it() {
 
 #[tokio::test]
 async fn nothing_a_client_sends_creates_or_changes_a_principal() {
-    let keys = keys();
+    let keys = keys().await;
     async fn show(principal: Option<Principal>) -> String {
         format!("{principal:?}")
     }
@@ -381,7 +384,7 @@ async fn nothing_a_client_sends_creates_or_changes_a_principal() {
 
 #[tokio::test]
 async fn custom_responder_gets_the_cause_and_the_layer_keeps_the_contract_headers() {
-    let keys = keys();
+    let keys = keys().await;
     let app = Router::new().route("/", get(name)).layer(
         ApiKeyLayer::builder(KeyFormat::new("om").unwrap(), keys.store.clone())
             .realm("Custom")
@@ -423,7 +426,7 @@ async fn custom_responder_gets_the_cause_and_the_layer_keeps_the_contract_header
 
 #[tokio::test]
 async fn environments_can_be_restricted() {
-    let keys = keys();
+    let keys = keys().await;
     let sandbox_only = Router::new().route("/", get(name)).layer(
         ApiKeyLayer::builder(KeyFormat::new("om").unwrap(), keys.store.clone())
             .environments([Environment::Test])
@@ -452,7 +455,7 @@ async fn environments_can_be_restricted() {
 
 #[tokio::test]
 async fn the_authorization_header_is_marked_sensitive_for_inner_layers() {
-    let keys = keys();
+    let keys = keys().await;
     let app = Router::new()
         .route(
             "/",

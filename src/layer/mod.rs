@@ -16,12 +16,12 @@
 //! use axum::{body::Body, routing::get, Router};
 //! use http::{header, Request, StatusCode};
 //! use tower::ServiceExt;
-//! use tower_api_key::{ApiKeyLayer, Environment, KeyFormat, MemoryStore, NewKey, Principal};
+//! use tower_api_key::{ApiKeyLayer, Environment, KeyFormat, KeyStore, MemoryStore, NewKey, Principal};
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let format = KeyFormat::new("om").unwrap();
 //! let store = MemoryStore::new(format.clone());
-//! let created = store.create(NewKey::new("Production", Environment::Live)).unwrap();
+//! let created = store.create(NewKey::new("Production", Environment::Live)).await.unwrap();
 //!
 //! let app = Router::new()
 //!     .route("/v1/ping", get(|principal: Principal| async move { principal.name().to_owned() }))
@@ -49,7 +49,7 @@
 //! assert_eq!(missing.headers()[header::WWW_AUTHENTICATE], r#"Bearer realm="OrderMonk API""#);
 //!
 //! // Revocation through the store takes effect on the very next request.
-//! store.revoke(&created.record.id).unwrap();
+//! store.revoke(created.id()).await.unwrap();
 //! let revoked = app.oneshot(request(Some(bearer))).await.unwrap();
 //! assert_eq!(revoked.status(), StatusCode::UNAUTHORIZED);
 //! assert_eq!(

@@ -1,16 +1,19 @@
-//! Key stores: where keys live, and how they are created, listed and revoked.
+//! Key stores: where keys live, and their lifecycle.
 //!
-//! A store keeps each key's [`KeyRecord`] under the key's digest, never the key. It resolves keys
-//! for [`ApiKeyLayer`](crate::ApiKeyLayer) and announces revocations on its
-//! [`Invalidations`](crate::Invalidations) handle, so a layer built on it refuses a revoked key
-//! on the very next request.
+//! A [`KeyStore`] keeps each key's record under the key's digest, never the key. It creates keys
+//! (handing out the plaintext exactly once), lists them, renames, revokes, rotates and deletes
+//! them, and resolves keys for [`ApiKeyLayer`](crate::ApiKeyLayer). Every change that affects
+//! authentication is announced on the store's [`Invalidations`](crate::Invalidations) handle, so
+//! a layer built on the store honours it on the very next request.
 //!
-//! [`MemoryStore`] keeps keys in memory, for tests, demos and single-process deployments whose
-//! keys are provisioned at start-up.
+//! [`MemoryStore`] keeps keys in memory, for tests, demos and processes whose keys are
+//! provisioned at start-up.
 //!
 //! ```
-//! use tower_api_key::{Environment, KeyFormat, MemoryStore, NewKey, Scope};
+//! use std::time::Duration;
+//! use tower_api_key::{Environment, KeyFormat, KeyStore, MemoryStore, NewKey, Scope};
 //!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let store = MemoryStore::new(KeyFormat::new("om").unwrap());
 //! let created = store
 //!     .create(
@@ -18,33 +21,89 @@
 //!             .owner("acct_42")
 //!             .scopes([Scope::from_static("orders:read")]),
 //!     )
+//!     .await
 //!     .unwrap();
 //!
 //! // The plaintext is handed out once, here. The store keeps only the digest.
 //! println!("your key: {}", created.key.expose_secret());
 //!
-//! let listed = store.list(Some("acct_42"));
+//! let listed = store.list(Some("acct_42")).await.unwrap();
 //! assert_eq!(listed[0].record.name, "Webhook Server");
 //! assert_eq!(listed[0].hint, created.key.hint());
 //!
-//! store.revoke(&created.record.id).unwrap();
-//! assert!(store.get(&created.record.id).unwrap().record.revoked_at.is_some());
+//! // Rotate: a new key now, the old one keeps working for an hour, then dies.
+//! let rotation = store.rotate(created.id(), Duration::from_secs(3600)).await.unwrap();
+//! assert_eq!(rotation.new.stored.record.scopes, created.stored.record.scopes);
+//!
+//! store.revoke(rotation.new.id()).await.unwrap();
+//! assert!(store.get(rotation.new.id()).await.unwrap().record.revoked_at.is_some());
+//! # });
 //! ```
 
 mod memory;
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
 
 pub use self::memory::MemoryStore;
-use crate::key::{Environment, KeyGenerationError, PlaintextKey};
-use crate::resolver::{KeyId, KeyRecord};
-use crate::scope::{Scope, ScopeSet};
+use crate::key::{push_random_base62, Environment, KeyFormat, KeyGenerationError, PlaintextKey};
+use crate::resolver::{KeyId, KeyRecord, KeyResolver};
+use crate::scope::{Scope, ScopeCatalog, ScopeError, ScopeSet};
 
 /// Longest key name accepted, in characters.
 pub const MAX_NAME_LEN: usize = 100;
 
-/// What to create: a name, an environment, and optionally an owner, scopes and an expiry.
+/// The lifecycle of keys. Every store implements it, and resolves keys for the layer.
+///
+/// Rules every implementation keeps (the crate's conformance tests check them):
+///
+/// - `create` validates the name (1 to [`MAX_NAME_LEN`] characters, not blank, no control
+///   characters), the scopes (against the store's [`ScopeCatalog`], if it has one) and the expiry
+///   (in the future), and stores only the digest; the plaintext is in the result and nowhere else.
+/// - `list` returns one owner's keys (or everyone's), newest first.
+/// - `revoke` is idempotent and records when the key was first revoked.
+/// - `rotate` creates a key with the same name, owner, environment, scopes and metadata, expiring
+///   no later than the old one; the old key keeps working for `grace` (never past its own
+///   expiry) and is then rejected. A revoked or expired key cannot be rotated.
+/// - A failed operation changes nothing.
+/// - `revoke`, `rotate`, `rename` and `delete` announce the key on the store's
+///   [`Invalidations`](crate::Invalidations) before returning.
+#[async_trait]
+pub trait KeyStore: KeyResolver {
+    /// The format of the keys this store creates.
+    fn format(&self) -> &KeyFormat;
+
+    /// Creates a key. The plaintext in the result is the only copy there will ever be.
+    async fn create(&self, new: NewKey) -> Result<CreatedKey, StoreError>;
+
+    /// The key with id `id`.
+    async fn get(&self, id: &KeyId) -> Result<StoredKey, StoreError>;
+
+    /// The keys of `owner` (everyone's for `None`), newest first.
+    async fn list(&self, owner: Option<&str>) -> Result<Vec<StoredKey>, StoreError>;
+
+    /// Gives the key a new name.
+    async fn rename(&self, id: &KeyId, name: &str) -> Result<StoredKey, StoreError>;
+
+    /// Revokes the key: refused from the next request on. Revoking a revoked key succeeds and
+    /// keeps the first revocation time.
+    async fn revoke(&self, id: &KeyId) -> Result<StoredKey, StoreError>;
+
+    /// Replaces the key with a new one; the old key keeps working for `grace`.
+    async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<Rotation, StoreError>;
+
+    /// Deletes the key for good.
+    async fn delete(&self, id: &KeyId) -> Result<(), StoreError>;
+
+    /// Records that the key was used at `at`; the stored time only moves forward.
+    async fn record_use(&self, id: &KeyId, at: SystemTime) -> Result<(), StoreError>;
+}
+
+/// What to create: a name, an environment, and optionally an owner, scopes, an expiry and
+/// metadata.
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct NewKey {
@@ -53,11 +112,12 @@ pub struct NewKey {
     pub(crate) owner: String,
     pub(crate) scopes: ScopeSet,
     pub(crate) expires_at: Option<SystemTime>,
+    pub(crate) metadata: BTreeMap<String, String>,
 }
 
 impl NewKey {
-    /// A key named `name` (such as `"Production"`) for `environment`, with no scopes, no owner and
-    /// no expiry.
+    /// A key named `name` (such as `"Production"`) for `environment`, with no scopes, no owner, no
+    /// expiry and no metadata.
     pub fn new(name: impl Into<String>, environment: Environment) -> Self {
         NewKey {
             name: name.into(),
@@ -65,6 +125,7 @@ impl NewKey {
             owner: String::new(),
             scopes: ScopeSet::empty(),
             expires_at: None,
+            metadata: BTreeMap::new(),
         }
     }
 
@@ -85,31 +146,71 @@ impl NewKey {
         self.expires_at = Some(expires_at);
         self
     }
+
+    /// Adds a metadata entry, such as `("team", "integrations")`.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
 }
 
-/// A newly created key: the plaintext, shown once, and its record.
+/// A newly created key: the plaintext, shown once, and what the store keeps about it.
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct CreatedKey {
     /// The key itself. Show it to its owner now: it cannot be shown again.
     pub key: PlaintextKey,
-    /// What the store keeps about it.
-    pub record: KeyRecord,
+    /// Everything the store keeps about the key.
+    pub stored: StoredKey,
 }
 
-/// A key as a store lists it: its record, display hint and creation time. Never the plaintext.
+impl CreatedKey {
+    /// The new key's id.
+    pub fn id(&self) -> &KeyId {
+        &self.stored.record.id
+    }
+}
+
+/// The result of [`KeyStore::rotate`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Rotation {
+    /// The replacement, with its plaintext shown once.
+    pub new: CreatedKey,
+    /// The old key, with its shortened expiry.
+    pub old: StoredKey,
+}
+
+/// A key as a store lists it. Never the plaintext.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StoredKey {
-    /// The key's record.
+    /// The key's record: id, name, owner, environment, scopes, expiry, revocation.
     pub record: KeyRecord,
     /// A display hint such as `om_live_…x7Qa`.
     pub hint: String,
     /// When the key was created.
     pub created_at: SystemTime,
+    /// When the key was last used, if it was.
+    pub last_used_at: Option<SystemTime>,
+    /// Free-form metadata given at creation.
+    pub metadata: BTreeMap<String, String>,
 }
 
-/// Why a store refused an operation. Messages never contain a key.
+impl StoredKey {
+    /// A stored key, for stores outside this crate that build their own.
+    pub fn new(record: KeyRecord, hint: impl Into<String>, created_at: SystemTime) -> Self {
+        StoredKey {
+            record,
+            hint: hint.into(),
+            created_at,
+            last_used_at: None,
+            metadata: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why a store refused or failed an operation. Messages never contain a key.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -117,12 +218,29 @@ pub enum StoreError {
     EmptyName,
     /// The name is longer than [`MAX_NAME_LEN`] characters.
     NameTooLong,
+    /// The name has control characters such as a newline.
+    NameHasControlCharacters,
+    /// A scope is malformed or not in the store's catalogue.
+    InvalidScope(ScopeError),
     /// The expiry is not in the future.
     ExpiryInPast,
     /// No key has this id.
     UnknownKey(KeyId),
+    /// The key is revoked, so it cannot be rotated.
+    Revoked(KeyId),
+    /// The key is expired, so it cannot be rotated.
+    Expired(KeyId),
     /// The random number generator failed.
     KeyGeneration(KeyGenerationError),
+    /// The store could not be reached or failed; nothing was changed.
+    Unavailable(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// A failure of the database or service behind a store.
+    pub fn unavailable(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError::Unavailable(source.into())
+    }
 }
 
 impl fmt::Display for StoreError {
@@ -132,9 +250,16 @@ impl fmt::Display for StoreError {
             StoreError::NameTooLong => {
                 write!(f, "a key name is at most {MAX_NAME_LEN} characters long")
             }
+            StoreError::NameHasControlCharacters => {
+                f.write_str("a key name cannot contain control characters")
+            }
+            StoreError::InvalidScope(err) => err.fmt(f),
             StoreError::ExpiryInPast => f.write_str("a key's expiry must be in the future"),
             StoreError::UnknownKey(id) => write!(f, "no key has the id `{id}`"),
+            StoreError::Revoked(id) => write!(f, "key `{id}` is revoked"),
+            StoreError::Expired(id) => write!(f, "key `{id}` is expired"),
             StoreError::KeyGeneration(err) => err.fmt(f),
+            StoreError::Unavailable(err) => write!(f, "the key store is unavailable: {err}"),
         }
     }
 }
@@ -142,7 +267,9 @@ impl fmt::Display for StoreError {
 impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
+            StoreError::InvalidScope(err) => Some(err),
             StoreError::KeyGeneration(err) => Some(err),
+            StoreError::Unavailable(err) => Some(&**err),
             _ => None,
         }
     }
@@ -154,16 +281,99 @@ impl From<KeyGenerationError> for StoreError {
     }
 }
 
-/// Checks a new key's name and expiry against `now`.
-pub(crate) fn validate(new: &NewKey, now: SystemTime) -> Result<(), StoreError> {
-    if new.name.trim().is_empty() {
+impl From<ScopeError> for StoreError {
+    fn from(err: ScopeError) -> Self {
+        StoreError::InvalidScope(err)
+    }
+}
+
+/// Checks a name: not blank, not too long, no control characters. Returns it trimmed.
+pub(crate) fn validate_name(name: &str) -> Result<&str, StoreError> {
+    let name = name.trim();
+    if name.is_empty() {
         return Err(StoreError::EmptyName);
     }
-    if new.name.chars().count() > MAX_NAME_LEN {
+    if name.chars().count() > MAX_NAME_LEN {
         return Err(StoreError::NameTooLong);
+    }
+    if name.chars().any(char::is_control) {
+        return Err(StoreError::NameHasControlCharacters);
+    }
+    Ok(name)
+}
+
+/// Checks a new key against `now` and the store's catalogue.
+pub(crate) fn validate(
+    new: &NewKey,
+    now: SystemTime,
+    catalog: Option<&ScopeCatalog>,
+) -> Result<(), StoreError> {
+    validate_name(&new.name)?;
+    if let Some(catalog) = catalog {
+        for scope in &new.scopes {
+            catalog.get(scope.as_str())?;
+        }
     }
     if new.expires_at.is_some_and(|at| at <= now) {
         return Err(StoreError::ExpiryInPast);
     }
     Ok(())
+}
+
+/// A fresh key id: `key_` and 16 base62 characters.
+pub(crate) fn new_key_id() -> Result<KeyId, KeyGenerationError> {
+    let mut id = String::from("key_");
+    push_random_base62(&mut id, 16)?;
+    Ok(KeyId::from(id))
+}
+
+/// Generates a key for `new` and builds what a store keeps about it, at `now`.
+pub(crate) fn prepare(
+    format: &KeyFormat,
+    new: NewKey,
+    now: SystemTime,
+    catalog: Option<&ScopeCatalog>,
+) -> Result<CreatedKey, StoreError> {
+    validate(&new, now, catalog)?;
+    let key = format.generate(new.environment)?;
+    let record = KeyRecord::new(new_key_id()?, new.environment, new.scopes)
+        .with_name(new.name.trim())
+        .with_owner(new.owner)
+        .with_expires_at(new.expires_at);
+    let mut stored = StoredKey::new(record, key.hint(), now);
+    stored.metadata = new.metadata;
+    Ok(CreatedKey { key, stored })
+}
+
+/// What a rotation of `old` at `now` with `grace` creates, and the old key's new expiry.
+///
+/// # Errors
+///
+/// If the old key is revoked or expired.
+pub(crate) fn plan_rotation(
+    format: &KeyFormat,
+    old: &StoredKey,
+    grace: Duration,
+    now: SystemTime,
+) -> Result<(CreatedKey, SystemTime), StoreError> {
+    let record = &old.record;
+    if record.revoked_at.is_some() {
+        return Err(StoreError::Revoked(record.id.clone()));
+    }
+    if record.is_expired_at(now) {
+        return Err(StoreError::Expired(record.id.clone()));
+    }
+    let grace_end = now.checked_add(grace).unwrap_or(now);
+    let old_expires_at = match record.expires_at {
+        Some(expires_at) => expires_at.min(grace_end),
+        None => grace_end,
+    };
+    let mut new = NewKey::new(record.name.clone(), record.environment)
+        .owner(record.owner.clone())
+        .scopes(record.scopes.iter().cloned());
+    new.expires_at = record.expires_at;
+    new.metadata = old.metadata.clone();
+    // The new key copies a key that passed validation, so only generation can fail here.
+    let created = prepare(format, new, now, None)?;
+    Ok((created, old_expires_at))
 }
