@@ -31,6 +31,21 @@ pub use crate::principal::PrincipalRejection;
 pub use crate::rejection::{ProblemJson, Rejection, Responder};
 pub use crate::resolver::{KeyId, KeyRecord, KeyResolver, ResolveError};
 pub use crate::scope::{RequireScopes, Scope, ScopeCatalog, ScopeRequirement, ScopeSet};
+#[cfg(feature = "axum")]
+pub use crate::scope::{RequiredScopes, Scoped};
 pub use crate::store::{
     CreatedKey, KeyStore, MemoryStore, NewKey, Rotation, StoreError, StoredKey,
 };
+
+#[doc(hidden)]
+pub mod __private {
+    //! Used by the crate's macros; not part of the API.
+
+    use crate::scope::{ScopeError, ScopeRequirement};
+
+    /// The requirement built by `scope_requirement!`.
+    pub fn non_empty(built: Result<ScopeRequirement, ScopeError>) -> ScopeRequirement {
+        // The macro only accepts one scope or more, so the requirement is never empty.
+        built.unwrap_or_else(|err| panic!("scope_requirement!: {err}"))
+    }
+}

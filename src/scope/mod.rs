@@ -56,12 +56,16 @@
 //! above.
 
 mod require;
+#[cfg(feature = "axum")]
+mod scoped;
 
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
 pub use self::require::{RequireScopes, RequireScopesService, ResponseFuture};
+#[cfg(feature = "axum")]
+pub use self::scoped::{RequiredScopes, Scoped};
 
 /// Longest scope name accepted.
 const MAX_SCOPE_LEN: usize = 128;

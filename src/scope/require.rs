@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{Extensions, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -93,8 +93,55 @@ impl<S: fmt::Debug> fmt::Debug for RequireScopesService<S> {
     }
 }
 
-const MISSING_LAYER: &str = "RequireScopes found no Principal: is `tower_api_key::ApiKeyLayer` \
-    applied outside this route?";
+const MISSING_LAYER: &str = "a scope requirement found no Principal: is \
+    `tower_api_key::ApiKeyLayer` applied outside this route?";
+
+/// Checks `requirement` against the request's principal: `Ok` with the principal when it holds,
+/// otherwise the response to send (`403`, the layer's `401` for an anonymous request, or `500`
+/// when no `ApiKeyLayer` ran).
+pub(crate) fn authorize<'a, B: From<Bytes>>(
+    extensions: &'a Extensions,
+    requirement: &ScopeRequirement,
+) -> Result<&'a Principal, Response<B>> {
+    let rejection = match extensions.get::<Principal>() {
+        Some(principal) if principal.satisfies(requirement) => {
+            tracing::debug!(
+                target: "tower_api_key",
+                key_id = %principal.key_id(),
+                outcome = "authorized",
+                required = %requirement,
+                "API key has the required scopes"
+            );
+            return Ok(principal);
+        }
+        Some(principal) => {
+            let rejection = Rejection::InsufficientScope(InsufficientScope {
+                key_id: principal.key_id().clone(),
+                missing: requirement.missing_from(principal.scopes()),
+                requirement: requirement.clone(),
+            });
+            trace_rejected(&rejection);
+            return Err(principal.responses().respond(rejection));
+        }
+        None => Rejection::MissingCredentials,
+    };
+    match extensions.get::<Anonymous>() {
+        Some(Anonymous(responses)) => {
+            trace_rejected(&rejection);
+            Err(responses.respond(rejection))
+        }
+        None => {
+            tracing::error!(target: "tower_api_key", "{MISSING_LAYER}");
+            let mut response = Response::new(B::from(Bytes::from_static(MISSING_LAYER.as_bytes())));
+            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            Err(response)
+        }
+    }
+}
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireScopesService<S>
 where
@@ -110,47 +157,10 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let extensions = request.extensions();
-        let response = match extensions.get::<Principal>() {
-            Some(principal) if principal.satisfies(&self.requirement) => {
-                tracing::debug!(
-                    target: "tower_api_key",
-                    key_id = %principal.key_id(),
-                    outcome = "authorized",
-                    required = %self.requirement,
-                    "API key has the required scopes"
-                );
-                return ResponseFuture::inner(self.inner.call(request));
-            }
-            Some(principal) => {
-                let rejection = Rejection::InsufficientScope(InsufficientScope {
-                    key_id: principal.key_id().clone(),
-                    missing: self.requirement.missing_from(principal.scopes()),
-                    requirement: (*self.requirement).clone(),
-                });
-                trace_rejected(&rejection);
-                principal.responses().respond(rejection)
-            }
-            None => match extensions.get::<Anonymous>() {
-                Some(Anonymous(responses)) => {
-                    let rejection = Rejection::MissingCredentials;
-                    trace_rejected(&rejection);
-                    responses.respond(rejection)
-                }
-                None => {
-                    tracing::error!(target: "tower_api_key", "{MISSING_LAYER}");
-                    let mut response =
-                        Response::new(ResBody::from(Bytes::from_static(MISSING_LAYER.as_bytes())));
-                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                    response.headers_mut().insert(
-                        CONTENT_TYPE,
-                        HeaderValue::from_static("text/plain; charset=utf-8"),
-                    );
-                    response
-                }
-            },
-        };
-        ResponseFuture::ready(response)
+        match authorize(request.extensions(), &self.requirement) {
+            Ok(_) => ResponseFuture::inner(self.inner.call(request)),
+            Err(response) => ResponseFuture::ready(response),
+        }
     }
 }
 
