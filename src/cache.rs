@@ -20,6 +20,7 @@
 //! atomic with respect to the insertion of an in-flight answer; both happen under one lock.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -91,13 +92,40 @@ pub struct CacheStats {
 pub(crate) struct KeyCache {
     resolver: Arc<dyn KeyResolver>,
     responses: Arc<Responses>,
-    positive: moka::sync::Cache<KeyDigest, Arc<CachedKey>>,
-    negative: moka::sync::Cache<KeyDigest, ()>,
+    positive: moka::sync::Cache<Slot, Arc<CachedKey>, SlotHasher>,
+    negative: moka::sync::Cache<Slot, (), SlotHasher>,
     /// Resolver calls in flight, by digest. Also the lock that orders insertions after
     /// invalidations.
-    flights: Mutex<HashMap<KeyDigest, Flight>>,
+    flights: Mutex<HashMap<Slot, Flight>>,
     next_flight: AtomicU64,
     resolver_timeout: Duration,
+}
+
+/// The caches' hasher: fast, and seeded at random per process, so that nobody outside can grind
+/// keys whose digests crowd one bucket.
+type SlotHasher = foldhash::fast::RandomState;
+
+/// A digest as the caches' key.
+///
+/// Equality is plain, not constant-time, and the hash reads 8 of the 32 bytes: a digest is
+/// SHA-256 of a key, not a secret, so the time a table probe takes reveals nothing about any key,
+/// and its bytes are uniformly spread already. (The public [`KeyDigest`] compares in constant
+/// time for callers who compare digests of their own.)
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Slot([u8; 32]);
+
+impl Slot {
+    fn of(digest: &KeyDigest) -> Self {
+        Slot(*digest.as_bytes())
+    }
+}
+
+impl Hash for Slot {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_ne_bytes(head));
+    }
 }
 
 struct Flight {
@@ -126,10 +154,10 @@ impl PositiveExpiry {
     }
 }
 
-impl moka::Expiry<KeyDigest, Arc<CachedKey>> for PositiveExpiry {
+impl moka::Expiry<Slot, Arc<CachedKey>> for PositiveExpiry {
     fn expire_after_create(
         &self,
-        _key: &KeyDigest,
+        _key: &Slot,
         value: &Arc<CachedKey>,
         _created_at: Instant,
     ) -> Option<Duration> {
@@ -138,7 +166,7 @@ impl moka::Expiry<KeyDigest, Arc<CachedKey>> for PositiveExpiry {
 
     fn expire_after_update(
         &self,
-        _key: &KeyDigest,
+        _key: &Slot,
         value: &Arc<CachedKey>,
         _updated_at: Instant,
         _duration_until_expiry: Option<Duration>,
@@ -161,11 +189,11 @@ impl KeyCache {
                     ttl: settings.ttl,
                     clock,
                 })
-                .build(),
+                .build_with_hasher(SlotHasher::default()),
             negative: moka::sync::Cache::builder()
                 .max_capacity(settings.negative_capacity)
                 .time_to_live(settings.negative_ttl)
-                .build(),
+                .build_with_hasher(SlotHasher::default()),
             flights: Mutex::new(HashMap::new()),
             next_flight: AtomicU64::new(0),
             resolver_timeout: settings.resolver_timeout,
@@ -174,11 +202,11 @@ impl KeyCache {
         }
     }
 
-    fn cached(&self, digest: &KeyDigest) -> Option<Lookup> {
-        if let Some(entry) = self.positive.get(digest) {
+    fn cached(&self, slot: &Slot) -> Option<Lookup> {
+        if let Some(entry) = self.positive.get(slot) {
             return Some(Lookup::Found(entry));
         }
-        if self.negative.contains_key(digest) {
+        if self.negative.contains_key(slot) {
             return Some(Lookup::Unknown);
         }
         None
@@ -188,15 +216,16 @@ impl KeyCache {
     ///
     /// Needs a Tokio runtime: a miss spawns the resolver call as a task.
     pub(crate) fn lookup(self: &Arc<Self>, digest: KeyDigest) -> Result<Lookup, PendingLookup> {
-        if let Some(found) = self.cached(&digest) {
+        let slot = Slot::of(&digest);
+        if let Some(found) = self.cached(&slot) {
             return Ok(found);
         }
         let mut flights = self.lock_flights();
         // A call may have finished between the look above and taking the lock.
-        if let Some(found) = self.cached(&digest) {
+        if let Some(found) = self.cached(&slot) {
             return Ok(found);
         }
-        if let Some(flight) = flights.get(&digest) {
+        if let Some(flight) = flights.get(&slot) {
             return Err(flight.pending.clone());
         }
         let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
@@ -209,7 +238,7 @@ impl KeyCache {
         .boxed()
         .shared();
         flights.insert(
-            digest,
+            slot,
             Flight {
                 id,
                 pending: pending.clone(),
@@ -238,12 +267,13 @@ impl KeyCache {
             None => Lookup::Unknown,
         });
 
+        let slot = Slot::of(&digest);
         let mut flights = self.lock_flights();
-        if flights.get(&digest).is_some_and(|flight| flight.id == id) {
-            flights.remove(&digest);
+        if flights.get(&slot).is_some_and(|flight| flight.id == id) {
+            flights.remove(&slot);
             match &outcome {
-                Ok(Lookup::Found(entry)) => self.positive.insert(digest, entry.clone()),
-                Ok(Lookup::Unknown) => self.negative.insert(digest, ()),
+                Ok(Lookup::Found(entry)) => self.positive.insert(slot, entry.clone()),
+                Ok(Lookup::Unknown) => self.negative.insert(slot, ()),
                 Err(_) => {}
             }
         }
@@ -263,7 +293,7 @@ impl KeyCache {
         }
     }
 
-    fn lock_flights(&self) -> MutexGuard<'_, HashMap<KeyDigest, Flight>> {
+    fn lock_flights(&self) -> MutexGuard<'_, HashMap<Slot, Flight>> {
         // The lock is never held across code that can panic, so poisoning cannot leave the map
         // inconsistent.
         self.flights
@@ -274,10 +304,11 @@ impl KeyCache {
 
 impl Invalidate for KeyCache {
     fn invalidate(&self, digest: &KeyDigest) {
+        let slot = Slot::of(digest);
         let mut flights = self.lock_flights();
-        flights.remove(digest);
-        self.positive.invalidate(digest);
-        self.negative.invalidate(digest);
+        flights.remove(&slot);
+        self.positive.invalidate(&slot);
+        self.negative.invalidate(&slot);
     }
 
     fn invalidate_all(&self) {

@@ -1,7 +1,7 @@
 //! Reading Bearer credentials from the `Authorization` header: no allocation, no panic.
 
-use http::header::AUTHORIZATION;
-use http::HeaderMap;
+use http::header::{Entry, AUTHORIZATION};
+use http::{HeaderMap, HeaderValue};
 
 use crate::rejection::InvalidRequest;
 
@@ -12,24 +12,33 @@ pub(crate) enum Credentials<'a> {
     Missing,
     /// A scheme other than Bearer (`Basic`, `Digest`, ...).
     OtherScheme,
-    /// Bearer credentials that break RFC 6750, or several fields.
+    /// Bearer credentials without a token, or several fields.
     Malformed(InvalidRequest),
-    /// A syntactically valid Bearer token (RFC 6750 `b64token`).
+    /// A Bearer token, not yet checked against RFC 6750's `b64token` syntax: a well-formed key
+    /// always is one, so [`is_b64token`] only needs to run when the token is not a key.
     Bearer(&'a [u8]),
 }
 
-/// Reads the single `Authorization` field of `headers`.
+/// Reads the single `Authorization` field of `headers`, and marks every `Authorization` field
+/// sensitive so that layers further in never print it (`HeaderMap`'s `Debug` shows `Sensitive`).
 ///
 /// The scheme is matched case-insensitively and may be followed by any number of spaces
 /// (RFC 9110 §11.4: `auth-scheme 1*SP token68`); optional whitespace around the value is ignored.
-pub(crate) fn bearer(headers: &HeaderMap) -> Credentials<'_> {
-    let mut fields = headers.get_all(AUTHORIZATION).iter();
-    let Some(field) = fields.next() else {
-        return Credentials::Missing;
+pub(crate) fn bearer(headers: &mut HeaderMap) -> Credentials<'_> {
+    // One look-up for both jobs: marking and reading.
+    let mut fields = match headers.entry(AUTHORIZATION) {
+        Entry::Occupied(fields) => fields,
+        Entry::Vacant(_) => return Credentials::Missing,
     };
-    if fields.next().is_some() {
+    let mut count = 0;
+    for field in fields.iter_mut() {
+        field.set_sensitive(true);
+        count += 1;
+    }
+    if count > 1 {
         return Credentials::Malformed(InvalidRequest::MultipleAuthorizationFields);
     }
+    let field: &HeaderValue = fields.into_mut();
     let value = trim_ows(field.as_bytes());
     if value.is_empty() {
         return Credentials::Malformed(InvalidRequest::EmptyAuthorization);
@@ -44,9 +53,6 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Credentials<'_> {
     let token = trim_leading_spaces(rest);
     if token.is_empty() {
         return Credentials::Malformed(InvalidRequest::MissingToken);
-    }
-    if !is_b64token(token) {
-        return Credentials::Malformed(InvalidRequest::MalformedToken);
     }
     Credentials::Bearer(token)
 }
@@ -69,27 +75,47 @@ fn trim_leading_spaces(mut bytes: &[u8]) -> &[u8] {
 }
 
 /// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-fn is_b64token(token: &[u8]) -> bool {
+pub(crate) fn is_b64token(token: &[u8]) -> bool {
     let body_len = token.len() - token.iter().rev().take_while(|&&b| b == b'=').count();
+    // One table look-up per byte, and no early exit: no branch to mispredict.
     body_len > 0
-        && token[..body_len].iter().all(|&b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+        && token[..body_len]
+            .iter()
+            .fold(true, |ok, &b| ok & B64TOKEN[usize::from(b)])
 }
+
+/// Which bytes may appear in a `b64token` before its `=` padding.
+const B64TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] =
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
 
+    /// What the layer makes of the header: `bearer`, then `is_b64token` for the token.
     fn parse(values: &[&[u8]]) -> Credentials<'static> {
         let mut headers = HeaderMap::new();
         for value in values {
             headers.append(AUTHORIZATION, HeaderValue::from_bytes(value).unwrap());
         }
         // Leak for the test's convenience: the result borrows from the map.
-        let headers: &'static HeaderMap = Box::leak(Box::new(headers));
-        bearer(headers)
+        let headers: &'static mut HeaderMap = Box::leak(Box::new(headers));
+        match bearer(headers) {
+            Credentials::Bearer(token) if !is_b64token(token) => {
+                Credentials::Malformed(InvalidRequest::MalformedToken)
+            }
+            credentials => credentials,
+        }
     }
 
     #[test]

@@ -220,12 +220,17 @@ impl KeyFormat {
             return Err(MalformedKey::Prefix);
         }
         let tail = &rest[ENV_LEN + 1..];
-        if !tail.iter().all(u8::is_ascii_alphanumeric) {
+        // No early exit: the whole tail is checked with vector instructions.
+        if !tail
+            .iter()
+            .fold(true, |ok, b| ok & b.is_ascii_alphanumeric())
+        {
             return Err(MalformedKey::Alphabet);
         }
         let (body, checksum) = candidate.split_at(candidate.len() - CHECKSUM_LEN);
-        let expected = encode_checksum(crc32fast::hash(body));
-        if !bool::from(expected.ct_eq(checksum)) {
+        // The checksum is no secret (anyone holding a key can compute it), so a plain
+        // comparison is fine here.
+        if decode_checksum(checksum) != u64::from(crc32fast::hash(body)) {
             return Err(MalformedKey::Checksum);
         }
         Ok(ParsedKey {
@@ -254,6 +259,19 @@ pub(crate) fn push_random_base62(
         }
     }
     Ok(())
+}
+
+/// Decodes 6 base62 digits (already checked to be alphanumeric). The encoding of a CRC32 is
+/// unique, so comparing decoded values is comparing encodings.
+fn decode_checksum(digits: &[u8]) -> u64 {
+    digits.iter().fold(0u64, |value, &digit| {
+        let digit = match digit {
+            b'0'..=b'9' => digit - b'0',
+            b'A'..=b'Z' => digit - b'A' + 10,
+            _ => digit.wrapping_sub(b'a').wrapping_add(36),
+        };
+        value * 62 + u64::from(digit)
+    })
 }
 
 /// Encodes a CRC32 as 6 base62 digits, most significant first.
@@ -627,6 +645,13 @@ mod tests {
         assert_eq!(KeyDigest::from_hex(&hex[1..]), None);
         assert_eq!(KeyDigest::from_hex(&"g".repeat(64)), None);
         assert_eq!(format!("{digest:?}"), format!("KeyDigest({}…)", &hex[..8]));
+    }
+
+    #[test]
+    fn checksums_decode_to_what_was_encoded() {
+        for crc in [0, 1, 61, 62, 3_843, 1 << 31, u32::MAX, 0x9e37_79b9] {
+            assert_eq!(decode_checksum(&encode_checksum(crc)), u64::from(crc));
+        }
     }
 
     #[test]

@@ -7,9 +7,9 @@ use http::HeaderMap;
 use crate::cache::{KeyCache, Lookup, Outcome, PendingLookup};
 use crate::clock::Clock;
 use crate::credentials::{self, Credentials};
-use crate::key::{Environment, KeyFormat};
+use crate::key::{Environment, KeyFormat, MalformedKey};
 use crate::principal::{Anonymous, Principal};
-use crate::rejection::{InvalidKey, Rejection, Responses};
+use crate::rejection::{InvalidKey, InvalidRequest, Rejection, Responses};
 
 /// Everything an [`ApiKeyLayer`](super::ApiKeyLayer) shares with its services.
 pub(crate) struct Authenticator {
@@ -33,7 +33,7 @@ pub(crate) enum Decision {
 }
 
 impl Authenticator {
-    pub(crate) fn decide(&self, headers: &HeaderMap) -> Decision {
+    pub(crate) fn decide(&self, headers: &mut HeaderMap) -> Decision {
         let token = match credentials::bearer(headers) {
             Credentials::Bearer(token) => token,
             Credentials::Missing | Credentials::OtherScheme if self.optional => {
@@ -48,6 +48,14 @@ impl Authenticator {
         };
         let key = match self.format.parse_bytes(token) {
             Ok(key) => key,
+            // Only now, off the fast path: a token that is not even RFC 6750 syntax is a
+            // malformed request rather than a bad key. (A token that failed only the checksum
+            // passed the alphabet check, so it is one.)
+            Err(malformed)
+                if malformed != MalformedKey::Checksum && !credentials::is_b64token(token) =>
+            {
+                return Decision::Reject(Rejection::InvalidRequest(InvalidRequest::MalformedToken))
+            }
             Err(malformed) => {
                 return Decision::Reject(Rejection::InvalidKey(InvalidKey::Malformed(malformed)))
             }

@@ -3,7 +3,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::AUTHORIZATION;
 use http::{Request, Response};
 use tower_service::Service;
 
@@ -46,11 +45,8 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        // Keep the key out of `Debug` output of the headers further in (tracing layers, panics).
-        if let Some(value) = request.headers_mut().get_mut(AUTHORIZATION) {
-            value.set_sensitive(true);
-        }
-        let decision = self.authenticator.decide(request.headers());
+        // Also marks the key sensitive, out of `Debug` output further in (tracing layers, panics).
+        let decision = self.authenticator.decide(request.headers_mut());
         decision.trace();
         match decision {
             Decision::Allow(principal) => {

@@ -1,0 +1,132 @@
+//! The baselines the layer is measured against: what teams write by hand.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use http::header::AUTHORIZATION;
+use http::{HeaderValue, Request, Response, StatusCode};
+use sha2::{Digest, Sha256};
+use tower::{Layer, Service};
+
+/// A static-token check written by hand, as tower-http's bearer validation does it: compare the
+/// whole header with `==`.
+#[derive(Clone)]
+pub struct StaticBearerLayer(pub HeaderValue);
+
+impl<S> Layer<S> for StaticBearerLayer {
+    type Service = StaticBearer<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        StaticBearer {
+            inner,
+            expected: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct StaticBearer<S> {
+    inner: S,
+    expected: HeaderValue,
+}
+
+impl<S> Service<Request<Body>> for StaticBearer<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        if request.headers().get(AUTHORIZATION) == Some(&self.expected) {
+            Box::pin(self.inner.call(request))
+        } else {
+            Box::pin(async { Ok(unauthorized()) })
+        }
+    }
+}
+
+fn unauthorized() -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    response
+}
+
+/// What a team writes by hand: strip `Bearer `, SHA-256 the key, read a moka cache, insert an
+/// `Arc`'d principal.
+#[allow(dead_code)] // Held like a real principal, read by no one in the benchmark.
+pub struct HandwrittenPrincipal {
+    pub key_id: String,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct HandwrittenLayer(pub moka::future::Cache<[u8; 32], Arc<HandwrittenPrincipal>>);
+
+impl<S> Layer<S> for HandwrittenLayer {
+    type Service = Handwritten<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Handwritten {
+            inner,
+            cache: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Handwritten<S> {
+    inner: S,
+    cache: moka::future::Cache<[u8; 32], Arc<HandwrittenPrincipal>>,
+}
+
+impl<S> Service<Request<Body>> for Handwritten<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let token = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(|token| -> [u8; 32] { Sha256::digest(token.as_bytes()).into() });
+        let cache = self.cache.clone();
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        Box::pin(async move {
+            let Some(digest) = token else {
+                return Ok(unauthorized());
+            };
+            match cache.get(&digest).await {
+                Some(principal) => {
+                    request.extensions_mut().insert(principal);
+                    inner.call(request).await
+                }
+                None => Ok(unauthorized()),
+            }
+        })
+    }
+}

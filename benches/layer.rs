@@ -1,0 +1,240 @@
+//! The cost of the layer per request, side by side with a bare router and two baselines, in one
+//! run. Each variant sends one request through `Router::oneshot` on a `current_thread` runtime,
+//! building the request in each iteration with the same `Authorization` header length.
+//!
+//! After criterion's own report, a table gives each variant's median and its ratio to the bare
+//! router measured in the same run. See BENCHMARKS.md for figures and how to reproduce them.
+//!
+//! ```text
+//! cargo bench --bench layer
+//! ```
+
+mod baselines;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::routing::get;
+use axum::Router;
+use baselines::{HandwrittenLayer, HandwrittenPrincipal, StaticBearerLayer};
+use criterion::{BatchSize, Criterion};
+use http::header::AUTHORIZATION;
+use http::{HeaderValue, Request, StatusCode};
+use sha2::{Digest, Sha256};
+use tower::ServiceExt;
+use tower_api_key::{
+    ApiKeyLayer, Environment, KeyDigest, KeyFormat, KeyRecord, KeyStore, MemoryStore, NewKey,
+    RequireScopes, ResolveError, Scope, Scoped,
+};
+
+const PRODUCTS_READ: Scope = Scope::from_static("products:read");
+const GROUP: &str = "layer";
+
+async fn handler() -> &'static str {
+    "ok"
+}
+
+fn request(authorization: &HeaderValue) -> Request<Body> {
+    let mut request = Request::get("/v1/products")
+        .body(Body::empty())
+        .expect("a valid request");
+    request
+        .headers_mut()
+        .insert(AUTHORIZATION, authorization.clone());
+    request
+}
+
+fn bearer(key: &str) -> HeaderValue {
+    HeaderValue::try_from(format!("Bearer {key}")).expect("a key is a valid header value")
+}
+
+/// Builds the request, sends it through `app`, and checks the status, like a real client would.
+async fn send(app: &Router, authorization: &HeaderValue, expected: StatusCode) {
+    let response = app
+        .clone()
+        .oneshot(request(authorization))
+        .await
+        .expect("routers are infallible");
+    assert_eq!(response.status(), expected);
+}
+
+fn main() {
+    let mut criterion = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    benches(&mut criterion);
+    criterion.final_summary();
+    print_ratios();
+}
+
+fn benches(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let format = KeyFormat::new("om").expect("a valid prefix");
+    let store = MemoryStore::new(format.clone());
+    let created = runtime
+        .block_on(
+            store.create(NewKey::new("Production", Environment::Live).scopes([PRODUCTS_READ])),
+        )
+        .expect("a key");
+    let key = created.key.expose_secret().to_owned();
+    let good = bearer(&key);
+    let unknown = bearer(
+        format
+            .generate(Environment::Live)
+            .expect("a key")
+            .expose_secret(),
+    );
+    let mut broken = key.clone().into_bytes();
+    broken[20] = if broken[20] == b'a' { b'b' } else { b'a' };
+    let malformed = bearer(std::str::from_utf8(&broken).expect("ASCII"));
+
+    let route = || Router::new().route("/v1/products", get(handler));
+    let scoped = || {
+        Router::new().route(
+            "/v1/products",
+            get(handler).route_layer(RequireScopes::all([PRODUCTS_READ])),
+        )
+    };
+    // Every router is finished with `with_state(())`, as `axum::serve` does, so that handlers
+    // become routes once rather than in every request.
+
+    let mut group = c.benchmark_group(GROUP);
+
+    let bare = route().with_state(());
+    group.bench_function("bare", |b| {
+        b.to_async(&runtime)
+            .iter(|| send(&bare, &good, StatusCode::OK))
+    });
+
+    let static_token = route()
+        .layer(StaticBearerLayer(good.clone()))
+        .with_state(());
+    group.bench_function("static_bearer", |b| {
+        b.to_async(&runtime)
+            .iter(|| send(&static_token, &good, StatusCode::OK))
+    });
+
+    let handwritten_cache = moka::future::Cache::new(10_000);
+    runtime.block_on(handwritten_cache.insert(
+        Sha256::digest(key.as_bytes()).into(),
+        Arc::new(HandwrittenPrincipal {
+            key_id: "key_1".into(),
+            scopes: vec!["products:read".into()],
+        }),
+    ));
+    let handwritten = route()
+        .layer(HandwrittenLayer(handwritten_cache))
+        .with_state(());
+    group.bench_function("handwritten_middleware", |b| {
+        b.to_async(&runtime)
+            .iter(|| send(&handwritten, &good, StatusCode::OK))
+    });
+
+    let layer = ApiKeyLayer::new(format.clone(), store.clone());
+    let hit = scoped().layer(layer.clone()).with_state(());
+    runtime.block_on(send(&hit, &good, StatusCode::OK));
+    group.bench_function("hit_with_scope", |b| {
+        b.to_async(&runtime)
+            .iter(|| send(&hit, &good, StatusCode::OK))
+    });
+
+    tower_api_key::scope_requirement! { struct ReadProducts = all(PRODUCTS_READ); }
+    async fn scoped_handler(_: Scoped<ReadProducts>) -> &'static str {
+        "ok"
+    }
+    let extractor = Router::new()
+        .route("/v1/products", get(scoped_handler))
+        .layer(layer.clone())
+        .with_state(());
+    group.bench_function("hit_with_scope_extractor", |b| {
+        b.to_async(&runtime)
+            .iter(|| send(&extractor, &good, StatusCode::OK))
+    });
+
+    group.bench_function("miss_memory_store", |b| {
+        b.to_async(&runtime).iter_batched(
+            || layer.clear_cache(),
+            |()| send(&hit, &good, StatusCode::OK),
+            BatchSize::PerIteration,
+        )
+    });
+
+    runtime.block_on(send(&hit, &unknown, StatusCode::UNAUTHORIZED));
+    group.bench_function("unknown_negative_hit", |b| {
+        b.to_async(&runtime)
+            .iter(|| send(&hit, &unknown, StatusCode::UNAUTHORIZED))
+    });
+
+    group.bench_function("malformed_checksum", |b| {
+        b.to_async(&runtime)
+            .iter(|| send(&hit, &malformed, StatusCode::UNAUTHORIZED))
+    });
+
+    let failing =
+        |_: KeyDigest| async { Err::<Option<KeyRecord>, _>(ResolveError::new("database is down")) };
+    let unavailable = scoped()
+        .layer(ApiKeyLayer::new(format.clone(), failing))
+        .with_state(());
+    group.bench_function("unavailable_503", |b| {
+        b.to_async(&runtime)
+            .iter(|| send(&unavailable, &good, StatusCode::SERVICE_UNAVAILABLE))
+    });
+
+    group.finish();
+
+    // The parts of the work, alone.
+    let mut parts = c.benchmark_group("parts");
+    let text = key.as_bytes();
+    parts.bench_function("parse_key", |b| {
+        b.iter(|| format.parse_bytes(std::hint::black_box(text)).is_ok())
+    });
+    let parsed = format.parse_bytes(text).expect("a valid key");
+    parts.bench_function("sha256_digest", |b| {
+        b.iter(|| std::hint::black_box(parsed).digest())
+    });
+    parts.finish();
+}
+
+/// Each variant's median, and its ratio to `bare`, from criterion's estimates of this run.
+fn print_ratios() {
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_owned());
+    let dir = std::path::Path::new(&target).join("criterion").join(GROUP);
+    let median = |name: &str| -> Option<f64> {
+        let text = std::fs::read_to_string(dir.join(name).join("new/estimates.json")).ok()?;
+        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+        json["median"]["point_estimate"].as_f64()
+    };
+    let Some(bare) = median("bare") else {
+        return;
+    };
+    println!();
+    println!(
+        "{:<26} {:>12} {:>12} {:>8}",
+        "variant", "median", "over bare", "ratio"
+    );
+    for name in [
+        "bare",
+        "static_bearer",
+        "handwritten_middleware",
+        "hit_with_scope",
+        "hit_with_scope_extractor",
+        "miss_memory_store",
+        "unknown_negative_hit",
+        "malformed_checksum",
+        "unavailable_503",
+    ] {
+        if let Some(ns) = median(name) {
+            println!(
+                "{name:<26} {:>9.0} ns {:>9.0} ns {:>7.2}x",
+                ns,
+                ns - bare,
+                ns / bare
+            );
+        }
+    }
+}
