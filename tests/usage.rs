@@ -16,7 +16,7 @@ use tower::{ServiceBuilder, ServiceExt};
 use tower_api_key::rejection::InvalidKey;
 use tower_api_key::{
     ApiKeyLayer, Environment, KeyFormat, KeyStore, MemoryStore, NewKey, Principal, Rejection,
-    RequireScopes, Scope, ScopeCatalog,
+    RequireScopes, Scope, ScopeCatalog, Scoped,
 };
 
 const ORDERS_READ: Scope = Scope::from_static("orders:read");
@@ -501,4 +501,79 @@ fn a_catalogue_catches_misspelt_scopes_when_the_router_is_built() {
 #[should_panic(expected = "RequireScopes::all needs at least one scope")]
 fn an_empty_requirement_is_refused_when_the_router_is_built() {
     let _ = RequireScopes::all([]);
+}
+
+tower_api_key::scope_requirement! {
+    /// Reading orders.
+    struct ReadOrders = all(ORDERS_READ);
+}
+
+tower_api_key::scope_requirement! {
+    /// Either report.
+    struct Reports = any(ORDERS_READ, ANALYTICS_READ);
+}
+
+#[tokio::test]
+async fn the_scoped_extractor_answers_like_require_scopes() {
+    let keys = keys().await;
+    async fn orders(principal: Scoped<ReadOrders>) -> String {
+        principal.name().to_owned()
+    }
+    async fn reports(principal: Scoped<Reports>) -> String {
+        principal.into_inner().name().to_owned()
+    }
+    let routes = || {
+        Router::new()
+            .route("/orders", get(orders))
+            .route("/reports", get(reports))
+            .route(
+                "/layered",
+                get(name).route_layer(RequireScopes::all([ORDERS_READ])),
+            )
+    };
+    let app = routes().layer(layer(&keys));
+    let orders_key = bearer(&keys.orders);
+    let analytics_key = bearer(&keys.analytics);
+    assert_eq!(
+        call(&app, "/orders", Some(&orders_key)).await,
+        (StatusCode::OK, "Orders".into())
+    );
+    assert_eq!(
+        call(&app, "/reports", Some(&analytics_key)).await,
+        (StatusCode::OK, "Analytics".into())
+    );
+
+    // A refusal is byte for byte the one `RequireScopes` gives.
+    let refused = |path: &'static str| {
+        let app = app.clone();
+        let key = analytics_key.clone();
+        async move { app.oneshot(request(path, Some(&key))).await.unwrap() }
+    };
+    let (extracted, layered) = (refused("/orders").await, refused("/layered").await);
+    assert_eq!(extracted.status(), StatusCode::FORBIDDEN);
+    assert_eq!(extracted.headers(), layered.headers());
+    assert_eq!(
+        extracted.headers()[header::WWW_AUTHENTICATE],
+        r#"Bearer realm="api", error="insufficient_scope", scope="orders:read""#
+    );
+    assert!(extracted.extensions().get::<Rejection>().is_some());
+    let body = |response: Response<Body>| async {
+        response.into_body().collect().await.unwrap().to_bytes()
+    };
+    assert_eq!(body(extracted).await, body(layered).await);
+
+    // Anonymous behind an optional layer: 401; no layer at all: 500.
+    let optional = routes().layer(
+        ApiKeyLayer::builder(KeyFormat::new("om").unwrap(), keys.store.clone())
+            .optional()
+            .build(),
+    );
+    assert_eq!(
+        call(&optional, "/orders", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, text) = call(&routes(), "/orders", Some(&orders_key)).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(text.contains("ApiKeyLayer"), "{text}");
+    common::assert_logs_clean(&[&keys.orders, &keys.analytics]);
 }
