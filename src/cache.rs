@@ -19,7 +19,7 @@
 //! Coalescing is done here rather than with moka's `get_with` because an invalidation has to be
 //! atomic with respect to the insertion of an in-flight answer; both happen under one lock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,17 +34,12 @@ use crate::key::KeyDigest;
 use crate::principal::Principal;
 use crate::rejection::Responses;
 use crate::resolver::{KeyResolver, ResolveError};
-
-/// What the cache holds for a key the resolver found.
-pub(crate) struct CachedKey {
-    pub(crate) principal: Principal,
-    pub(crate) revoked: bool,
-}
+use crate::scope::ScopeSet;
 
 /// What is known about a digest.
 #[derive(Clone)]
 pub(crate) enum Lookup {
-    Found(Arc<CachedKey>),
+    Found(Principal),
     Unknown,
 }
 
@@ -92,14 +87,19 @@ pub struct CacheStats {
 pub(crate) struct KeyCache {
     resolver: Arc<dyn KeyResolver>,
     responses: Arc<Responses>,
-    positive: moka::sync::Cache<Slot, Arc<CachedKey>, SlotHasher>,
+    positive: moka::sync::Cache<Slot, Principal, SlotHasher>,
     negative: moka::sync::Cache<Slot, (), SlotHasher>,
     /// Resolver calls in flight, by digest. Also the lock that orders insertions after
     /// invalidations.
     flights: Mutex<HashMap<Slot, Flight>>,
     next_flight: AtomicU64,
     resolver_timeout: Duration,
+    /// Distinct scope sets seen, to share among cached principals.
+    scope_sets: Mutex<HashSet<ScopeSet>>,
 }
+
+/// How many distinct scope sets a cache shares at most.
+const MAX_SHARED_SCOPE_SETS: usize = 4_096;
 
 /// The caches' hasher: fast, and seeded at random per process, so that nobody outside can grind
 /// keys whose digests crowd one bucket.
@@ -140,9 +140,8 @@ struct PositiveExpiry {
 }
 
 impl PositiveExpiry {
-    fn lifetime(&self, entry: &CachedKey) -> Duration {
-        let remaining = entry
-            .principal
+    fn lifetime(&self, principal: &Principal) -> Duration {
+        let remaining = principal
             .expires_at()
             .and_then(|at| at.duration_since(self.clock.now()).ok());
         match remaining {
@@ -154,11 +153,11 @@ impl PositiveExpiry {
     }
 }
 
-impl moka::Expiry<Slot, Arc<CachedKey>> for PositiveExpiry {
+impl moka::Expiry<Slot, Principal> for PositiveExpiry {
     fn expire_after_create(
         &self,
         _key: &Slot,
-        value: &Arc<CachedKey>,
+        value: &Principal,
         _created_at: Instant,
     ) -> Option<Duration> {
         Some(self.lifetime(value))
@@ -167,7 +166,7 @@ impl moka::Expiry<Slot, Arc<CachedKey>> for PositiveExpiry {
     fn expire_after_update(
         &self,
         _key: &Slot,
-        value: &Arc<CachedKey>,
+        value: &Principal,
         _updated_at: Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
@@ -196,6 +195,7 @@ impl KeyCache {
                 .build_with_hasher(SlotHasher::default()),
             flights: Mutex::new(HashMap::new()),
             next_flight: AtomicU64::new(0),
+            scope_sets: Mutex::new(HashSet::new()),
             resolver_timeout: settings.resolver_timeout,
             resolver,
             responses,
@@ -258,11 +258,8 @@ impl KeyCache {
         };
         let outcome = answer.map(|record| match record {
             Some(record) => {
-                let revoked = record.revoked_at.is_some();
-                Lookup::Found(Arc::new(CachedKey {
-                    principal: Principal::new(record, self.responses.clone()),
-                    revoked,
-                }))
+                let scopes = self.shared_scopes(&record.scopes);
+                Lookup::Found(Principal::new(record, scopes, self.responses.clone()))
             }
             None => Lookup::Unknown,
         });
@@ -280,6 +277,23 @@ impl KeyCache {
         // Otherwise an invalidation detached this call while it ran: its answer may predate a
         // revocation, so it is handed to the requests already waiting and not cached.
         outcome
+    }
+
+    /// An already-held set equal to `scopes`, or `scopes` itself: keys of one deployment share a
+    /// few scope sets, and each cached key then costs a pointer rather than a copy.
+    fn shared_scopes(&self, scopes: &ScopeSet) -> ScopeSet {
+        let mut sets = self
+            .scope_sets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(shared) = sets.get(scopes) {
+            return shared.clone();
+        }
+        // Bounded: past this many distinct sets, new ones are simply not shared.
+        if sets.len() < MAX_SHARED_SCOPE_SETS {
+            sets.insert(scopes.clone());
+        }
+        scopes.clone()
     }
 
     pub(crate) fn stats(&self) -> CacheStats {
@@ -316,5 +330,62 @@ impl Invalidate for KeyCache {
         flights.clear();
         self.positive.invalidate_all();
         self.negative.invalidate_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::key::KeyDigest;
+    use crate::resolver::KeyRecord;
+    use crate::scope::Scope;
+
+    fn cache() -> KeyCache {
+        let resolver = |_: KeyDigest| async { Ok::<Option<KeyRecord>, ResolveError>(None) };
+        let responses = Arc::new(Responses::new(
+            Arc::new(crate::ProblemJson),
+            "api",
+            Duration::from_secs(1),
+        ));
+        KeyCache::new(
+            Arc::new(resolver),
+            responses,
+            Arc::new(SystemClock),
+            &CacheSettings::default(),
+        )
+    }
+
+    fn set(names: &[String]) -> ScopeSet {
+        names
+            .iter()
+            .map(|n| Scope::new(n.clone()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn equal_scope_sets_are_shared_up_to_a_bound() {
+        let cache = cache();
+        let names = vec!["a:read".to_owned(), "b:write".to_owned()];
+        let first = cache.shared_scopes(&set(&names));
+        let second = cache.shared_scopes(&set(&names));
+        assert!(
+            Arc::ptr_eq(&first.0, &second.0),
+            "equal sets share one allocation"
+        );
+
+        for i in 0..MAX_SHARED_SCOPE_SETS + 10 {
+            cache.shared_scopes(&set(&[format!("r{i}:read")]));
+        }
+        assert_eq!(
+            cache.scope_sets.lock().unwrap().len(),
+            MAX_SHARED_SCOPE_SETS
+        );
+        let fresh = set(&["late:read".to_owned()]);
+        let returned = cache.shared_scopes(&fresh);
+        assert!(
+            Arc::ptr_eq(&returned.0, &fresh.0),
+            "past the bound, sets are not kept"
+        );
     }
 }

@@ -57,27 +57,36 @@ pub struct Principal(Arc<Inner>);
 
 struct Inner {
     key_id: KeyId,
-    name: String,
-    owner: String,
+    name: Box<str>,
+    owner: Box<str>,
     environment: Environment,
     scopes: ScopeSet,
     expires_at: Option<SystemTime>,
+    /// Whether the key was revoked when the layer looked it up. A revoked key's principal is
+    /// cached so the next request is refused at once, and never handed to a handler.
+    revoked: bool,
     /// How the layer that made this principal answers rejections, so that scope checks further
     /// in answer the same way.
     responses: Arc<Responses>,
 }
 
 impl Principal {
-    pub(crate) fn new(record: KeyRecord, responses: Arc<Responses>) -> Self {
+    /// The principal of `record`, holding `scopes` (the record's, or an equal shared set).
+    pub(crate) fn new(record: KeyRecord, scopes: ScopeSet, responses: Arc<Responses>) -> Self {
         Principal(Arc::new(Inner {
+            revoked: record.revoked_at.is_some(),
             key_id: record.id,
-            name: record.name,
-            owner: record.owner,
+            name: record.name.into_boxed_str(),
+            owner: record.owner.into_boxed_str(),
             environment: record.environment,
-            scopes: record.scopes,
+            scopes,
             expires_at: record.expires_at,
             responses,
         }))
+    }
+
+    pub(crate) fn is_revoked(&self) -> bool {
+        self.0.revoked
     }
 
     /// The key's identifier.

@@ -98,16 +98,15 @@ impl Authenticator {
     /// Revocation and expiry, checked on every request whether the answer came from the cache or
     /// not.
     fn check(&self, found: Lookup, environment: Environment) -> Result<Principal, Rejection> {
-        let entry = match found {
-            Lookup::Found(entry) => entry,
+        let principal = match found {
+            Lookup::Found(principal) => principal,
             Lookup::Unknown => return Err(Rejection::InvalidKey(InvalidKey::Unknown)),
         };
-        let principal = &entry.principal;
         if principal.environment() != environment {
             // The record disagrees with the key text: a store bug or a forged row. Refuse.
             return Err(Rejection::InvalidKey(InvalidKey::Unknown));
         }
-        if entry.revoked {
+        if principal.is_revoked() {
             return Err(Rejection::InvalidKey(InvalidKey::Revoked {
                 key_id: principal.key_id().clone(),
             }));
@@ -119,7 +118,7 @@ impl Authenticator {
                 }));
             }
         }
-        Ok(principal.clone())
+        Ok(principal)
     }
 }
 

@@ -213,7 +213,7 @@ impl std::error::Error for ScopeError {}
 
 /// The scopes a key holds: sorted, without duplicates, cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
-pub struct ScopeSet(Arc<[Scope]>);
+pub struct ScopeSet(pub(crate) Arc<[Scope]>);
 
 impl ScopeSet {
     /// An empty set.
