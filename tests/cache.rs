@@ -317,3 +317,85 @@ async fn a_flood_of_unknown_keys_leaves_good_keys_cached_and_the_caches_bounded(
     assert!(stats.negative_entries > 0, "{stats:?}");
     common::assert_logs_clean(&[&key]);
 }
+
+#[tokio::test]
+async fn good_keys_keep_a_hit_rate_above_99_percent_through_a_random_key_flood() {
+    common::init_tracing();
+    let format = format();
+    let store = MemoryStore::new(format.clone());
+    let mut good = Vec::new();
+    for i in 0..1_000 {
+        let created = store
+            .create(NewKey::new(format!("Integration {i}"), Environment::Live))
+            .await
+            .unwrap();
+        good.push(created.key.expose_secret().to_owned());
+    }
+    // Counts lookups of good keys and of everything else apart.
+    let good_digests: std::collections::HashSet<[u8; 32]> = good
+        .iter()
+        .map(|key| *tower_api_key::KeyDigest::of(key.as_bytes()).as_bytes())
+        .collect();
+    let good_calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let other_calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let resolver = {
+        let (store, good_calls, other_calls) =
+            (store.clone(), good_calls.clone(), other_calls.clone());
+        move |digest: tower_api_key::KeyDigest| {
+            let counter = if good_digests.contains(digest.as_bytes()) {
+                &good_calls
+            } else {
+                &other_calls
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let store = store.clone();
+            async move { tower_api_key::KeyResolver::resolve(&store, &digest).await }
+        }
+    };
+    let layer = ApiKeyLayer::new(format.clone(), resolver);
+    let app = app(layer.clone());
+    for key in &good {
+        assert_eq!(status(&app, key).await.0, StatusCode::OK);
+    }
+    let warm = good_calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(warm, 1_000);
+
+    // 100,000 flood requests: half well-formed unknown keys, half random bytes of the right
+    // shape (which fail the checksum), with a good key every tenth request.
+    let mut good_requests = 0;
+    let mut well_formed = 0;
+    for i in 0..100_000usize {
+        let flood = if i % 2 == 0 {
+            well_formed += 1;
+            format
+                .generate(Environment::Live)
+                .unwrap()
+                .expose_secret()
+                .to_owned()
+        } else {
+            let mut random = format
+                .generate(Environment::Live)
+                .unwrap()
+                .expose_secret()
+                .as_bytes()
+                .to_vec();
+            random[30] = if random[30] == b'Q' { b'R' } else { b'Q' };
+            String::from_utf8(random).unwrap()
+        };
+        assert_eq!(status(&app, &flood).await.0, StatusCode::UNAUTHORIZED);
+        if i % 10 == 0 {
+            good_requests += 1;
+            assert_eq!(status(&app, &good[i % good.len()]).await.0, StatusCode::OK);
+        }
+    }
+    let misses = good_calls.load(std::sync::atomic::Ordering::SeqCst) - warm;
+    let hit_rate = 1.0 - misses as f64 / good_requests as f64;
+    assert!(
+        hit_rate > 0.99,
+        "good keys' hit rate fell to {hit_rate:.4} ({misses} misses)"
+    );
+    // Malformed keys made no lookup; each well-formed unknown key made at most one.
+    assert!(other_calls.load(std::sync::atomic::Ordering::SeqCst) <= well_formed);
+    assert_eq!(layer.cache_stats().entries, 1_000);
+    common::assert_logs_clean(&good.iter().map(String::as_str).collect::<Vec<_>>());
+}
