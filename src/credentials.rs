@@ -1,28 +1,74 @@
 //! Reading Bearer credentials from the `Authorization` header: no allocation, no panic.
+//!
+//! [`bearer_token`] is the parser [`ApiKeyLayer`](crate::ApiKeyLayer) runs on every request. It is
+//! public so that code that cannot sit behind the layer (a WebSocket upgrade, a tonic interceptor,
+//! a custom extractor) reads credentials by exactly the same rules, and so that it can be fuzzed
+//! on its own. A token it returns is only syntactically valid; check it with
+//! [`KeyFormat::parse_bytes`](crate::KeyFormat::parse_bytes) and look up its digest before
+//! trusting it.
+//!
+//! ```
+//! use http::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+//! use tower_api_key::credentials::{bearer_token, Credentials};
+//! use tower_api_key::rejection::InvalidRequest;
+//!
+//! let mut headers = HeaderMap::new();
+//! assert_eq!(bearer_token(&headers), Credentials::Missing);
+//!
+//! headers.insert(AUTHORIZATION, HeaderValue::from_static("bearer   om_live_abc"));
+//! assert_eq!(bearer_token(&headers), Credentials::Bearer(b"om_live_abc"));
+//!
+//! headers.append(AUTHORIZATION, HeaderValue::from_static("Basic dXNlcg=="));
+//! assert_eq!(
+//!     bearer_token(&headers),
+//!     Credentials::Malformed(InvalidRequest::MultipleAuthorizationFields)
+//! );
+//! ```
+
+use std::fmt;
 
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
 
 use crate::rejection::InvalidRequest;
 
-/// What a request's `Authorization` header holds.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Credentials<'a> {
-    /// No `Authorization` field.
+/// What a request's `Authorization` header holds. See [`bearer_token`].
+///
+/// `Debug` never shows the token, only its length.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Credentials<'a> {
+    /// No `Authorization` field: the layer answers `401` with a bare challenge.
     Missing,
-    /// A scheme other than Bearer (`Basic`, `Digest`, ...).
+    /// A scheme other than Bearer (`Basic`, `Digest`, ...): treated like [`Missing`](Self::Missing).
     OtherScheme,
-    /// Bearer credentials that break RFC 6750, or several fields.
+    /// Bearer credentials that break RFC 6750, or several fields: `400 invalid_request`.
     Malformed(InvalidRequest),
-    /// A syntactically valid Bearer token (RFC 6750 `b64token`).
+    /// A syntactically valid Bearer token (RFC 6750 `b64token`), borrowed from the header.
     Bearer(&'a [u8]),
 }
 
-/// Reads the single `Authorization` field of `headers`.
+impl fmt::Debug for Credentials<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credentials::Missing => f.write_str("Missing"),
+            Credentials::OtherScheme => f.write_str("OtherScheme"),
+            Credentials::Malformed(reason) => f.debug_tuple("Malformed").field(reason).finish(),
+            Credentials::Bearer(token) => f
+                .debug_tuple("Bearer")
+                .field(&format_args!("<{} bytes redacted>", token.len()))
+                .finish(),
+        }
+    }
+}
+
+/// Reads the single `Authorization` field of `headers`, as the layer does.
 ///
 /// The scheme is matched case-insensitively and may be followed by any number of spaces
-/// (RFC 9110 §11.4: `auth-scheme 1*SP token68`); optional whitespace around the value is ignored.
-pub(crate) fn bearer(headers: &HeaderMap) -> Credentials<'_> {
+/// (RFC 9110 §11.4: `auth-scheme 1*SP token68`); optional whitespace (spaces and tabs) around the
+/// value is ignored. Several `Authorization` fields are malformed, whatever they hold. Never
+/// allocates and never panics. See the [module docs](crate::credentials).
+pub fn bearer_token(headers: &HeaderMap) -> Credentials<'_> {
     let mut fields = headers.get_all(AUTHORIZATION).iter();
     let Some(field) = fields.next() else {
         return Credentials::Missing;
@@ -89,7 +135,7 @@ mod tests {
         }
         // Leak for the test's convenience: the result borrows from the map.
         let headers: &'static HeaderMap = Box::leak(Box::new(headers));
-        bearer(headers)
+        bearer_token(headers)
     }
 
     #[test]
@@ -140,5 +186,17 @@ mod tests {
                 "{token:?}"
             );
         }
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let token = b"om_live_secretsecretsecret";
+        let shown = format!("{:?}", Credentials::Bearer(token));
+        assert_eq!(shown, "Bearer(<26 bytes redacted>)");
+        assert!(!shown.contains("secret"));
+        assert_eq!(
+            format!("{:?}", Credentials::Malformed(InvalidRequest::MissingToken)),
+            "Malformed(MissingToken)"
+        );
     }
 }
