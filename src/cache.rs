@@ -201,10 +201,21 @@ impl KeyCache {
         }
         let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
         let task = tokio::spawn(Arc::clone(self).resolve(digest, id));
+        // Weak: the flight map holds this future, which must not keep the cache alive.
+        let cache = Arc::downgrade(self);
         let pending = async move {
-            // The task catches resolver panics itself; this error only comes from a runtime that
-            // is shutting down.
-            task.await.unwrap_or_else(|_| Err(ResolveError::panicked()))
+            match task.await {
+                Ok(outcome) => outcome,
+                // The task catches resolver panics itself, so it was cancelled: the runtime that
+                // ran it shut down first. Forget the call, or every later request for this key
+                // would join it and fail.
+                Err(_) => {
+                    if let Some(cache) = cache.upgrade() {
+                        cache.forget_flight(&digest, id);
+                    }
+                    Err(ResolveError::cancelled())
+                }
+            }
         }
         .boxed()
         .shared();
@@ -250,6 +261,14 @@ impl KeyCache {
         // Otherwise an invalidation detached this call while it ran: its answer may predate a
         // revocation, so it is handed to the requests already waiting and not cached.
         outcome
+    }
+
+    /// Removes the flight `id` for `digest`, if it is still the current one.
+    fn forget_flight(&self, digest: &KeyDigest, id: u64) {
+        let mut flights = self.lock_flights();
+        if flights.get(digest).is_some_and(|flight| flight.id == id) {
+            flights.remove(digest);
+        }
     }
 
     pub(crate) fn stats(&self) -> CacheStats {
