@@ -230,10 +230,21 @@ impl KeyCache {
         }
         let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
         let task = tokio::spawn(Arc::clone(self).resolve(digest, id));
+        // Weak: the flight map holds this future, which must not keep the cache alive.
+        let cache = Arc::downgrade(self);
         let pending = async move {
-            // The task catches resolver panics itself; this error only comes from a runtime that
-            // is shutting down.
-            task.await.unwrap_or_else(|_| Err(ResolveError::panicked()))
+            match task.await {
+                Ok(outcome) => outcome,
+                // The task catches resolver panics itself, so it was cancelled: the runtime that
+                // ran it shut down first. Forget the call, or every later request for this key
+                // would join it and fail.
+                Err(_) => {
+                    if let Some(cache) = cache.upgrade() {
+                        cache.forget_flight(&digest, id);
+                    }
+                    Err(ResolveError::cancelled())
+                }
+            }
         }
         .boxed()
         .shared();
@@ -294,6 +305,15 @@ impl KeyCache {
             sets.insert(scopes.clone());
         }
         scopes.clone()
+    }
+
+    /// Removes the flight `id` for `digest`, if it is still the current one.
+    fn forget_flight(&self, digest: &KeyDigest, id: u64) {
+        let slot = Slot::of(digest);
+        let mut flights = self.lock_flights();
+        if flights.get(&slot).is_some_and(|flight| flight.id == id) {
+            flights.remove(&slot);
+        }
     }
 
     pub(crate) fn stats(&self) -> CacheStats {
@@ -361,6 +381,19 @@ mod tests {
             .iter()
             .map(|n| Scope::new(n.clone()).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn table_hashes_are_seeded_at_random() {
+        use std::hash::BuildHasher;
+        let slot = Slot([7; 32]);
+        let hashes: HashSet<u64> = (0..8)
+            .map(|_| SlotHasher::default().hash_one(slot))
+            .collect();
+        assert!(
+            hashes.len() > 1,
+            "every hasher gave the same hash: not seeded"
+        );
     }
 
     #[test]

@@ -660,4 +660,48 @@ mod tests {
         assert_eq!(&encode_checksum(61), b"00000z");
         assert_eq!(&encode_checksum(u32::MAX), b"4gfFC3");
     }
+
+    #[test]
+    fn random_part_uses_the_whole_alphabet_evenly() {
+        let format = om();
+        let mut counts = [0usize; 62];
+        let keys = 1_000;
+        for _ in 0..keys {
+            let key = format.generate(Environment::Live).unwrap();
+            let random = &key.expose_secret().as_bytes()[8..8 + RANDOM_LEN];
+            for &b in random {
+                let index = BASE62.iter().position(|&c| c == b).unwrap();
+                counts[index] += 1;
+            }
+        }
+        // 32,000 draws: about 516 of each character, with a standard deviation of about 22.5. The
+        // bounds are over six deviations away, yet catch a lost character or a biased mapping.
+        let expected = keys * RANDOM_LEN / 62;
+        for (index, &count) in counts.iter().enumerate() {
+            assert!(
+                count.abs_diff(expected) < 150,
+                "{} drawn {count} times, expected about {expected}",
+                char::from(BASE62[index])
+            );
+        }
+    }
+
+    #[test]
+    fn digest_equality_compares_every_byte() {
+        let digest = KeyDigest::of(b"om_live_example");
+        assert_eq!(digest, KeyDigest::from_bytes(*digest.as_bytes()));
+        for index in 0..32 {
+            let mut bytes = *digest.as_bytes();
+            bytes[index] ^= 0x80;
+            assert_ne!(digest, KeyDigest::from_bytes(bytes), "byte {index}");
+        }
+    }
+
+    #[test]
+    fn plaintext_can_be_zeroized() {
+        let mut key = om().generate(Environment::Live).unwrap();
+        assert_eq!(key.expose_secret().len(), 46);
+        key.zeroize();
+        assert_eq!(key.expose_secret(), "");
+    }
 }

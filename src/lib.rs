@@ -11,7 +11,7 @@
 
 mod cache;
 pub mod clock;
-mod credentials;
+pub mod credentials;
 pub mod invalidation;
 pub mod key;
 pub mod layer;

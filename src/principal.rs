@@ -39,6 +39,20 @@
 //! assert_eq!(&body[..], b"Staging (test) for acct_42");
 //! # });
 //! ```
+//!
+//! There is no way to make a `Principal` outside the layer: no public constructor, no
+//! conversion from a [`KeyRecord`], no `Default`. Both of these fail to
+//! compile:
+//!
+//! ```compile_fail
+//! use tower_api_key::{Environment, KeyRecord, Principal, ScopeSet};
+//! let record = KeyRecord::new("key_1", Environment::Live, ScopeSet::empty());
+//! let forged = Principal::from(record);
+//! ```
+//!
+//! ```compile_fail
+//! let forged = tower_api_key::Principal::default();
+//! ```
 
 use std::fmt;
 use std::sync::Arc;

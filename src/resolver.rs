@@ -208,6 +208,7 @@ enum ErrorKind {
     Failed(Arc<dyn Error + Send + Sync>),
     TimedOut(Duration),
     Panicked,
+    Cancelled,
 }
 
 impl ResolveError {
@@ -233,6 +234,12 @@ impl ResolveError {
         }
     }
 
+    pub(crate) fn cancelled() -> Self {
+        ResolveError {
+            kind: ErrorKind::Cancelled,
+        }
+    }
+
     /// Whether the resolver did not answer within the layer's timeout.
     pub fn is_timeout(&self) -> bool {
         matches!(self.kind, ErrorKind::TimedOut(_))
@@ -248,6 +255,7 @@ impl fmt::Debug for ResolveError {
                 .field(after)
                 .finish(),
             ErrorKind::Panicked => f.write_str("ResolveError::Panicked"),
+            ErrorKind::Cancelled => f.write_str("ResolveError::Cancelled"),
         }
     }
 }
@@ -258,6 +266,9 @@ impl fmt::Display for ResolveError {
             ErrorKind::Failed(source) => write!(f, "key resolver failed: {source}"),
             ErrorKind::TimedOut(after) => write!(f, "key resolver timed out after {after:?}"),
             ErrorKind::Panicked => f.write_str("key resolver panicked"),
+            ErrorKind::Cancelled => {
+                f.write_str("key resolver call was cancelled: its runtime shut down")
+            }
         }
     }
 }

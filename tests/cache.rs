@@ -399,3 +399,41 @@ async fn good_keys_keep_a_hit_rate_above_99_percent_through_a_random_key_flood()
     assert_eq!(layer.cache_stats().entries, 1_000);
     common::assert_logs_clean(&good.iter().map(String::as_str).collect::<Vec<_>>());
 }
+
+/// A layer can outlive the runtime that started one of its lookups (a layer shared by several
+/// runtimes, or kept across tests). The cancelled lookup must not stay "in flight", or every
+/// later request for that key would join it and get `503` for good.
+#[test]
+fn a_lookup_cancelled_with_its_runtime_does_not_leave_the_key_stuck() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    let (probe, key, _) = first.block_on(setup());
+    let layer = builder(&probe).build();
+    let app = app(layer.clone());
+    probe.set(Behaviour::Hang);
+    first.block_on(async {
+        let started = tokio::time::timeout(Duration::from_millis(20), status(&app, &key)).await;
+        assert!(started.is_err(), "the lookup hangs");
+    });
+    assert_eq!(layer.cache_stats().in_flight, 1);
+    // Shutting the runtime down cancels the lookup task.
+    drop(first);
+
+    probe.set(Behaviour::Normal);
+    runtime().block_on(async {
+        // A request that joins the dead lookup is told to retry, never refused...
+        let (joined, _) = status(&app, &key).await;
+        assert_eq!(joined, StatusCode::SERVICE_UNAVAILABLE);
+        // ...and the next one makes a fresh lookup.
+        assert_eq!(status(&app, &key).await.0, StatusCode::OK);
+        assert_eq!(status(&app, &key).await.0, StatusCode::OK);
+    });
+    assert_eq!(layer.cache_stats().in_flight, 0);
+    assert_eq!(probe.calls(), 2);
+    common::assert_logs_clean(&[&key]);
+}

@@ -1,8 +1,10 @@
-//! Parsing a presented key and hashing it allocate nothing.
+//! Reading the `Authorization` header, parsing a presented key and hashing it allocate nothing.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+use http::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use tower_api_key::credentials::{bearer_token, Credentials};
 use tower_api_key::{Environment, KeyFormat};
 
 /// Counts the allocations made on the current thread.
@@ -55,4 +57,31 @@ fn parsing_and_hashing_a_key_do_not_allocate() {
     assert_eq!(count, 0);
     // The counter works: building a string allocates.
     assert!(allocations_during(|| drop(std::hint::black_box(String::from("x")))) > 0);
+}
+
+#[test]
+fn reading_the_authorization_header_does_not_allocate() {
+    let headers_with = |values: &[&[u8]]| {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(AUTHORIZATION, HeaderValue::from_bytes(value).unwrap());
+        }
+        headers
+    };
+    let long = [&b"Bearer "[..], &[b'a'; 10_000]].concat();
+    let cases = [
+        headers_with(&[]),
+        headers_with(&[b"  Bearer    om_live_abc\t"]),
+        headers_with(&[b"Basic dXNlcg=="]),
+        headers_with(&[b"Bearer \xff"]),
+        headers_with(&[b"Bearer a", b"Bearer b"]),
+        headers_with(&[&long]),
+    ];
+    let count = allocations_during(|| {
+        for headers in &cases {
+            std::hint::black_box(bearer_token(headers));
+        }
+        assert_eq!(bearer_token(&cases[1]), Credentials::Bearer(b"om_live_abc"));
+    });
+    assert_eq!(count, 0);
 }

@@ -34,7 +34,7 @@ pub(crate) enum Decision {
 
 impl Authenticator {
     pub(crate) fn decide(&self, headers: &mut HeaderMap) -> Decision {
-        let token = match credentials::bearer(headers) {
+        let token = match credentials::bearer_for_layer(headers) {
             Credentials::Bearer(token) => token,
             Credentials::Missing | Credentials::OtherScheme if self.optional => {
                 return Decision::Anonymous
