@@ -197,6 +197,30 @@ fn benches(c: &mut Criterion) {
     parts.bench_function("sha256_digest", |b| {
         b.iter(|| std::hint::black_box(parsed).digest())
     });
+    let moka_cache: moka::sync::Cache<[u8; 32], Arc<HandwrittenPrincipal>> =
+        moka::sync::Cache::new(100_000);
+    let digest: [u8; 32] = parsed.digest().as_bytes().to_owned();
+    moka_cache.insert(
+        digest,
+        Arc::new(HandwrittenPrincipal {
+            key_id: "key_1".into(),
+            scopes: Vec::new(),
+        }),
+    );
+    parts.bench_function("moka_sync_get", |b| {
+        b.iter(|| moka_cache.get(std::hint::black_box(&digest)).is_some())
+    });
+    let principal = Arc::new(0u64);
+    parts.bench_function("extension_insert_into_request", |b| {
+        b.iter_batched(
+            || request(&good),
+            |mut request| {
+                request.extensions_mut().insert(principal.clone());
+                request
+            },
+            BatchSize::SmallInput,
+        )
+    });
     parts.finish();
 }
 

@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
@@ -96,6 +96,7 @@ pub(crate) struct KeyCache {
     resolver_timeout: Duration,
     /// Distinct scope sets seen, to share among cached principals.
     scope_sets: Mutex<HashSet<ScopeSet>>,
+    front: Front,
 }
 
 /// How many distinct scope sets a cache shares at most.
@@ -196,6 +197,7 @@ impl KeyCache {
             flights: Mutex::new(HashMap::new()),
             next_flight: AtomicU64::new(0),
             scope_sets: Mutex::new(HashSet::new()),
+            front: Front::new(settings.ttl),
             resolver_timeout: settings.resolver_timeout,
             resolver,
             responses,
@@ -203,8 +205,14 @@ impl KeyCache {
     }
 
     fn cached(&self, slot: &Slot) -> Option<Lookup> {
-        if let Some(entry) = self.positive.get(slot) {
-            return Some(Lookup::Found(entry));
+        // Read before moka: an invalidation that moka's answer predates has bumped it since.
+        let epoch = self.front.epoch();
+        if let Some(principal) = self.front.get(slot, epoch) {
+            return Some(Lookup::Found(principal));
+        }
+        if let Some(principal) = self.positive.get(slot) {
+            self.front.put(*slot, &principal, epoch);
+            return Some(Lookup::Found(principal));
         }
         if self.negative.contains_key(slot) {
             return Some(Lookup::Unknown);
@@ -270,7 +278,12 @@ impl KeyCache {
         let outcome = answer.map(|record| match record {
             Some(record) => {
                 let scopes = self.shared_scopes(&record.scopes);
-                Lookup::Found(Principal::new(record, scopes, self.responses.clone()))
+                Lookup::Found(Principal::new(
+                    record,
+                    scopes,
+                    self.responses.clone(),
+                    Instant::now(),
+                ))
             }
             None => Lookup::Unknown,
         });
@@ -343,6 +356,7 @@ impl Invalidate for KeyCache {
         flights.remove(&slot);
         self.positive.invalidate(&slot);
         self.negative.invalidate(&slot);
+        self.front.clear();
     }
 
     fn invalidate_all(&self) {
@@ -350,6 +364,82 @@ impl Invalidate for KeyCache {
         flights.clear();
         self.positive.invalidate_all();
         self.negative.invalidate_all();
+        self.front.clear();
+    }
+}
+
+/// A small direct-mapped table in front of moka for the keys in use right now.
+///
+/// A moka read costs about as much as the rest of the layer's work together (it records the read
+/// for its eviction policy and checks expiry); a hit here is a read lock and a comparison. Each
+/// entry lives at most [`FRONT_TTL`], then the key is read from moka again, so moka's policy
+/// stays in charge; and never past the cache TTL counted from the key's lookup, so no answer
+/// outlives its moka entry. Every invalidation empties the whole table by moving its epoch on:
+/// an entry is only used while the epoch it was read under is current, and it was read from moka
+/// after that epoch began, so no entry can hold an answer an invalidation has removed.
+struct Front {
+    entries: Box<[RwLock<Option<FrontEntry>>]>,
+    epoch: AtomicU64,
+    ttl: Duration,
+}
+
+struct FrontEntry {
+    slot: Slot,
+    principal: Principal,
+    epoch: u64,
+    until: Instant,
+}
+
+/// How many keys the front table holds (a power of two).
+const FRONT_SIZE: usize = 256;
+/// How long an entry of the front table serves before moka is asked again.
+const FRONT_TTL: Duration = Duration::from_secs(1);
+
+impl Front {
+    fn new(ttl: Duration) -> Self {
+        Front {
+            entries: (0..FRONT_SIZE).map(|_| RwLock::new(None)).collect(),
+            epoch: AtomicU64::new(0),
+            ttl,
+        }
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    fn entry(&self, slot: &Slot) -> &RwLock<Option<FrontEntry>> {
+        // The digest's bytes are uniformly spread; bytes 8.. are not the ones the tables hash.
+        &self.entries[usize::from(slot.0[8]) % FRONT_SIZE]
+    }
+
+    fn get(&self, slot: &Slot, epoch: u64) -> Option<Principal> {
+        let entry = self.entry(slot).read().ok()?;
+        let entry = entry.as_ref()?;
+        (entry.slot == *slot && entry.epoch == epoch && Instant::now() < entry.until)
+            .then(|| entry.principal.clone())
+    }
+
+    /// Keeps `principal`, read from moka under `epoch`, unless an invalidation came since.
+    fn put(&self, slot: Slot, principal: &Principal, epoch: u64) {
+        let soon = Instant::now() + FRONT_TTL;
+        let until = principal
+            .loaded_at()
+            .checked_add(self.ttl)
+            .map_or(soon, |end| end.min(soon));
+        if let Ok(mut entry) = self.entry(&slot).write() {
+            *entry = Some(FrontEntry {
+                slot,
+                principal: principal.clone(),
+                epoch,
+                until,
+            });
+        }
+    }
+
+    /// Makes every entry unusable.
+    fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -363,14 +453,9 @@ mod tests {
 
     fn cache() -> KeyCache {
         let resolver = |_: KeyDigest| async { Ok::<Option<KeyRecord>, ResolveError>(None) };
-        let responses = Arc::new(Responses::new(
-            Arc::new(crate::ProblemJson),
-            "api",
-            Duration::from_secs(1),
-        ));
         KeyCache::new(
             Arc::new(resolver),
-            responses,
+            test_responses(),
             Arc::new(SystemClock),
             &CacheSettings::default(),
         )
@@ -381,6 +466,49 @@ mod tests {
             .iter()
             .map(|n| Scope::new(n.clone()).unwrap())
             .collect()
+    }
+
+    /// A principal whose lookup happened `ttl_ago` ago.
+    fn principal(ttl_ago: Duration) -> Principal {
+        let record = KeyRecord::new("key_1", crate::Environment::Live, ScopeSet::empty());
+        let looked_up = Instant::now() - ttl_ago;
+        Principal::new(record, ScopeSet::empty(), test_responses(), looked_up)
+    }
+
+    fn test_responses() -> Arc<Responses> {
+        Arc::new(Responses::new(
+            Arc::new(crate::ProblemJson),
+            "api",
+            Duration::from_secs(1),
+        ))
+    }
+
+    #[test]
+    fn the_front_table_forgets_everything_on_an_invalidation() {
+        let front = Front::new(Duration::from_secs(30));
+        let slot = Slot([1; 32]);
+        let epoch = front.epoch();
+        front.put(slot, &principal(Duration::ZERO), epoch);
+        assert!(front.get(&slot, front.epoch()).is_some());
+        assert!(
+            front.get(&Slot([2; 32]), front.epoch()).is_none(),
+            "another key"
+        );
+        front.clear();
+        assert!(front.get(&slot, front.epoch()).is_none());
+        // An answer read from moka before the invalidation is not kept usable after it.
+        front.put(slot, &principal(Duration::ZERO), epoch);
+        assert!(front.get(&slot, front.epoch()).is_none());
+    }
+
+    #[test]
+    fn a_front_entry_never_outlives_the_cache_ttl_of_its_lookup() {
+        let front = Front::new(Duration::from_secs(30));
+        let slot = Slot([3; 32]);
+        front.put(slot, &principal(Duration::from_secs(31)), front.epoch());
+        assert!(front.get(&slot, front.epoch()).is_none());
+        front.put(slot, &principal(Duration::from_secs(29)), front.epoch());
+        assert!(front.get(&slot, front.epoch()).is_some());
     }
 
     #[test]

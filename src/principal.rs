@@ -56,7 +56,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use crate::key::Environment;
 use crate::rejection::Responses;
@@ -79,16 +79,25 @@ struct Inner {
     /// Whether the key was revoked when the layer looked it up. A revoked key's principal is
     /// cached so the next request is refused at once, and never handed to a handler.
     revoked: bool,
+    /// When the layer looked the key up, which bounds how long it may be cached.
+    loaded_at: Instant,
     /// How the layer that made this principal answers rejections, so that scope checks further
     /// in answer the same way.
     responses: Arc<Responses>,
 }
 
 impl Principal {
-    /// The principal of `record`, holding `scopes` (the record's, or an equal shared set).
-    pub(crate) fn new(record: KeyRecord, scopes: ScopeSet, responses: Arc<Responses>) -> Self {
+    /// The principal of `record`, looked up at `loaded_at`, holding `scopes` (the record's, or an
+    /// equal shared set).
+    pub(crate) fn new(
+        record: KeyRecord,
+        scopes: ScopeSet,
+        responses: Arc<Responses>,
+        loaded_at: Instant,
+    ) -> Self {
         Principal(Arc::new(Inner {
             revoked: record.revoked_at.is_some(),
+            loaded_at,
             key_id: record.id,
             name: record.name.into_boxed_str(),
             owner: record.owner.into_boxed_str(),
@@ -101,6 +110,10 @@ impl Principal {
 
     pub(crate) fn is_revoked(&self) -> bool {
         self.0.revoked
+    }
+
+    pub(crate) fn loaded_at(&self) -> Instant {
+        self.0.loaded_at
     }
 
     /// The key's identifier.
