@@ -31,6 +31,10 @@ pub use crate::principal::PrincipalRejection;
 pub use crate::rejection::{ProblemJson, Rejection, Responder};
 pub use crate::resolver::{KeyId, KeyRecord, KeyResolver, ResolveError};
 pub use crate::scope::{RequireScopes, Scope, ScopeCatalog, ScopeRequirement, ScopeSet};
+#[cfg(feature = "postgres")]
+pub use crate::store::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use crate::store::SqliteStore;
 pub use crate::store::{
     CreatedKey, KeyStore, MemoryStore, NewKey, Rotation, StoreError, StoredKey,
 };

@@ -41,6 +41,12 @@
 //! ```
 
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -49,9 +55,17 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 pub use self::memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use self::postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use self::sqlite::SqliteStore;
 use crate::key::{push_random_base62, Environment, KeyFormat, KeyGenerationError, PlaintextKey};
 use crate::resolver::{KeyId, KeyRecord, KeyResolver};
 use crate::scope::{Scope, ScopeCatalog, ScopeError, ScopeSet};
+/// The version of [sqlx](https://docs.rs/sqlx) the SQL stores are built on, to configure pools
+/// with.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sqlx;
 
 /// Longest key name accepted, in characters.
 pub const MAX_NAME_LEN: usize = 100;
