@@ -6,8 +6,15 @@
 //! authentication is announced on the store's [`Invalidations`](crate::Invalidations) handle, so
 //! a layer built on the store honours it on the very next request.
 //!
-//! [`MemoryStore`] keeps keys in memory, for tests, demos and processes whose keys are
-//! provisioned at start-up.
+//! | store | feature | for |
+//! |---|---|---|
+//! | [`MemoryStore`] | always | tests, demos, keys provisioned at start-up |
+//! | [`SqliteStore`] | `sqlite` (default) | one machine: keys in a file |
+//! | [`PostgresStore`] | `postgres` | several instances sharing keys |
+//!
+//! The SQL stores ship their migrations: call `migrate()` once at start-up. Their module docs
+//! ([`sqlite`], [`postgres`]) describe the table. All stores pass one conformance suite
+//! (`tests/store_conformance.rs`), so they keep the rules below alike.
 //!
 //! ```
 //! use std::time::Duration;
