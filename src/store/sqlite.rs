@@ -141,6 +141,7 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens the database file at `path`, creating it if it does not exist, in WAL mode.
+    /// (For keys that need not outlive the process, use [`MemoryStore`](super::MemoryStore).)
     ///
     /// Calls wait up to 5 seconds for a connection or for another writer. Call
     /// [`migrate`](Self::migrate) before using a new file.
