@@ -115,6 +115,9 @@ trait Backend: Sized + Send + Sync + 'static {
 #[async_trait]
 trait SqlBackend: Backend {
     async fn corrupt(&self, store: &Self::Store, id: &KeyId, corruption: Corruption);
+
+    /// Makes every later insert into the key table fail, with a trigger.
+    async fn refuse_inserts(&self, store: &Self::Store);
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -253,6 +256,16 @@ mod sqlite_backend {
                 .execute(&mut *conn)
                 .await
                 .unwrap();
+        }
+
+        async fn refuse_inserts(&self, store: &SqliteStore) {
+            sqlx::raw_sql(
+                "CREATE TRIGGER refuse_inserts BEFORE INSERT ON api_keys \
+                 BEGIN SELECT RAISE(ABORT, 'inserts are refused'); END",
+            )
+            .execute(store.pool())
+            .await
+            .unwrap();
         }
     }
 
@@ -465,6 +478,19 @@ mod postgres_backend {
                 .await
                 .unwrap();
             assert_eq!(done.rows_affected(), 1);
+        }
+
+        async fn refuse_inserts(&self, store: &PostgresStore) {
+            let schema = format!("\"{}\"", self.schema);
+            sqlx::raw_sql(&format!(
+                "CREATE FUNCTION {schema}.refuse_inserts() RETURNS trigger LANGUAGE plpgsql \
+                 AS $$ BEGIN RAISE EXCEPTION 'inserts are refused'; END $$; \
+                 CREATE TRIGGER refuse_inserts BEFORE INSERT ON {schema}.api_keys \
+                 FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_inserts();"
+            ))
+            .execute(store.pool())
+            .await
+            .unwrap();
         }
     }
 }
@@ -1248,6 +1274,28 @@ mod rules {
 
     // --- SQL stores only -----------------------------------------------------------------------
 
+    /// Rotation shortens the old key and inserts the new one in one transaction: when the insert
+    /// fails, the old key keeps its expiry.
+    pub(crate) async fn a_failed_rotation_changes_nothing<B: SqlBackend>() {
+        let t = Test::<B>::new().await;
+        let old = t
+            .create(NewKey::new("Production", Environment::Live).expires_at(t0() + 24 * HOUR))
+            .await;
+        assert_eq!(status(&t.app, &old).await, StatusCode::OK);
+        t.backend.refuse_inserts(&t.store).await;
+
+        let message = assert_unavailable(t.store.rotate(old.id(), MINUTE).await);
+        assert!(message.contains("inserts are refused"), "{message}");
+        assert_unavailable(t.store.create(NewKey::new("New", Environment::Live)).await);
+        assert_eq!(t.store.list(None).await.unwrap(), vec![old.stored.clone()]);
+        t.clock.advance(HOUR);
+        assert_eq!(
+            status(&t.app, &old).await,
+            StatusCode::OK,
+            "the old key was cut short"
+        );
+    }
+
     pub(crate) async fn a_corrupted_row_gives_a_clear_error_never_a_panic<B: SqlBackend>() {
         for corruption in [
             Corruption::Environment,
@@ -1428,7 +1476,10 @@ mod sqlite {
     use super::*;
 
     suite!(Sqlite);
-    tests!(Sqlite; a_corrupted_row_gives_a_clear_error_never_a_panic);
+    tests!(Sqlite;
+        a_corrupted_row_gives_a_clear_error_never_a_panic,
+        a_failed_rotation_changes_nothing,
+    );
 
     #[tokio::test]
     async fn keys_outlive_the_process_that_made_them() {
@@ -1595,7 +1646,10 @@ mod postgres {
     use super::*;
 
     suite!(Postgres);
-    tests!(Postgres; a_corrupted_row_gives_a_clear_error_never_a_panic);
+    tests!(Postgres;
+        a_corrupted_row_gives_a_clear_error_never_a_panic,
+        a_failed_rotation_changes_nothing,
+    );
 
     /// Skips the test (or fails it under CI) when PostgreSQL is not there.
     async fn postgres() -> bool {
