@@ -189,6 +189,9 @@ impl PostgresStore {
                 .map_err(unavailable)?;
         let schema = quote_identifier(&self.schema);
         if !schema_exists {
+            // Through `Executor::execute`, whose boxed future is `Send`; the compiler cannot
+            // prove that of `RawSql::execute`'s, which would make `migrate` unusable in
+            // `tokio::spawn`.
             (&mut *tx)
                 .execute(sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")))
                 .await

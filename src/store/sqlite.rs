@@ -209,6 +209,8 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(unavailable)?;
+        // Through `Executor::execute`, whose boxed future is `Send`; the compiler cannot prove
+        // that of `RawSql::execute`'s, which would make `migrate` unusable in `tokio::spawn`.
         (&mut *tx)
             .execute(sqlx::raw_sql(
                 "CREATE TABLE IF NOT EXISTS api_key_migrations (\
