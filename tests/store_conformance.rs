@@ -1845,7 +1845,9 @@ mod postgres {
         };
         let pool = PgPoolOptions::new()
             .max_connections(3)
-            .acquire_timeout(Duration::from_millis(500))
+            // Long enough for a reconnection on a busy machine; each call during the cut waits
+            // this long, retrying.
+            .acquire_timeout(Duration::from_secs(1))
             .connect_with(options.host("127.0.0.1").port(relay.addr.port()))
             .await
             .unwrap();
