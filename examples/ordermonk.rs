@@ -8,7 +8,8 @@
 //!   `RequireScopes`, so a misspelt scope is a compile error;
 //! - handlers that take the `Principal` and choose live or sandbox data from the key's
 //!   environment, so an `om_test_` key can never change live data;
-//! - keys created at start-up and shown exactly once.
+//! - keys kept in a database (a SQLite file, or PostgreSQL), created on the first start and
+//!   shown exactly once.
 //!
 //! # Running it
 //!
@@ -16,10 +17,14 @@
 //! cargo run --example ordermonk
 //! ```
 //!
-//! The server creates three keys for a demo account, prints each of them once with `curl` lines
-//! to try, and listens on `127.0.0.1:3000`. Set `ORDERMONK_ADDR` to listen elsewhere
-//! (`127.0.0.1:0` picks a free port) and `RUST_LOG` to change the logging, which goes to stderr
-//! (default: `info,tower_api_key=debug`). Stop it with Ctrl-C.
+//! The keys live in the SQLite file `ordermonk.db` in the current directory (set `ORDERMONK_DB`
+//! for another path), or in PostgreSQL when `DATABASE_URL` is set and the example is built with
+//! `--features postgres` (in the schema `ordermonk`, or `ORDERMONK_SCHEMA`). On a database with
+//! no keys, the server creates three keys for a demo account and prints each of them once with
+//! `curl` lines to try; on later starts it says how many keys there are, and the keys printed the
+//! first time keep working. It listens on `127.0.0.1:3000`. Set `ORDERMONK_ADDR` to listen
+//! elsewhere (`127.0.0.1:0` picks a free port) and `RUST_LOG` to change the logging, which goes
+//! to stderr (default: `info,tower_api_key=debug`). Stop it with Ctrl-C.
 //!
 //! # Routes
 //!
@@ -53,8 +58,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tower_api_key::{
-    ApiKeyLayer, CreatedKey, Environment, KeyFormat, KeyStore, MemoryStore, NewKey, Principal,
-    RequireScopes,
+    ApiKeyLayer, CreatedKey, Environment, KeyFormat, KeyStore, NewKey, Principal, RequireScopes,
+    SqliteStore,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -98,6 +103,8 @@ mod scopes {
 
 /// The account that owns the demo keys.
 const OWNER: &str = "acct_ordermonk_demo";
+/// The SQLite file that keeps the keys unless `ORDERMONK_DB` says otherwise.
+const DEFAULT_DB: &str = "ordermonk.db";
 /// Where the server listens unless `ORDERMONK_ADDR` says otherwise.
 const DEFAULT_ADDR: &str = "127.0.0.1:3000";
 /// How many days the demo's sandbox key lives.
@@ -108,7 +115,7 @@ async fn main() {
     init_tracing();
 
     let format = KeyFormat::new("om").expect("`om` is a valid key prefix");
-    let store = key_store(&format);
+    let (store, location) = key_store(&format).await;
 
     let app = routes().with_state(Shops::seeded()).layer(
         ApiKeyLayer::builder(format, store.clone())
@@ -124,10 +131,18 @@ async fn main() {
         .local_addr()
         .expect("a bound listener has a local address");
 
-    let keys = create_demo_keys(&store).await;
-    print_keys(&keys, &format!("http://{local}"));
-    // The plaintexts are not needed any more; dropping them zeroizes them.
-    drop(keys);
+    let existing = store
+        .list(None)
+        .await
+        .unwrap_or_else(|err| fail(&format!("cannot list the keys in {location}: {err}")));
+    if existing.is_empty() {
+        let keys = create_demo_keys(&*store).await;
+        print_keys(&keys, &format!("http://{local}"));
+        // The plaintexts are not needed any more; dropping them zeroizes them.
+        drop(keys);
+    } else {
+        print_existing_keys(existing.len(), &location);
+    }
 
     println!("listening on http://{local}");
     std::io::stdout().flush().expect("stdout can be written to");
@@ -150,10 +165,54 @@ fn init_tracing() {
         .init();
 }
 
-/// The key store. A `MemoryStore` forgets its keys when the process exits; swap in a persistent
-/// store here to keep them.
-fn key_store(format: &KeyFormat) -> MemoryStore {
-    MemoryStore::new(format.clone())
+/// Where the keys live, and a description of it for people (never the URL, which may hold a
+/// password): PostgreSQL when `DATABASE_URL` is set, otherwise the SQLite file `ORDERMONK_DB`.
+/// The tables are created or updated on the way.
+async fn key_store(format: &KeyFormat) -> (Arc<dyn KeyStore>, String) {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        #[cfg(feature = "postgres")]
+        return postgres_store(format, &url).await;
+        #[cfg(not(feature = "postgres"))]
+        {
+            let _ = url;
+            eprintln!(
+                "WARNING: DATABASE_URL is set, but this build has no PostgreSQL support, so the \
+                 keys go to a SQLite file instead. Run with `--features postgres` to use \
+                 PostgreSQL, or unset DATABASE_URL to silence this warning."
+            );
+        }
+    }
+    let path = std::env::var("ORDERMONK_DB").unwrap_or_else(|_| DEFAULT_DB.to_owned());
+    let location = format!("the SQLite file {path}");
+    let store = SqliteStore::open(&path, format.clone())
+        .await
+        .unwrap_or_else(|err| fail(&format!("cannot open {location}: {err}")));
+    store
+        .migrate()
+        .await
+        .unwrap_or_else(|err| fail(&format!("cannot create the tables in {location}: {err}")));
+    (Arc::new(store), location)
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres_store(format: &KeyFormat, url: &str) -> (Arc<dyn KeyStore>, String) {
+    let schema = std::env::var("ORDERMONK_SCHEMA").unwrap_or_else(|_| "ordermonk".to_owned());
+    let location = format!("PostgreSQL (DATABASE_URL), schema {schema}");
+    let store = tower_api_key::PostgresStore::connect(url, format.clone())
+        .await
+        .unwrap_or_else(|err| fail(&format!("cannot connect to {location}: {err}")))
+        .with_schema(schema);
+    store
+        .migrate()
+        .await
+        .unwrap_or_else(|err| fail(&format!("cannot create the tables in {location}: {err}")));
+    (Arc::new(store), location)
+}
+
+/// Stops the program with `message`: a start-up problem the user has to fix.
+fn fail(message: &str) -> ! {
+    eprintln!("ordermonk: {message}");
+    std::process::exit(1)
 }
 
 /// Waits for Ctrl-C, then lets the server finish the requests in flight.
@@ -176,7 +235,7 @@ struct DemoKeys {
 }
 
 /// Creates the demo account's keys, each with only the scopes its integration needs.
-async fn create_demo_keys(store: &impl KeyStore) -> DemoKeys {
+async fn create_demo_keys(store: &dyn KeyStore) -> DemoKeys {
     let create = |new: NewKey| async move {
         store
             .create(new.owner(OWNER))
@@ -241,6 +300,19 @@ fn print_keys(keys: &DemoKeys, base: &str) {
         "  curl -s {base}/v1/products -H 'Authorization: Bearer {}'",
         sandbox.key.expose_secret()
     );
+    println!();
+}
+
+/// What a start on a database that has keys says instead of printing keys: how many there are,
+/// and how to make more. Keys are shown only when they are created.
+fn print_existing_keys(count: usize, location: &str) {
+    let keys = if count == 1 { "key" } else { "keys" };
+    println!();
+    println!("OrderMonk demo API: {count} {keys} in {location}.");
+    println!();
+    println!("Each key was shown once, when it was created, and cannot be shown again: use the");
+    println!("keys printed on the first start. Create more with the store's API");
+    println!("(`KeyStore::create`), or start on an empty database to have new demo keys printed.");
     println!();
 }
 

@@ -33,6 +33,10 @@ pub use crate::resolver::{KeyId, KeyRecord, KeyResolver, ResolveError};
 pub use crate::scope::{RequireScopes, Scope, ScopeCatalog, ScopeRequirement, ScopeSet};
 #[cfg(feature = "axum")]
 pub use crate::scope::{RequiredScopes, Scoped};
+#[cfg(feature = "postgres")]
+pub use crate::store::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use crate::store::SqliteStore;
 pub use crate::store::{
     CreatedKey, KeyStore, MemoryStore, NewKey, Rotation, StoreError, StoredKey,
 };

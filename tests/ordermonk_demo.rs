@@ -2,6 +2,9 @@
 //! user following its banner would.
 //!
 //! The binary is the one cargo builds next to this test (`target/<profile>/examples/ordermonk`).
+//! Each run gets a fresh SQLite file, and the example is started twice on it: the first start
+//! prints new keys, the second only says how many there are, and the first start's keys still
+//! work.
 
 mod common;
 
@@ -25,7 +28,10 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn ordermonk_demo_end_to_end() {
-    let (mut server, banner) = Server::start();
+    let dir = tempfile::tempdir().expect("a temporary directory can be made");
+    let db = dir.path().join("ordermonk.db");
+
+    let (mut server, banner) = Server::start(&db);
     let addr = banner.addr;
     let production = banner.key("Production");
     let dashboard = banner.key("Read-only dashboard");
@@ -56,6 +62,49 @@ async fn ordermonk_demo_end_to_end() {
         &logs,
         &[production, dashboard, sandbox, unknown.expose_secret()],
     );
+
+    the_keys_outlive_a_restart(&db, production, dashboard).await;
+}
+
+/// A second start on the same database prints no new key, says how many keys there are, and
+/// the keys printed by the first start still work, revocations aside.
+async fn the_keys_outlive_a_restart(db: &Path, production: &str, dashboard: &str) {
+    let (mut server, banner) = Server::start(db);
+    assert!(
+        banner.keys.is_empty(),
+        "a restart printed keys again:\n{}",
+        banner.transcript
+    );
+    assert!(
+        !scanner().is_match(&banner.transcript),
+        "a restart printed something shaped like a key"
+    );
+    assert!(
+        banner.transcript.contains("3 keys in"),
+        "a restart does not say how many keys there are:\n{}",
+        banner.transcript
+    );
+    assert!(
+        banner.transcript.contains("KeyStore::create"),
+        "a restart does not say how to make more keys:\n{}",
+        banner.transcript
+    );
+
+    let addr = banner.addr;
+    let products = get_as(addr, production, "/v1/products").await;
+    assert_eq!(products.status, 200, "{}", products.body_text());
+    let orders = get_as(addr, dashboard, "/v1/orders").await;
+    assert_eq!(orders.status, 200, "{}", orders.body_text());
+    let refused = get_as(
+        addr,
+        "om_live_not_a_key_at_all_not_a_key_at_all00",
+        "/v1/orders",
+    )
+    .await;
+    assert_eq!(refused.status, 401);
+
+    let logs = server.stop();
+    assert_no_key_in(&logs, &[production, dashboard]);
 }
 
 /// No key, a forged key and an unknown key all get `401`. Returns the unknown key, which must
@@ -222,12 +271,18 @@ struct Banner {
     addr: SocketAddr,
     /// Each key, by the name printed above it.
     keys: HashMap<String, String>,
+    /// Everything printed up to the `listening on` line.
+    transcript: String,
 }
 
 impl Server {
-    fn start() -> (Server, Banner) {
+    /// Starts the example on the SQLite file `db`.
+    fn start(db: &Path) -> (Server, Banner) {
         let binary = example_binary();
         let mut child = Command::new(&binary)
+            .env("ORDERMONK_DB", db)
+            // Whatever the environment says, this test is about the SQLite file.
+            .env_remove("DATABASE_URL")
             .env("ORDERMONK_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "trace")
             .stdin(Stdio::null())
@@ -324,7 +379,11 @@ fn read_banner(lines: &mpsc::Receiver<std::io::Result<String>>) -> Result<Banner
             let addr = addr
                 .parse()
                 .map_err(|err| format!("bad address in {line:?}: {err}"))?;
-            return Ok(Banner { addr, keys });
+            return Ok(Banner {
+                addr,
+                keys,
+                transcript,
+            });
         }
         if let Some(rest) = line.strip_prefix("Key \"") {
             name = rest.split('"').next().map(str::to_owned);
@@ -353,6 +412,9 @@ fn example_binary() -> PathBuf {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
         let build = Command::new(cargo)
             .args(["build", "--example", "ordermonk", "--profile", profile])
+            // The features this test was built with, so that the library is not rebuilt with
+            // others (which would also make the next `cargo test` rebuild it back).
+            .args(["--no-default-features", "--features", &features().join(",")])
             .arg("--manifest-path")
             .arg(manifest)
             .output()
@@ -427,6 +489,21 @@ fn stock_of(inventory: &Value, sku: &str) -> u64 {
         .find(|level| level["sku"] == sku)
         .and_then(|level| level["quantity"].as_u64())
         .unwrap_or_else(|| panic!("no stock level for {sku} in {inventory}"))
+}
+
+/// The crate's features this test binary was compiled with. A new feature goes here too.
+fn features() -> Vec<&'static str> {
+    let mut features = Vec::new();
+    if cfg!(feature = "axum") {
+        features.push("axum");
+    }
+    if cfg!(feature = "sqlite") {
+        features.push("sqlite");
+    }
+    if cfg!(feature = "postgres") {
+        features.push("postgres");
+    }
+    features
 }
 
 fn om() -> KeyFormat {

@@ -6,8 +6,15 @@
 //! authentication is announced on the store's [`Invalidations`](crate::Invalidations) handle, so
 //! a layer built on the store honours it on the very next request.
 //!
-//! [`MemoryStore`] keeps keys in memory, for tests, demos and processes whose keys are
-//! provisioned at start-up.
+//! | store | feature | for |
+//! |---|---|---|
+//! | [`MemoryStore`] | always | tests, demos, keys provisioned at start-up |
+//! | [`SqliteStore`] | `sqlite` (default) | one machine: keys in a file |
+//! | [`PostgresStore`] | `postgres` | several instances sharing keys |
+//!
+//! The SQL stores ship their migrations: call `migrate()` once at start-up. Their module docs
+//! ([`sqlite`], [`postgres`]) describe the table. All stores pass one conformance suite
+//! (`tests/store_conformance.rs`), so they keep the rules below alike.
 //!
 //! ```
 //! use std::time::Duration;
@@ -41,6 +48,12 @@
 //! ```
 
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -49,9 +62,17 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 pub use self::memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use self::postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use self::sqlite::SqliteStore;
 use crate::key::{push_random_base62, Environment, KeyFormat, KeyGenerationError, PlaintextKey};
 use crate::resolver::{KeyId, KeyRecord, KeyResolver};
 use crate::scope::{Scope, ScopeCatalog, ScopeError, ScopeSet};
+/// The version of [sqlx](https://docs.rs/sqlx) the SQL stores are built on, to configure pools
+/// with.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sqlx;
 
 /// Longest key name accepted, in characters.
 pub const MAX_NAME_LEN: usize = 100;

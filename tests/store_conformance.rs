@@ -1,0 +1,1918 @@
+//! One conformance suite for every store: the rules of the `KeyStore` trait, written once and run
+//! against `MemoryStore`, `SqliteStore` (feature `sqlite`, on a real file) and `PostgresStore`
+//! (feature `postgres`, on the real server).
+//!
+//! Each rule is a generic async function in `rules`; the `suite!` macro makes one `#[tokio::test]`
+//! per rule and store, so `cargo test memory::`, `cargo test sqlite::` or `cargo test
+//! postgres::revoke` pick what to run. Time is a `ManualClock` shared by the store and the layer.
+//!
+//! PostgreSQL is found at `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
+//! every test works in a schema of its own (`test_<random>`), dropped afterwards, so tests run in
+//! parallel. When the server cannot be reached the PostgreSQL tests are skipped with a message,
+//! unless `CI` is set: then they fail.
+// Without a SQL store, the SQL-only rules and outage helpers have no caller.
+#![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::routing::get;
+use axum::Router;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use tower_api_key::clock::{Clock, ManualClock};
+use tower_api_key::{
+    ApiKeyLayer, CreatedKey, Environment, KeyFormat, KeyId, KeyResolver, KeyStore, MemoryStore,
+    NewKey, Principal, Scope, ScopeCatalog, StoreError,
+};
+
+const ORDERS_READ: Scope = Scope::from_static("orders:read");
+const PRODUCTS_READ: Scope = Scope::from_static("products:read");
+const PRODUCTS_WRITE: Scope = Scope::from_static("products:write");
+
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn om() -> KeyFormat {
+    KeyFormat::new("om").unwrap()
+}
+
+/// 2023-11-14T22:13:20.123456789Z: with nanoseconds on purpose, which the SQL stores cut to
+/// microseconds; what a store hands back must still equal what it reads back later.
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The clock
+// ---------------------------------------------------------------------------------------------
+
+/// A `ManualClock` that can also tick forward by a millisecond on every reading, so that
+/// concurrent calls each see a different time.
+#[derive(Clone, Debug)]
+struct TestClock {
+    manual: ManualClock,
+    ticking: Arc<AtomicBool>,
+}
+
+impl TestClock {
+    fn new() -> Self {
+        TestClock {
+            manual: ManualClock::new(t0()),
+            ticking: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn advance(&self, by: Duration) {
+        self.manual.advance(by);
+    }
+
+    fn tick_on_every_reading(&self) {
+        self.ticking.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> SystemTime {
+        if self.ticking.load(Ordering::SeqCst) {
+            self.manual.advance(Duration::from_millis(1));
+        }
+        self.manual.now()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------------------------
+
+/// A kind of store, and what the suite needs to look inside it.
+#[async_trait]
+trait Backend: Sized + Send + Sync + 'static {
+    type Store: KeyStore + Clone;
+
+    /// Whether the store's database is there (PostgreSQL may not be, outside CI).
+    async fn available() -> bool {
+        true
+    }
+
+    /// A new, empty store.
+    async fn open(clock: TestClock, catalog: Option<ScopeCatalog>) -> (Self, Self::Store);
+
+    /// Every cell of the key table as bytes (and, for SQLite, the database files themselves);
+    /// for `MemoryStore`, what its `Debug` and listings show.
+    async fn cells(&self, store: &Self::Store) -> Vec<Vec<u8>>;
+
+    /// Whether `cells` reads a real table, which then holds the digest and the hint.
+    const HAS_TABLE: bool;
+}
+
+/// A backend whose rows can be corrupted by hand, as an operator with a SQL prompt might.
+#[async_trait]
+trait SqlBackend: Backend {
+    async fn corrupt(&self, store: &Self::Store, id: &KeyId, corruption: Corruption);
+
+    /// Makes every later insert into the key table fail, with a trigger.
+    async fn refuse_inserts(&self, store: &Self::Store);
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Corruption {
+    Environment,
+    Scope,
+    DigestLength,
+    Metadata,
+}
+
+impl Corruption {
+    fn column(self) -> &'static str {
+        match self {
+            Corruption::Environment => "environment",
+            Corruption::Scope => "scopes",
+            Corruption::DigestLength => "digest",
+            Corruption::Metadata => "metadata",
+        }
+    }
+}
+
+struct Memory;
+
+#[async_trait]
+impl Backend for Memory {
+    type Store = MemoryStore;
+    const HAS_TABLE: bool = false;
+
+    async fn open(clock: TestClock, catalog: Option<ScopeCatalog>) -> (Self, MemoryStore) {
+        let mut store = MemoryStore::new(om()).with_clock(clock);
+        if let Some(catalog) = catalog {
+            store = store.with_catalog(catalog);
+        }
+        (Memory, store)
+    }
+
+    async fn cells(&self, store: &MemoryStore) -> Vec<Vec<u8>> {
+        let listed = store.list(None).await.unwrap();
+        vec![
+            format!("{store:?}").into_bytes(),
+            format!("{listed:?}").into_bytes(),
+        ]
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite_backend {
+    use std::path::{Path, PathBuf};
+
+    use tower_api_key::store::sqlx::{self, sqlite::SqliteConnectOptions, SqlitePool};
+    use tower_api_key::SqliteStore;
+
+    use super::*;
+
+    pub(crate) struct Sqlite {
+        // Removed with its files when the test ends.
+        _dir: tempfile::TempDir,
+        pub(crate) path: PathBuf,
+    }
+
+    impl Sqlite {
+        pub(crate) fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("keys.db");
+            Sqlite { _dir: dir, path }
+        }
+    }
+
+    #[async_trait]
+    impl Backend for Sqlite {
+        type Store = SqliteStore;
+        const HAS_TABLE: bool = true;
+
+        async fn open(clock: TestClock, catalog: Option<ScopeCatalog>) -> (Self, SqliteStore) {
+            let backend = Sqlite::new();
+            let mut store = SqliteStore::open(&backend.path, om())
+                .await
+                .unwrap()
+                .with_clock(clock);
+            if let Some(catalog) = catalog {
+                store = store.with_catalog(catalog);
+            }
+            store.migrate().await.unwrap();
+            (backend, store)
+        }
+
+        async fn cells(&self, store: &SqliteStore) -> Vec<Vec<u8>> {
+            let pool = store.pool();
+            let columns: Vec<String> =
+                sqlx::query_scalar("SELECT name FROM pragma_table_info('api_keys')")
+                    .fetch_all(pool)
+                    .await
+                    .unwrap();
+            assert!(columns.len() >= 12, "{columns:?}");
+            let mut cells = Vec::new();
+            for column in columns {
+                let values: Vec<Option<Vec<u8>>> =
+                    sqlx::query_scalar(&format!("SELECT CAST(\"{column}\" AS BLOB) FROM api_keys"))
+                        .fetch_all(pool)
+                        .await
+                        .unwrap();
+                cells.extend(values.into_iter().flatten());
+            }
+            // The files too: free pages and the write-ahead log must not hold a key either.
+            for file in [self.path.clone(), wal(&self.path)] {
+                if let Ok(bytes) = std::fs::read(&file) {
+                    cells.push(bytes);
+                }
+            }
+            cells
+        }
+    }
+
+    #[async_trait]
+    impl SqlBackend for Sqlite {
+        async fn corrupt(&self, store: &SqliteStore, id: &KeyId, corruption: Corruption) {
+            let assignment = match corruption {
+                Corruption::Environment => "environment = 'prod'",
+                Corruption::Scope => "scopes = 'orders:read orders'",
+                Corruption::DigestLength => "digest = substr(digest, 1, 31)",
+                Corruption::Metadata => "metadata = '[\"not\", \"an\", \"object\"]'",
+            };
+            let mut conn = store.pool().acquire().await.unwrap();
+            // The table's CHECK constraints would refuse the first and third.
+            sqlx::query("PRAGMA ignore_check_constraints = ON")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            let done = sqlx::query(&format!("UPDATE api_keys SET {assignment} WHERE id = ?"))
+                .bind(id.as_str())
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(done.rows_affected(), 1);
+            sqlx::query("PRAGMA ignore_check_constraints = OFF")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+
+        async fn refuse_inserts(&self, store: &SqliteStore) {
+            sqlx::raw_sql(
+                "CREATE TRIGGER refuse_inserts BEFORE INSERT ON api_keys \
+                 BEGIN SELECT RAISE(ABORT, 'inserts are refused'); END",
+            )
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+    }
+
+    pub(crate) fn wal(path: &Path) -> PathBuf {
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        PathBuf::from(wal)
+    }
+
+    /// A pool that opens a new connection for every call and closes it afterwards, and never
+    /// creates the file: so a database file that goes away is noticed at once.
+    pub(crate) async fn fresh_connection_pool(path: &Path) -> SqlitePool {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(false)
+            .busy_timeout(Duration::from_secs(5));
+        sqlx::sqlite::SqlitePoolOptions::new()
+            .acquire_timeout(Duration::from_secs(2))
+            .after_release(|_, _| Box::pin(async { Ok(false) }))
+            .connect_with(options)
+            .await
+            .unwrap()
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres_backend {
+    use std::sync::OnceLock;
+
+    use tower_api_key::store::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use tower_api_key::store::sqlx::{self, Connection, PgConnection};
+    use tower_api_key::PostgresStore;
+
+    use super::*;
+
+    pub(crate) fn url() -> String {
+        std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    }
+
+    pub(crate) fn connect_options() -> PgConnectOptions {
+        url().parse().unwrap()
+    }
+
+    /// A fresh schema name, `test_` and 16 random hex digits.
+    pub(crate) fn new_schema() -> String {
+        let random = om().generate(Environment::Test).unwrap().digest().to_hex();
+        format!("test_{}", &random[..16])
+    }
+
+    pub(crate) struct Postgres {
+        /// Dropped, with everything in it, when the test ends; so is `<schema>_away`, where the
+        /// outage tests move it.
+        pub(crate) schema: String,
+    }
+
+    impl Drop for Postgres {
+        fn drop(&mut self) {
+            let schema = self.schema.clone();
+            // A runtime of its own, on a thread of its own: this runs inside the test's runtime,
+            // and also while a failed test unwinds.
+            let dropped = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let mut conn = PgConnection::connect(&url()).await?;
+                    sqlx::raw_sql(&format!(
+                        "DROP SCHEMA IF EXISTS \"{schema}\", \"{schema}_away\" CASCADE"
+                    ))
+                    .execute(&mut conn)
+                    .await?;
+                    conn.close().await
+                })
+            })
+            .join();
+            if !matches!(dropped, Ok(Ok(()))) {
+                eprintln!(
+                    "could not drop the test schema {}: {dropped:?}",
+                    self.schema
+                );
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Backend for Postgres {
+        type Store = PostgresStore;
+        const HAS_TABLE: bool = true;
+
+        async fn available() -> bool {
+            static AVAILABLE: OnceLock<bool> = OnceLock::new();
+            if let Some(available) = AVAILABLE.get() {
+                return *available;
+            }
+            let attempt = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(connect_options())
+                .await;
+            let available = match attempt {
+                Ok(pool) => {
+                    pool.close().await;
+                    true
+                }
+                Err(err) if std::env::var_os("CI").is_some() => {
+                    panic!(
+                        "PostgreSQL at {} is unreachable, and CI is set: {err}",
+                        url()
+                    )
+                }
+                Err(err) => {
+                    // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+                    static WARNED: std::sync::Once = std::sync::Once::new();
+                    WARNED.call_once(|| {
+                        use std::io::Write as _;
+                        let _ = writeln!(
+                            std::io::stderr(),
+                            "\n\
+                             ************************************************************************\n\
+                             SKIPPING the PostgreSQL store tests: {} is unreachable ({err}).\n\
+                             Start PostgreSQL or set DATABASE_URL; with CI set, this is a failure.\n\
+                             ************************************************************************\n",
+                            url()
+                        );
+                    });
+                    false
+                }
+            };
+            let _ = AVAILABLE.set(available);
+            available
+        }
+
+        async fn open(clock: TestClock, catalog: Option<ScopeCatalog>) -> (Self, PostgresStore) {
+            let backend = Postgres {
+                schema: new_schema(),
+            };
+            let pool = PgPoolOptions::new()
+                .max_connections(5)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(connect_options().application_name(&backend.schema))
+                .await
+                .unwrap();
+            let mut store = PostgresStore::from_pool(pool, om())
+                .with_schema(&backend.schema)
+                .with_clock(clock);
+            if let Some(catalog) = catalog {
+                store = store.with_catalog(catalog);
+            }
+            store.migrate().await.unwrap();
+            (backend, store)
+        }
+
+        async fn cells(&self, store: &PostgresStore) -> Vec<Vec<u8>> {
+            let pool = store.pool();
+            let columns: Vec<(String, String)> = sqlx::query_as(
+                "SELECT column_name::text, data_type::text FROM information_schema.columns \
+                 WHERE table_schema = $1 AND table_name = 'api_keys'",
+            )
+            .bind(&self.schema)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            assert!(columns.len() >= 12, "{columns:?}");
+            let table = format!("\"{}\".api_keys", self.schema);
+            let mut cells = Vec::new();
+            for (column, data_type) in columns {
+                if data_type == "bytea" {
+                    let values: Vec<Option<Vec<u8>>> =
+                        sqlx::query_scalar(&format!("SELECT \"{column}\" FROM {table}"))
+                            .fetch_all(pool)
+                            .await
+                            .unwrap();
+                    cells.extend(values.into_iter().flatten());
+                } else {
+                    let values: Vec<Option<String>> =
+                        sqlx::query_scalar(&format!("SELECT \"{column}\"::text FROM {table}"))
+                            .fetch_all(pool)
+                            .await
+                            .unwrap();
+                    cells.extend(values.into_iter().flatten().map(String::into_bytes));
+                }
+            }
+            cells
+        }
+    }
+
+    #[async_trait]
+    impl SqlBackend for Postgres {
+        async fn corrupt(&self, store: &PostgresStore, id: &KeyId, corruption: Corruption) {
+            let table = format!("\"{}\".api_keys", self.schema);
+            let assignment = match corruption {
+                Corruption::Environment => "environment = 'prod'",
+                Corruption::Scope => "scopes = 'orders:read orders'",
+                Corruption::DigestLength => "digest = substring(digest from 1 for 31)",
+                Corruption::Metadata => "metadata = '[\"not\", \"an\", \"object\"]'",
+            };
+            // The table's CHECK constraints would refuse the first and third.
+            sqlx::raw_sql(&format!(
+                "ALTER TABLE {table} DROP CONSTRAINT api_keys_environment_check, \
+                 DROP CONSTRAINT api_keys_digest_check"
+            ))
+            .execute(store.pool())
+            .await
+            .unwrap();
+            let done = sqlx::query(&format!("UPDATE {table} SET {assignment} WHERE id = $1"))
+                .bind(id.as_str())
+                .execute(store.pool())
+                .await
+                .unwrap();
+            assert_eq!(done.rows_affected(), 1);
+        }
+
+        async fn refuse_inserts(&self, store: &PostgresStore) {
+            let schema = format!("\"{}\"", self.schema);
+            sqlx::raw_sql(&format!(
+                "CREATE FUNCTION {schema}.refuse_inserts() RETURNS trigger LANGUAGE plpgsql \
+                 AS $$ BEGIN RAISE EXCEPTION 'inserts are refused'; END $$; \
+                 CREATE TRIGGER refuse_inserts BEFORE INSERT ON {schema}.api_keys \
+                 FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_inserts();"
+            ))
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What every rule starts from
+// ---------------------------------------------------------------------------------------------
+
+/// A fresh store of backend `B`, its clock, and a layer in front of it.
+struct Test<B: Backend> {
+    store: B::Store,
+    clock: TestClock,
+    app: Router,
+    // Last: dropping it deletes the database.
+    backend: B,
+}
+
+impl<B: Backend> Test<B> {
+    async fn new() -> Self {
+        Test::open(None).await
+    }
+
+    async fn with_catalog(catalog: ScopeCatalog) -> Self {
+        Test::open(Some(catalog)).await
+    }
+
+    async fn open(catalog: Option<ScopeCatalog>) -> Self {
+        let clock = TestClock::new();
+        let (backend, store) = B::open(clock.clone(), catalog).await;
+        let app = app(store.clone(), &clock);
+        Test {
+            store,
+            clock,
+            app,
+            backend,
+        }
+    }
+
+    async fn create(&self, new: NewKey) -> CreatedKey {
+        self.store.create(new).await.unwrap()
+    }
+
+    async fn count(&self) -> usize {
+        self.store.list(None).await.unwrap().len()
+    }
+
+    /// What the store itself holds, as bytes.
+    async fn cells(&self) -> Vec<Vec<u8>> {
+        self.backend.cells(&self.store).await
+    }
+}
+
+/// `GET /v1/me` behind an `ApiKeyLayer` on `store`, answering with the key's name.
+fn app(store: impl KeyStore + Clone, clock: &TestClock) -> Router {
+    let format = store.format().clone();
+    Router::new()
+        .route(
+            "/v1/me",
+            get(|principal: Principal| async move { principal.name().to_owned() }),
+        )
+        .layer(
+            ApiKeyLayer::builder(format, store)
+                .realm("OrderMonk API")
+                .clock(clock.clone())
+                .build(),
+        )
+}
+
+async fn call(app: &Router, key: &CreatedKey) -> Response<Body> {
+    call_with(app, key.key.expose_secret()).await
+}
+
+async fn call_with(app: &Router, key: &str) -> Response<Body> {
+    let request = Request::get("/v1/me")
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .body(Body::empty())
+        .unwrap();
+    app.clone().oneshot(request).await.unwrap()
+}
+
+async fn status(app: &Router, key: &CreatedKey) -> StatusCode {
+    call(app, key).await.status()
+}
+
+/// The name the handler saw, after checking the request was let through.
+async fn name_seen(app: &Router, key: &CreatedKey) -> String {
+    let response = call(app, key).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+fn assert_unknown<T: std::fmt::Debug>(result: Result<T, StoreError>, id: &KeyId) {
+    match result {
+        Err(StoreError::UnknownKey(unknown)) => assert_eq!(&unknown, id),
+        other => panic!("expected UnknownKey({id}), got {other:?}"),
+    }
+}
+
+fn assert_unavailable<T: std::fmt::Debug>(result: Result<T, StoreError>) -> String {
+    match result {
+        Err(err @ StoreError::Unavailable(_)) => err.to_string(),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+/// `a` and `b` are less than a microsecond apart: the SQL stores keep microseconds.
+fn assert_close(a: SystemTime, b: SystemTime) {
+    let gap = a.duration_since(b).unwrap_or_else(|e| e.duration());
+    assert!(gap < Duration::from_micros(1), "{a:?} vs {b:?}");
+}
+
+fn unknown_id() -> KeyId {
+    KeyId::from("key_doesnotexist000")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rules
+// ---------------------------------------------------------------------------------------------
+
+mod rules {
+    use std::collections::{BTreeMap, HashSet};
+
+    use super::*;
+
+    pub(crate) async fn create_hands_out_the_plaintext_once_and_keeps_the_rest<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let expires_at = t0() + Duration::from_secs(30 * 24 * 3600);
+        let created = t
+            .create(
+                NewKey::new("  Production  ", Environment::Live)
+                    .owner("acct_1")
+                    .scopes([PRODUCTS_WRITE, PRODUCTS_READ, PRODUCTS_READ])
+                    .expires_at(expires_at)
+                    .metadata("team", "integrations")
+                    .metadata("ticket", "OPS-1 \"quoted\" ✓"),
+            )
+            .await;
+        let text = created.key.expose_secret();
+        let parsed = om().parse(text).unwrap();
+        assert_eq!(parsed.environment(), Environment::Live);
+        assert_eq!(parsed.digest(), created.key.digest());
+
+        let record = &created.stored.record;
+        assert!(record.id.as_str().starts_with("key_"), "{:?}", record.id);
+        assert_eq!(record.name, "Production", "the name is trimmed");
+        assert_eq!(record.owner, "acct_1");
+        assert_eq!(record.environment, Environment::Live);
+        let scopes: Vec<&str> = record.scopes.iter().map(Scope::as_str).collect();
+        assert_eq!(scopes, ["products:read", "products:write"]);
+        assert!(record.revoked_at.is_none());
+        assert!(created.stored.last_used_at.is_none());
+        assert_eq!(created.stored.metadata["team"], "integrations");
+        assert_eq!(created.stored.metadata["ticket"], "OPS-1 \"quoted\" ✓");
+        assert_close(created.stored.created_at, t0());
+        assert_close(record.expires_at.unwrap(), expires_at);
+
+        // What the store hands back is what it reads back, to the nanosecond.
+        assert_eq!(t.store.get(created.id()).await.unwrap(), created.stored);
+        assert_eq!(
+            t.store.list(None).await.unwrap(),
+            vec![created.stored.clone()]
+        );
+        let resolved = t.store.resolve(&created.key.digest()).await.unwrap();
+        assert_eq!(resolved.as_ref(), Some(record));
+        assert_eq!(name_seen(&t.app, &created).await, "Production");
+    }
+
+    pub(crate) async fn create_refuses_bad_names_and_writes_nothing<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let long = "x".repeat(101);
+        type Check = fn(&StoreError) -> bool;
+        let cases: [(&str, Check); 7] = [
+            ("", |e| matches!(e, StoreError::EmptyName)),
+            ("   \t ", |e| matches!(e, StoreError::EmptyName)),
+            (&long, |e| matches!(e, StoreError::NameTooLong)),
+            ("two\nlines", |e| {
+                matches!(e, StoreError::NameHasControlCharacters)
+            }),
+            ("bell\u{7}", |e| {
+                matches!(e, StoreError::NameHasControlCharacters)
+            }),
+            ("nul\0", |e| {
+                matches!(e, StoreError::NameHasControlCharacters)
+            }),
+            ("del\u{7f}", |e| {
+                matches!(e, StoreError::NameHasControlCharacters)
+            }),
+        ];
+        for (name, expected) in cases {
+            let err = t
+                .store
+                .create(NewKey::new(name, Environment::Live))
+                .await
+                .unwrap_err();
+            assert!(expected(&err), "{name:?} gave {err:?}");
+            assert!(!err.to_string().is_empty());
+        }
+        assert_eq!(t.count().await, 0, "a refused create wrote something");
+
+        // The limit counts characters, not bytes.
+        let longest = "é".repeat(100);
+        let created = t.create(NewKey::new(&longest, Environment::Live)).await;
+        assert_eq!(
+            t.store.get(created.id()).await.unwrap().record.name,
+            longest
+        );
+    }
+
+    pub(crate) async fn create_checks_scopes_against_the_catalog<B: Backend>() {
+        let t = Test::<B>::with_catalog(ScopeCatalog::new([ORDERS_READ, PRODUCTS_READ])).await;
+        let err = t
+            .store
+            .create(NewKey::new("Reports", Environment::Live).scopes([ORDERS_READ, PRODUCTS_WRITE]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::InvalidScope(_)), "{err:?}");
+        assert!(err.to_string().contains("products:write"), "{err}");
+        assert_eq!(t.count().await, 0, "a refused create wrote something");
+        t.create(NewKey::new("Reports", Environment::Live).scopes([ORDERS_READ]))
+            .await;
+        assert_eq!(t.count().await, 1);
+
+        // Without a catalogue, any well-formed scope is kept.
+        let open = Test::<B>::new().await;
+        let created = open
+            .create(
+                NewKey::new("Anything", Environment::Test).scopes([Scope::new("x.y:z-1").unwrap()]),
+            )
+            .await;
+        assert!(open
+            .store
+            .get(created.id())
+            .await
+            .unwrap()
+            .record
+            .scopes
+            .contains_str("x.y:z-1"));
+    }
+
+    pub(crate) async fn create_refuses_an_expiry_that_is_not_in_the_future<B: Backend>() {
+        let t = Test::<B>::new().await;
+        for expires_at in [t0() - HOUR, t0() - Duration::from_micros(1), t0()] {
+            let err = t
+                .store
+                .create(NewKey::new("Old", Environment::Live).expires_at(expires_at))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::ExpiryInPast), "{err:?}");
+        }
+        assert_eq!(t.count().await, 0, "a refused create wrote something");
+        t.create(NewKey::new("Soon", Environment::Live).expires_at(t0() + SECOND))
+            .await;
+        assert_eq!(t.count().await, 1);
+    }
+
+    pub(crate) async fn get_and_every_change_refuse_an_unknown_id<B: Backend>() {
+        let t = Test::<B>::new().await;
+        t.create(NewKey::new("Present", Environment::Live)).await;
+        let id = unknown_id();
+        assert_unknown(t.store.get(&id).await, &id);
+        assert_unknown(t.store.rename(&id, "New").await, &id);
+        assert_unknown(t.store.revoke(&id).await, &id);
+        assert_unknown(t.store.rotate(&id, HOUR).await, &id);
+        assert_unknown(t.store.delete(&id).await, &id);
+        assert_unknown(t.store.record_use(&id, t0()).await, &id);
+        assert_eq!(t.count().await, 1);
+    }
+
+    pub(crate) async fn list_gives_one_owners_keys_newest_first<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let a1 = t
+            .create(NewKey::new("a1", Environment::Live).owner("acct_a"))
+            .await;
+        t.clock.advance(SECOND);
+        let b1 = t
+            .create(NewKey::new("b1", Environment::Test).owner("acct_b"))
+            .await;
+        t.clock.advance(SECOND);
+        let a2 = t
+            .create(NewKey::new("a2", Environment::Live).owner("acct_a"))
+            .await;
+        // Created in the same instant: ordered by id.
+        let a3 = t
+            .create(NewKey::new("a3", Environment::Test).owner("acct_a"))
+            .await;
+
+        let mut same_instant = [a2.id().clone(), a3.id().clone()];
+        same_instant.sort();
+        let ids = |listed: Vec<tower_api_key::StoredKey>| -> Vec<KeyId> {
+            listed.into_iter().map(|stored| stored.record.id).collect()
+        };
+        assert_eq!(
+            ids(t.store.list(Some("acct_a")).await.unwrap()),
+            [
+                same_instant[0].clone(),
+                same_instant[1].clone(),
+                a1.id().clone()
+            ]
+        );
+        assert_eq!(
+            ids(t.store.list(Some("acct_b")).await.unwrap()),
+            [b1.id().clone()]
+        );
+        assert_eq!(
+            ids(t.store.list(None).await.unwrap()),
+            [
+                same_instant[0].clone(),
+                same_instant[1].clone(),
+                b1.id().clone(),
+                a1.id().clone()
+            ]
+        );
+        assert!(t.store.list(Some("acct_nobody")).await.unwrap().is_empty());
+    }
+
+    pub(crate) async fn listings_show_a_hint_never_the_key<B: Backend>() {
+        let t = Test::<B>::new().await;
+        for environment in Environment::ALL {
+            let created = t.create(NewKey::new("Hinted", environment)).await;
+            let text = created.key.expose_secret();
+            let expected = format!("om_{environment}_…{}", &text[text.len() - 4..]);
+            assert_eq!(created.stored.hint, expected);
+            assert_eq!(t.store.get(created.id()).await.unwrap().hint, expected);
+        }
+        for stored in t.store.list(None).await.unwrap() {
+            assert!(stored.hint.starts_with("om_") && stored.hint.contains('…'));
+        }
+    }
+
+    pub(crate) async fn the_store_never_holds_the_plaintext<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let mut keys = Vec::new();
+        for (name, environment) in [("Live", Environment::Live), ("Sandbox", Environment::Test)] {
+            keys.push(
+                t.create(
+                    NewKey::new(name, environment)
+                        .owner("acct_1")
+                        .scopes([ORDERS_READ])
+                        .metadata("purpose", "plaintext scan"),
+                )
+                .await,
+            );
+        }
+        let rotation = t.store.rotate(keys[0].id(), HOUR).await.unwrap();
+        t.store.revoke(keys[1].id()).await.unwrap();
+        keys.push(rotation.new);
+
+        let cells = t.cells().await;
+        assert!(!cells.is_empty());
+        for created in &keys {
+            let text = created.key.expose_secret().as_bytes();
+            // The random middle alone must not be there either.
+            for secret in [text, &text[8..40]] {
+                assert!(
+                    !cells.iter().any(|cell| contains(cell, secret)),
+                    "the store holds (part of) the key {}",
+                    created.stored.hint
+                );
+            }
+            if B::HAS_TABLE {
+                // The scan reads the real table: the digest and the hint are there.
+                let digest = created.key.digest();
+                assert!(cells.iter().any(|cell| cell == digest.as_bytes()));
+                assert!(cells
+                    .iter()
+                    .any(|cell| cell == created.stored.hint.as_bytes()));
+            }
+        }
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|window| window == needle)
+    }
+
+    pub(crate) async fn rename_changes_only_the_name_and_reaches_the_layer<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let created = t
+            .create(NewKey::new("Staging", Environment::Live).scopes([ORDERS_READ]))
+            .await;
+        assert_eq!(name_seen(&t.app, &created).await, "Staging");
+
+        let renamed = t
+            .store
+            .rename(created.id(), "  Webhook Server ")
+            .await
+            .unwrap();
+        assert_eq!(renamed.record.name, "Webhook Server");
+        let mut expected = created.stored.clone();
+        expected.record.name = "Webhook Server".to_owned();
+        assert_eq!(renamed, expected);
+        assert_eq!(t.store.get(created.id()).await.unwrap(), expected);
+        // The cached principal was dropped: the next request sees the new name.
+        assert_eq!(name_seen(&t.app, &created).await, "Webhook Server");
+
+        for bad in ["", "  ", "tab\tname"] {
+            assert!(t.store.rename(created.id(), bad).await.is_err(), "{bad:?}");
+        }
+        let err = t
+            .store
+            .rename(created.id(), &"y".repeat(101))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NameTooLong), "{err:?}");
+        assert_eq!(t.store.get(created.id()).await.unwrap(), expected);
+    }
+
+    pub(crate) async fn revoke_is_idempotent_and_keeps_the_first_time<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let created = t.create(NewKey::new("Production", Environment::Live)).await;
+        let other = t.create(NewKey::new("Other", Environment::Live)).await;
+        t.clock.advance(MINUTE);
+        let first = t.store.revoke(created.id()).await.unwrap();
+        let revoked_at = first.record.revoked_at.expect("revoked");
+        assert!(revoked_at >= t0() + MINUTE - Duration::from_micros(1));
+
+        t.clock.advance(HOUR);
+        let second = t.store.revoke(created.id()).await.unwrap();
+        assert_eq!(second.record.revoked_at, Some(revoked_at));
+        assert_eq!(second, first);
+        assert_eq!(t.store.get(created.id()).await.unwrap(), first);
+
+        // Nothing else changed, here or in the other key.
+        let mut expected = created.stored.clone();
+        expected.record.revoked_at = Some(revoked_at);
+        assert_eq!(first, expected);
+        assert_eq!(t.store.get(other.id()).await.unwrap(), other.stored);
+
+        // The resolver reports the revoked key as it is; the layer refuses it.
+        let resolved = t
+            .store
+            .resolve(&created.key.digest())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resolved.revoked_at, Some(revoked_at));
+        assert_eq!(status(&t.app, &created).await, StatusCode::UNAUTHORIZED);
+    }
+
+    pub(crate) async fn revoke_through_the_store_is_honoured_on_the_next_request<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let created = t.create(NewKey::new("Production", Environment::Live)).await;
+        let kept = t.create(NewKey::new("Kept", Environment::Live)).await;
+        // Both are cached now.
+        assert_eq!(status(&t.app, &created).await, StatusCode::OK);
+        assert_eq!(status(&t.app, &kept).await, StatusCode::OK);
+        t.store.revoke(created.id()).await.unwrap();
+        let refused = call(&t.app, &created).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            refused.headers()[header::WWW_AUTHENTICATE],
+            r#"Bearer realm="OrderMonk API", error="invalid_token""#
+        );
+        assert_eq!(status(&t.app, &kept).await, StatusCode::OK);
+    }
+
+    pub(crate) async fn rotate_copies_the_key_and_never_widens_it<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let expires_at = t0() + Duration::from_secs(7 * 24 * 3600);
+        let old = t
+            .create(
+                NewKey::new("Webhook Server", Environment::Test)
+                    .owner("acct_9")
+                    .scopes([ORDERS_READ, PRODUCTS_READ])
+                    .expires_at(expires_at)
+                    .metadata("team", "integrations"),
+            )
+            .await;
+        let untouched = t.create(NewKey::new("Untouched", Environment::Live)).await;
+        t.clock.advance(MINUTE);
+        let rotation = t.store.rotate(old.id(), HOUR).await.unwrap();
+        let new = &rotation.new.stored;
+        let old_record = &old.stored.record;
+
+        assert_ne!(new.record.id, old_record.id);
+        assert_ne!(rotation.new.key.expose_secret(), old.key.expose_secret());
+        assert_ne!(rotation.new.key.digest(), old.key.digest());
+        assert_eq!(new.record.name, old_record.name);
+        assert_eq!(new.record.owner, old_record.owner);
+        assert_eq!(new.record.environment, old_record.environment);
+        assert_eq!(new.record.scopes, old_record.scopes);
+        assert_eq!(new.metadata, old.stored.metadata);
+        assert!(new.record.revoked_at.is_none());
+        assert!(new.created_at > old.stored.created_at);
+        assert_eq!(
+            new.record.expires_at, old_record.expires_at,
+            "the new key expires when the old one would have"
+        );
+        assert!(rotation.new.key.expose_secret().starts_with("om_test_"));
+
+        // The old key now ends with the grace period.
+        let old_expiry = rotation.old.record.expires_at.unwrap();
+        let grace_end = t0() + MINUTE + HOUR;
+        assert_close(old_expiry, grace_end);
+        let mut expected_old = old.stored.clone();
+        expected_old.record.expires_at = Some(old_expiry);
+        assert_eq!(rotation.old, expected_old);
+
+        // Both read back as handed out.
+        assert_eq!(t.store.get(old.id()).await.unwrap(), rotation.old);
+        assert_eq!(t.store.get(rotation.new.id()).await.unwrap(), *new);
+        assert_eq!(t.store.get(untouched.id()).await.unwrap(), untouched.stored);
+        assert_eq!(t.store.list(Some("acct_9")).await.unwrap().len(), 2);
+        let resolved = t.store.resolve(&rotation.new.key.digest()).await.unwrap();
+        assert_eq!(resolved.as_ref(), Some(&new.record));
+
+        // A key without expiry gives a key without expiry.
+        let forever = t.create(NewKey::new("Forever", Environment::Live)).await;
+        let rotation = t.store.rotate(forever.id(), HOUR).await.unwrap();
+        assert_eq!(rotation.new.stored.record.expires_at, None);
+        assert!(rotation.old.record.expires_at.is_some());
+    }
+
+    pub(crate) async fn the_old_key_works_through_the_grace_period_then_dies<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let old = t
+            .create(NewKey::new("Production", Environment::Live).scopes([ORDERS_READ]))
+            .await;
+        assert_eq!(status(&t.app, &old).await, StatusCode::OK);
+
+        let rotation = t.store.rotate(old.id(), HOUR).await.unwrap();
+        let new = &rotation.new;
+        assert_eq!(
+            status(&t.app, &old).await,
+            StatusCode::OK,
+            "within the grace period"
+        );
+        assert_eq!(status(&t.app, new).await, StatusCode::OK);
+
+        t.clock.advance(HOUR - SECOND);
+        assert_eq!(
+            status(&t.app, &old).await,
+            StatusCode::OK,
+            "a second before the end"
+        );
+        t.clock.advance(2 * SECOND);
+        assert_eq!(
+            status(&t.app, &old).await,
+            StatusCode::UNAUTHORIZED,
+            "after the grace period"
+        );
+        assert_eq!(status(&t.app, new).await, StatusCode::OK);
+
+        // And for good: a year later, through a fresh lookup, too.
+        t.clock.advance(Duration::from_secs(365 * 24 * 3600));
+        let fresh_app = app(t.store.clone(), &t.clock);
+        assert_eq!(status(&fresh_app, &old).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(status(&fresh_app, new).await, StatusCode::OK);
+    }
+
+    pub(crate) async fn the_grace_period_never_outlives_the_old_keys_expiry<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let expires_at = t0() + 30 * MINUTE;
+        let old = t
+            .create(NewKey::new("Short-lived", Environment::Live).expires_at(expires_at))
+            .await;
+        let rotation = t.store.rotate(old.id(), 24 * HOUR).await.unwrap();
+        assert_eq!(rotation.old.record.expires_at, old.stored.record.expires_at);
+        assert_eq!(
+            rotation.new.stored.record.expires_at,
+            old.stored.record.expires_at
+        );
+        assert_eq!(
+            t.store.get(old.id()).await.unwrap().record.expires_at,
+            old.stored.record.expires_at
+        );
+
+        assert_eq!(status(&t.app, &old).await, StatusCode::OK);
+        t.clock.advance(31 * MINUTE);
+        assert_eq!(status(&t.app, &old).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            status(&t.app, &rotation.new).await,
+            StatusCode::UNAUTHORIZED,
+            "rotation does not extend expiry"
+        );
+
+        // A zero grace period ends the old key at once.
+        let t = Test::<B>::new().await;
+        let old = t.create(NewKey::new("Now", Environment::Live)).await;
+        let rotation = t.store.rotate(old.id(), Duration::ZERO).await.unwrap();
+        assert_eq!(status(&t.app, &old).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(status(&t.app, &rotation.new).await, StatusCode::OK);
+    }
+
+    pub(crate) async fn a_revoked_or_expired_key_cannot_be_rotated<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let revoked = t.create(NewKey::new("Revoked", Environment::Live)).await;
+        let revoked = t.store.revoke(revoked.id()).await.unwrap();
+        let expiring = t
+            .create(NewKey::new("Expiring", Environment::Live).expires_at(t0() + MINUTE))
+            .await;
+        t.clock.advance(MINUTE);
+
+        let err = t.store.rotate(&revoked.record.id, HOUR).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Revoked(id) if *id == revoked.record.id),
+            "{err:?}"
+        );
+        let err = t.store.rotate(expiring.id(), HOUR).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Expired(id) if id == expiring.id()),
+            "{err:?}"
+        );
+
+        // Nothing was written: no new key, the old ones as they were.
+        assert_eq!(t.count().await, 2);
+        assert_eq!(t.store.get(&revoked.record.id).await.unwrap(), revoked);
+        assert_eq!(t.store.get(expiring.id()).await.unwrap(), expiring.stored);
+    }
+
+    pub(crate) async fn delete_removes_the_key_for_good<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let deleted = t.create(NewKey::new("Deleted", Environment::Live)).await;
+        let kept = t.create(NewKey::new("Kept", Environment::Live)).await;
+        assert_eq!(status(&t.app, &deleted).await, StatusCode::OK);
+
+        t.store.delete(deleted.id()).await.unwrap();
+        assert_unknown(t.store.get(deleted.id()).await, deleted.id());
+        assert_unknown(t.store.delete(deleted.id()).await, deleted.id());
+        assert!(t
+            .store
+            .resolve(&deleted.key.digest())
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(t.store.list(None).await.unwrap(), vec![kept.stored.clone()]);
+        assert_eq!(
+            status(&t.app, &deleted).await,
+            StatusCode::UNAUTHORIZED,
+            "on the next request"
+        );
+        assert_eq!(status(&t.app, &kept).await, StatusCode::OK);
+    }
+
+    pub(crate) async fn record_use_only_moves_forward<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let created = t.create(NewKey::new("Used", Environment::Live)).await;
+        let other = t.create(NewKey::new("Unused", Environment::Live)).await;
+        let last_used = |t: &Test<B>| {
+            let store = t.store.clone();
+            let id = created.id().clone();
+            async move { store.get(&id).await.unwrap().last_used_at }
+        };
+        assert_eq!(last_used(&t).await, None);
+        t.store
+            .record_use(created.id(), t0() + 5 * MINUTE)
+            .await
+            .unwrap();
+        assert_close(last_used(&t).await.unwrap(), t0() + 5 * MINUTE);
+        t.store
+            .record_use(created.id(), t0() + 3 * MINUTE)
+            .await
+            .unwrap();
+        assert_close(last_used(&t).await.unwrap(), t0() + 5 * MINUTE);
+        t.store
+            .record_use(created.id(), t0() + 7 * MINUTE)
+            .await
+            .unwrap();
+        assert_close(last_used(&t).await.unwrap(), t0() + 7 * MINUTE);
+        assert_eq!(t.store.get(other.id()).await.unwrap().last_used_at, None);
+    }
+
+    pub(crate) async fn the_resolver_reports_revoked_and_expired_keys_as_they_are<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let revoked = t.create(NewKey::new("Revoked", Environment::Live)).await;
+        t.store.revoke(revoked.id()).await.unwrap();
+        let expired = t
+            .create(NewKey::new("Expired", Environment::Test).expires_at(t0() + SECOND))
+            .await;
+        t.clock.advance(MINUTE);
+        let record = t
+            .store
+            .resolve(&revoked.key.digest())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(record.revoked_at.is_some());
+        let record = t
+            .store
+            .resolve(&expired.key.digest())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(record.is_expired_at(t0() + MINUTE));
+        let never_stored = om().generate(Environment::Live).unwrap();
+        assert!(t
+            .store
+            .resolve(&never_stored.digest())
+            .await
+            .unwrap()
+            .is_none());
+        assert!(KeyResolver::invalidations(&t.store).is_some());
+    }
+
+    pub(crate) async fn concurrent_creates_are_all_kept<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let creates = (0..50).map(|i| {
+            let store = t.store.clone();
+            tokio::spawn(async move {
+                store
+                    .create(NewKey::new(format!("Key {i}"), Environment::Live).owner("acct_busy"))
+                    .await
+            })
+        });
+        let created: Vec<CreatedKey> = futures_util::future::join_all(creates)
+            .await
+            .into_iter()
+            .map(|joined| joined.unwrap().unwrap())
+            .collect();
+        let ids: HashSet<KeyId> = created.iter().map(|c| c.id().clone()).collect();
+        let digests: HashSet<[u8; 32]> =
+            created.iter().map(|c| *c.key.digest().as_bytes()).collect();
+        assert_eq!(ids.len(), 50);
+        assert_eq!(digests.len(), 50);
+        let listed: HashSet<KeyId> = t
+            .store
+            .list(Some("acct_busy"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|stored| stored.record.id)
+            .collect();
+        assert_eq!(listed, ids);
+        for key in created.iter().step_by(7) {
+            assert_eq!(status(&t.app, key).await, StatusCode::OK);
+        }
+    }
+
+    pub(crate) async fn concurrent_revokes_agree_on_the_first_time<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let created = t.create(NewKey::new("Contested", Environment::Live)).await;
+        assert_eq!(status(&t.app, &created).await, StatusCode::OK);
+        // Every call now reads a different time.
+        t.clock.tick_on_every_reading();
+        let revokes = (0..20).map(|_| {
+            let store = t.store.clone();
+            let id = created.id().clone();
+            tokio::spawn(async move { store.revoke(&id).await })
+        });
+        let results: Vec<_> = futures_util::future::join_all(revokes)
+            .await
+            .into_iter()
+            .map(|joined| joined.unwrap().unwrap())
+            .collect();
+        let first = results[0].record.revoked_at.expect("revoked");
+        for result in &results {
+            assert_eq!(
+                result.record.revoked_at,
+                Some(first),
+                "every revoke reports the first time"
+            );
+        }
+        let stored = t.store.get(created.id()).await.unwrap();
+        assert_eq!(stored.record.revoked_at, Some(first));
+        assert_eq!(status(&t.app, &created).await, StatusCode::UNAUTHORIZED);
+    }
+
+    pub(crate) async fn metadata_and_owners_round_trip<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let mut metadata = BTreeMap::new();
+        let mut new = NewKey::new("Metadata", Environment::Live).owner("org/ünïcode 42");
+        for (key, value) in [
+            ("a", ""),
+            ("json", "{\"nested\": [1, 2]}"),
+            ("emoji", "🔑"),
+            ("quote", "'; DROP TABLE api_keys; --"),
+        ] {
+            metadata.insert(key.to_owned(), value.to_owned());
+            new = new.metadata(key, value);
+        }
+        let created = t.create(new).await;
+        let stored = t.store.get(created.id()).await.unwrap();
+        assert_eq!(stored.metadata, metadata);
+        assert_eq!(stored.record.owner, "org/ünïcode 42");
+        assert_eq!(t.store.list(Some("org/ünïcode 42")).await.unwrap().len(), 1);
+        // Nothing dropped a table.
+        assert_eq!(t.count().await, 1);
+    }
+
+    // --- SQL stores only -----------------------------------------------------------------------
+
+    /// Rotation shortens the old key and inserts the new one in one transaction: when the insert
+    /// fails, the old key keeps its expiry.
+    pub(crate) async fn a_failed_rotation_changes_nothing<B: SqlBackend>() {
+        let t = Test::<B>::new().await;
+        let old = t
+            .create(NewKey::new("Production", Environment::Live).expires_at(t0() + 24 * HOUR))
+            .await;
+        assert_eq!(status(&t.app, &old).await, StatusCode::OK);
+        t.backend.refuse_inserts(&t.store).await;
+
+        let message = assert_unavailable(t.store.rotate(old.id(), MINUTE).await);
+        assert!(message.contains("inserts are refused"), "{message}");
+        assert_unavailable(t.store.create(NewKey::new("New", Environment::Live)).await);
+        assert_eq!(t.store.list(None).await.unwrap(), vec![old.stored.clone()]);
+        t.clock.advance(HOUR);
+        assert_eq!(
+            status(&t.app, &old).await,
+            StatusCode::OK,
+            "the old key was cut short"
+        );
+    }
+
+    pub(crate) async fn a_corrupted_row_gives_a_clear_error_never_a_panic<B: SqlBackend>() {
+        for corruption in [
+            Corruption::Environment,
+            Corruption::Scope,
+            Corruption::DigestLength,
+            Corruption::Metadata,
+        ] {
+            let t = Test::<B>::new().await;
+            let created = t
+                .create(NewKey::new("Victim", Environment::Live).owner("acct_1"))
+                .await;
+            let sound = t
+                .create(NewKey::new("Sound", Environment::Live).owner("acct_2"))
+                .await;
+            t.backend.corrupt(&t.store, created.id(), corruption).await;
+
+            let message = assert_unavailable(t.store.get(created.id()).await);
+            assert!(message.contains(created.id().as_str()), "{message}");
+            assert!(message.contains(corruption.column()), "{message}");
+            assert!(message.contains("corrupted"), "{message}");
+            assert_unavailable(t.store.list(None).await);
+            assert_unavailable(t.store.list(Some("acct_1")).await);
+            // The other owner's listing and key are fine.
+            assert_eq!(
+                t.store.list(Some("acct_2")).await.unwrap(),
+                vec![sound.stored.clone()]
+            );
+            assert_eq!(status(&t.app, &sound).await, StatusCode::OK);
+
+            if !matches!(corruption, Corruption::DigestLength) {
+                let err = t.store.resolve(&created.key.digest()).await.unwrap_err();
+                assert!(err.to_string().contains(corruption.column()), "{err}");
+                // A store failure is 503 in the layer, never 401.
+                let response = call(&t.app, &created).await;
+                assert_eq!(
+                    response.status(),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "{corruption:?}"
+                );
+            }
+            // A corrupted key can still be revoked and deleted.
+            assert!(t.store.delete(created.id()).await.is_ok(), "{corruption:?}");
+            assert_eq!(t.store.list(None).await.unwrap().len(), 1);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outages
+// ---------------------------------------------------------------------------------------------
+
+/// A way to take a store's database away and bring it back.
+#[async_trait]
+trait Outage: Send + Sync {
+    async fn begin(&self);
+    async fn end(&self);
+}
+
+/// During an outage every call gives `Unavailable` and the layer `503` (never `401`) for keys it
+/// has not cached; afterwards everything works again, without any restart, and the calls that
+/// failed changed nothing.
+async fn outage_then_recovery(
+    store: impl KeyStore + Clone,
+    clock: &TestClock,
+    outage: impl Outage,
+) {
+    let app = app(store.clone(), clock);
+    let cached = store
+        .create(NewKey::new("Cached", Environment::Live))
+        .await
+        .unwrap();
+    let fresh = store
+        .create(NewKey::new("Fresh", Environment::Live))
+        .await
+        .unwrap();
+    assert_eq!(status(&app, &cached).await, StatusCode::OK);
+
+    outage.begin().await;
+    let message = assert_unavailable(store.create(NewKey::new("During", Environment::Live)).await);
+    assert!(
+        message.starts_with("the key store is unavailable"),
+        "{message}"
+    );
+    assert_unavailable(store.get(fresh.id()).await);
+    assert_unavailable(store.list(None).await);
+    assert_unavailable(store.rename(fresh.id(), "Renamed").await);
+    assert_unavailable(store.revoke(fresh.id()).await);
+    assert_unavailable(store.rotate(fresh.id(), HOUR).await);
+    assert_unavailable(store.delete(fresh.id()).await);
+    assert_unavailable(store.record_use(fresh.id(), t0()).await);
+    assert!(store.resolve(&fresh.key.digest()).await.is_err());
+
+    let response = call(&app, &fresh).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key(header::RETRY_AFTER));
+    assert!(!response.headers().contains_key(header::WWW_AUTHENTICATE));
+    // Again: errors are not cached, each request asks the store.
+    assert_eq!(status(&app, &fresh).await, StatusCode::SERVICE_UNAVAILABLE);
+    // A key cached before the outage keeps working until its entry expires.
+    assert_eq!(status(&app, &cached).await, StatusCode::OK);
+
+    outage.end().await;
+    assert_eq!(
+        status(&app, &fresh).await,
+        StatusCode::OK,
+        "the layer did not recover"
+    );
+    let listed = store.list(None).await.unwrap();
+    assert_eq!(listed.len(), 2, "a failed call wrote something");
+    for stored in &listed {
+        assert!(stored.record.revoked_at.is_none());
+        assert!(stored.last_used_at.is_none());
+        assert!(["Cached", "Fresh"].contains(&stored.record.name.as_str()));
+    }
+    store.revoke(fresh.id()).await.unwrap();
+    assert_eq!(status(&app, &fresh).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(status(&app, &cached).await, StatusCode::OK);
+}
+
+// ---------------------------------------------------------------------------------------------
+// One test per rule and store
+// ---------------------------------------------------------------------------------------------
+
+macro_rules! tests {
+    ($backend:ty; $($rule:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $rule() {
+                if <$backend as Backend>::available().await {
+                    super::rules::$rule::<$backend>().await;
+                }
+            }
+        )*
+    };
+}
+
+/// Every rule of the `KeyStore` trait, for one backend.
+macro_rules! suite {
+    ($backend:ty) => {
+        tests!($backend;
+            create_hands_out_the_plaintext_once_and_keeps_the_rest,
+            create_refuses_bad_names_and_writes_nothing,
+            create_checks_scopes_against_the_catalog,
+            create_refuses_an_expiry_that_is_not_in_the_future,
+            get_and_every_change_refuse_an_unknown_id,
+            list_gives_one_owners_keys_newest_first,
+            listings_show_a_hint_never_the_key,
+            the_store_never_holds_the_plaintext,
+            rename_changes_only_the_name_and_reaches_the_layer,
+            revoke_is_idempotent_and_keeps_the_first_time,
+            revoke_through_the_store_is_honoured_on_the_next_request,
+            rotate_copies_the_key_and_never_widens_it,
+            the_old_key_works_through_the_grace_period_then_dies,
+            the_grace_period_never_outlives_the_old_keys_expiry,
+            a_revoked_or_expired_key_cannot_be_rotated,
+            delete_removes_the_key_for_good,
+            record_use_only_moves_forward,
+            the_resolver_reports_revoked_and_expired_keys_as_they_are,
+            concurrent_creates_are_all_kept,
+            concurrent_revokes_agree_on_the_first_time,
+            metadata_and_owners_round_trip,
+        );
+    };
+}
+
+mod memory {
+    use super::*;
+
+    suite!(Memory);
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use tower_api_key::store::sqlx;
+    use tower_api_key::SqliteStore;
+
+    use super::sqlite_backend::{fresh_connection_pool, wal, Sqlite};
+    use super::*;
+
+    suite!(Sqlite);
+    tests!(Sqlite;
+        a_corrupted_row_gives_a_clear_error_never_a_panic,
+        a_failed_rotation_changes_nothing,
+    );
+
+    #[tokio::test]
+    async fn keys_outlive_the_process_that_made_them() {
+        let backend = Sqlite::new();
+        let store = SqliteStore::open(&backend.path, om()).await.unwrap();
+        store.migrate().await.unwrap();
+        let created = store
+            .create(NewKey::new("Persistent", Environment::Live).scopes([ORDERS_READ]))
+            .await
+            .unwrap();
+        store.pool().close().await;
+        drop(store);
+
+        let reopened = SqliteStore::open(&backend.path, om()).await.unwrap();
+        reopened.migrate().await.unwrap();
+        assert_eq!(reopened.get(created.id()).await.unwrap(), created.stored);
+        let record = reopened.resolve(&created.key.digest()).await.unwrap();
+        assert_eq!(record.as_ref(), Some(&created.stored.record));
+    }
+
+    #[tokio::test]
+    async fn open_creates_the_file_in_wal_mode_and_migrate_is_idempotent() {
+        let backend = Sqlite::new();
+        assert!(!backend.path.exists());
+        let store = SqliteStore::open(&backend.path, om()).await.unwrap();
+        assert!(backend.path.is_file());
+        for _ in 0..3 {
+            store.migrate().await.unwrap();
+        }
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM api_key_migrations")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(versions, [1]);
+        // Two processes migrating at once wait for each other.
+        let other = SqliteStore::open(&backend.path, om()).await.unwrap();
+        let (a, b) = tokio::join!(store.migrate(), other.migrate());
+        a.unwrap();
+        b.unwrap();
+    }
+
+    #[tokio::test]
+    async fn times_are_stored_as_utc_microseconds_and_the_digest_as_32_bytes() {
+        let clock = TestClock::new();
+        let (backend, store) = Sqlite::open(clock, None).await;
+        let created = store
+            .create(NewKey::new("Timed", Environment::Live).expires_at(t0() + HOUR))
+            .await
+            .unwrap();
+        let (created_type, created_at, expires_at, digest): (String, i64, i64, Vec<u8>) =
+            sqlx::query_as(
+                "SELECT typeof(created_at), created_at, expires_at, digest FROM api_keys",
+            )
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(created_type, "integer");
+        assert_eq!(created_at, 1_700_000_000_123_456);
+        assert_eq!(expires_at, 1_700_003_600_123_456);
+        assert_eq!(digest, created.key.digest().as_bytes());
+        drop(backend);
+    }
+
+    #[tokio::test]
+    async fn a_missing_database_file_gives_unavailable_and_503_until_it_is_back() {
+        struct MovedAway {
+            path: std::path::PathBuf,
+            store: SqliteStore,
+        }
+
+        #[async_trait]
+        impl Outage for MovedAway {
+            async fn begin(&self) {
+                // Connections close on release in a task of their own; wait for the last.
+                for _ in 0..200 {
+                    if self.store.pool().size() == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                assert_eq!(self.store.pool().size(), 0, "a connection stayed open");
+                assert!(
+                    !wal(&self.path).exists(),
+                    "the last connection checkpoints the log"
+                );
+                std::fs::rename(&self.path, away(&self.path)).unwrap();
+            }
+
+            async fn end(&self) {
+                std::fs::rename(away(&self.path), &self.path).unwrap();
+            }
+        }
+
+        fn away(path: &std::path::Path) -> std::path::PathBuf {
+            path.with_extension("away")
+        }
+
+        let backend = Sqlite::new();
+        let clock = TestClock::new();
+        let setup = SqliteStore::open(&backend.path, om()).await.unwrap();
+        setup.migrate().await.unwrap();
+        setup.pool().close().await;
+        let store = SqliteStore::from_pool(fresh_connection_pool(&backend.path).await, om())
+            .with_clock(clock.clone());
+        let outage = MovedAway {
+            path: backend.path.clone(),
+            store: store.clone(),
+        };
+        outage_then_recovery(store, &clock, outage).await;
+    }
+
+    #[tokio::test]
+    async fn a_closed_pool_gives_unavailable_and_503() {
+        let clock = TestClock::new();
+        let (_backend, store) = Sqlite::open(clock.clone(), None).await;
+        let created = store
+            .create(NewKey::new("Closed", Environment::Live))
+            .await
+            .unwrap();
+        let app = app(store.clone(), &clock);
+        store.pool().close().await;
+        assert_unavailable(store.get(created.id()).await);
+        assert_unavailable(store.create(NewKey::new("New", Environment::Live)).await);
+        assert_eq!(
+            status(&app, &created).await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_database_gives_unavailable() {
+        let backend = Sqlite::new();
+        std::fs::write(
+            &backend.path,
+            b"this is not a SQLite database, just text\n".repeat(100),
+        )
+        .unwrap();
+        let opened = match SqliteStore::open(&backend.path, om()).await {
+            Ok(store) => store.migrate().await,
+            Err(err) => Err(err),
+        };
+        let message = assert_unavailable(opened);
+        assert!(message.contains("not a database"), "{message}");
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use std::net::SocketAddr;
+    use std::sync::Mutex;
+
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::task::JoinHandle;
+    use tower_api_key::store::sqlx::postgres::PgPoolOptions;
+    use tower_api_key::store::sqlx::{self};
+    use tower_api_key::PostgresStore;
+
+    use super::postgres_backend::{connect_options, new_schema, Postgres};
+    use super::*;
+
+    suite!(Postgres);
+    tests!(Postgres;
+        a_corrupted_row_gives_a_clear_error_never_a_panic,
+        a_failed_rotation_changes_nothing,
+    );
+
+    /// Skips the test (or fails it under CI) when PostgreSQL is not there.
+    async fn postgres() -> bool {
+        Postgres::available().await
+    }
+
+    #[tokio::test]
+    async fn migrate_creates_the_schema_and_is_idempotent_even_when_concurrent() {
+        if !postgres().await {
+            return;
+        }
+        let backend = Postgres {
+            schema: new_schema(),
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect_with(connect_options())
+            .await
+            .unwrap();
+        let store = PostgresStore::from_pool(pool.clone(), om()).with_schema(&backend.schema);
+        assert_eq!(store.schema(), backend.schema);
+        let migrations = (0..4).map(|_| {
+            let store = store.clone();
+            async move { store.migrate().await }
+        });
+        for result in futures_util::future::join_all(migrations).await {
+            result.unwrap();
+        }
+        store.migrate().await.unwrap();
+        let versions: Vec<i64> = sqlx::query_scalar(&format!(
+            "SELECT version FROM \"{}\".api_key_migrations",
+            backend.schema
+        ))
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(versions, [1]);
+        // The tables are where they were asked to be, and nowhere else.
+        let schemas: Vec<String> = sqlx::query_scalar(
+            "SELECT table_schema::text FROM information_schema.tables \
+             WHERE table_name = 'api_keys' AND table_schema = $1",
+        )
+        .bind(&backend.schema)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(schemas, [backend.schema.as_str()]);
+    }
+
+    #[tokio::test]
+    async fn times_are_timestamptz_in_utc_and_the_digest_is_32_bytes() {
+        if !postgres().await {
+            return;
+        }
+        let (backend, store) = Postgres::open(TestClock::new(), None).await;
+        let created = store
+            .create(NewKey::new("Timed", Environment::Live).expires_at(t0() + HOUR))
+            .await
+            .unwrap();
+        let (created_type, created_at, expires_at, digest): (String, String, String, Vec<u8>) =
+            sqlx::query_as(&format!(
+                "SELECT pg_typeof(created_at)::text, \
+                 to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), \
+                 to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), \
+                 digest FROM \"{}\".api_keys",
+                backend.schema
+            ))
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(created_type, "timestamp with time zone");
+        assert_eq!(created_at, "2023-11-14T22:13:20.123456");
+        assert_eq!(expires_at, "2023-11-14T23:13:20.123456");
+        assert_eq!(digest, created.key.digest().as_bytes());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_gives_unavailable_and_503() {
+        // Nothing listens on port 1.
+        let pool = PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(500))
+            .connect_lazy_with(connect_options().host("127.0.0.1").port(1));
+        let clock = TestClock::new();
+        let store = PostgresStore::from_pool(pool, om())
+            .with_schema(new_schema())
+            .with_clock(clock.clone());
+        let message = assert_unavailable(
+            store
+                .create(NewKey::new("Nowhere", Environment::Live))
+                .await,
+        );
+        assert!(
+            message.starts_with("the key store is unavailable"),
+            "{message}"
+        );
+        assert_unavailable(store.list(None).await);
+        assert_unavailable(store.migrate().await);
+
+        // A key the layer has never seen: the store cannot tell, so 503, not 401.
+        let key = om().generate(Environment::Live).unwrap();
+        let response = call_with(&app(store, &clock), key.expose_secret()).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    /// A TCP relay to the server that can be cut and restored: the database "goes away" for the
+    /// store (connections dropped, new ones refused) without touching the shared server.
+    struct Relay {
+        addr: SocketAddr,
+        target: SocketAddr,
+        tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    }
+
+    impl Relay {
+        async fn start(target: SocketAddr) -> Relay {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let relay = Relay {
+                addr: listener.local_addr().unwrap(),
+                target,
+                tasks: Arc::default(),
+            };
+            relay.serve(listener);
+            relay
+        }
+
+        fn serve(&self, listener: TcpListener) {
+            let target = self.target;
+            let tasks = self.tasks.clone();
+            let accept = tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    let pipe = tokio::spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect(target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    tasks.lock().unwrap().push(pipe);
+                }
+            });
+            self.tasks.lock().unwrap().push(accept);
+        }
+
+        /// Drops every connection and stops listening: connecting is refused.
+        fn cut(&self) {
+            for task in self.tasks.lock().unwrap().drain(..) {
+                task.abort();
+            }
+        }
+
+        async fn restore(&self) {
+            // The port was just ours; nothing else on this machine takes it in between.
+            let mut listener = None;
+            for _ in 0..100 {
+                match TcpListener::bind(self.addr).await {
+                    Ok(bound) => {
+                        listener = Some(bound);
+                        break;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+            self.serve(listener.expect("the relay's port can be bound again"));
+        }
+    }
+
+    #[async_trait]
+    impl Outage for Relay {
+        async fn begin(&self) {
+            self.cut();
+            // Let the aborted tasks drop their sockets.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        async fn end(&self) {
+            self.restore().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_connection_gives_unavailable_and_503_and_the_layer_recovers_by_itself() {
+        if !postgres().await {
+            return;
+        }
+        let options = connect_options();
+        let target = tokio::net::lookup_host((options.get_host(), options.get_port()))
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let relay = Relay::start(target).await;
+        let backend = Postgres {
+            schema: new_schema(),
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(3)
+            // Long enough for a reconnection on a busy machine; each call during the cut waits
+            // this long, retrying.
+            .acquire_timeout(Duration::from_secs(1))
+            .connect_with(options.host("127.0.0.1").port(relay.addr.port()))
+            .await
+            .unwrap();
+        let clock = TestClock::new();
+        let store = PostgresStore::from_pool(pool, om())
+            .with_schema(&backend.schema)
+            .with_clock(clock.clone());
+        store.migrate().await.unwrap();
+        outage_then_recovery(store, &clock, relay).await;
+    }
+
+    /// The schema is moved away under the store, and its connections are cut so that none runs
+    /// a statement prepared before; then the schema is moved back.
+    struct SchemaMovedAway {
+        schema: String,
+        admin: sqlx::PgPool,
+    }
+
+    #[async_trait]
+    impl Outage for SchemaMovedAway {
+        async fn begin(&self) {
+            sqlx::raw_sql(&format!(
+                "ALTER SCHEMA \"{0}\" RENAME TO \"{0}_away\"",
+                self.schema
+            ))
+            .execute(&self.admin)
+            .await
+            .unwrap();
+            let terminated: Vec<bool> = sqlx::query_scalar(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            )
+            .bind(&self.schema)
+            .fetch_all(&self.admin)
+            .await
+            .unwrap();
+            assert!(terminated.iter().all(|done| *done));
+        }
+
+        async fn end(&self) {
+            sqlx::raw_sql(&format!(
+                "ALTER SCHEMA \"{0}_away\" RENAME TO \"{0}\"",
+                self.schema
+            ))
+            .execute(&self.admin)
+            .await
+            .unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_schema_gone_from_under_the_store_gives_unavailable_and_503_until_it_is_back() {
+        if !postgres().await {
+            return;
+        }
+        let clock = TestClock::new();
+        let (backend, store) = Postgres::open(clock.clone(), None).await;
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect_options())
+            .await
+            .unwrap();
+        let outage = SchemaMovedAway {
+            schema: backend.schema.clone(),
+            admin,
+        };
+        outage_then_recovery(store, &clock, outage).await;
+    }
+}
