@@ -88,7 +88,8 @@ pub(crate) struct KeyCache {
     resolver: Arc<dyn KeyResolver>,
     responses: Arc<Responses>,
     positive: moka::sync::Cache<Slot, Principal, SlotHasher>,
-    negative: moka::sync::Cache<Slot, (), SlotHasher>,
+    /// Unknown digests, with when the resolver said so.
+    negative: moka::sync::Cache<Slot, Instant, SlotHasher>,
     /// Resolver calls in flight, by digest. Also the lock that orders insertions after
     /// invalidations.
     flights: Mutex<HashMap<Slot, Flight>>,
@@ -197,7 +198,7 @@ impl KeyCache {
             flights: Mutex::new(HashMap::new()),
             next_flight: AtomicU64::new(0),
             scope_sets: Mutex::new(HashSet::new()),
-            front: Front::new(settings.ttl),
+            front: Front::new(settings.ttl, settings.negative_ttl),
             resolver_timeout: settings.resolver_timeout,
             resolver,
             responses,
@@ -207,14 +208,20 @@ impl KeyCache {
     fn cached(&self, slot: &Slot) -> Option<Lookup> {
         // Read before moka: an invalidation that moka's answer predates has bumped it since.
         let epoch = self.front.epoch();
-        if let Some(principal) = self.front.get(slot, epoch) {
-            return Some(Lookup::Found(principal));
+        if let Some(found) = self.front.get(slot, epoch) {
+            return Some(found);
         }
         if let Some(principal) = self.positive.get(slot) {
-            self.front.put(*slot, &principal, epoch);
+            self.front.put(
+                *slot,
+                Lookup::Found(principal.clone()),
+                principal.loaded_at(),
+                epoch,
+            );
             return Some(Lookup::Found(principal));
         }
-        if self.negative.contains_key(slot) {
+        if let Some(answered_at) = self.negative.get(slot) {
+            self.front.put(*slot, Lookup::Unknown, answered_at, epoch);
             return Some(Lookup::Unknown);
         }
         None
@@ -294,7 +301,7 @@ impl KeyCache {
             flights.remove(&slot);
             match &outcome {
                 Ok(Lookup::Found(entry)) => self.positive.insert(slot, entry.clone()),
-                Ok(Lookup::Unknown) => self.negative.insert(slot, ()),
+                Ok(Lookup::Unknown) => self.negative.insert(slot, Instant::now()),
                 Err(_) => {}
             }
         }
@@ -368,24 +375,25 @@ impl Invalidate for KeyCache {
     }
 }
 
-/// A small direct-mapped table in front of moka for the keys in use right now.
+/// A small direct-mapped table in front of moka for the keys in use right now, found or unknown.
 ///
 /// A moka read costs about as much as the rest of the layer's work together (it records the read
 /// for its eviction policy and checks expiry); a hit here is a read lock and a comparison. Each
 /// entry lives at most [`FRONT_TTL`], then the key is read from moka again, so moka's policy
-/// stays in charge; and never past the cache TTL counted from the key's lookup, so no answer
-/// outlives its moka entry. Every invalidation empties the whole table by moving its epoch on:
+/// stays in charge; and never past the TTL of its moka entry, counted from the resolver's answer.
+/// A flood of made-up keys only pushes entries out of this table, back to moka. Every invalidation empties the whole table by moving its epoch on:
 /// an entry is only used while the epoch it was read under is current, and it was read from moka
 /// after that epoch began, so no entry can hold an answer an invalidation has removed.
 struct Front {
     entries: Box<[RwLock<Option<FrontEntry>>]>,
     epoch: AtomicU64,
     ttl: Duration,
+    negative_ttl: Duration,
 }
 
 struct FrontEntry {
     slot: Slot,
-    principal: Principal,
+    found: Lookup,
     epoch: u64,
     until: Instant,
 }
@@ -396,11 +404,12 @@ const FRONT_SIZE: usize = 256;
 const FRONT_TTL: Duration = Duration::from_secs(1);
 
 impl Front {
-    fn new(ttl: Duration) -> Self {
+    fn new(ttl: Duration, negative_ttl: Duration) -> Self {
         Front {
             entries: (0..FRONT_SIZE).map(|_| RwLock::new(None)).collect(),
             epoch: AtomicU64::new(0),
             ttl,
+            negative_ttl,
         }
     }
 
@@ -413,24 +422,28 @@ impl Front {
         &self.entries[usize::from(slot.0[8]) % FRONT_SIZE]
     }
 
-    fn get(&self, slot: &Slot, epoch: u64) -> Option<Principal> {
+    fn get(&self, slot: &Slot, epoch: u64) -> Option<Lookup> {
         let entry = self.entry(slot).read().ok()?;
         let entry = entry.as_ref()?;
         (entry.slot == *slot && entry.epoch == epoch && Instant::now() < entry.until)
-            .then(|| entry.principal.clone())
+            .then(|| entry.found.clone())
     }
 
-    /// Keeps `principal`, read from moka under `epoch`, unless an invalidation came since.
-    fn put(&self, slot: Slot, principal: &Principal, epoch: u64) {
+    /// Keeps `found`, read from moka under `epoch` and answered by the resolver at
+    /// `answered_at`; it is usable only while no invalidation comes.
+    fn put(&self, slot: Slot, found: Lookup, answered_at: Instant, epoch: u64) {
+        let ttl = match found {
+            Lookup::Found(_) => self.ttl,
+            Lookup::Unknown => self.negative_ttl,
+        };
         let soon = Instant::now() + FRONT_TTL;
-        let until = principal
-            .loaded_at()
-            .checked_add(self.ttl)
+        let until = answered_at
+            .checked_add(ttl)
             .map_or(soon, |end| end.min(soon));
         if let Ok(mut entry) = self.entry(&slot).write() {
             *entry = Some(FrontEntry {
                 slot,
-                principal: principal.clone(),
+                found,
                 epoch,
                 until,
             });
@@ -468,6 +481,17 @@ mod tests {
             .collect()
     }
 
+    /// Puts a principal whose lookup happened `ago` into `front`.
+    fn put(front: &Front, slot: Slot, ago: Duration, epoch: u64) {
+        let principal = principal(ago);
+        front.put(
+            slot,
+            Lookup::Found(principal.clone()),
+            principal.loaded_at(),
+            epoch,
+        );
+    }
+
     /// A principal whose lookup happened `ttl_ago` ago.
     fn principal(ttl_ago: Duration) -> Principal {
         let record = KeyRecord::new("key_1", crate::Environment::Live, ScopeSet::empty());
@@ -485,10 +509,10 @@ mod tests {
 
     #[test]
     fn the_front_table_forgets_everything_on_an_invalidation() {
-        let front = Front::new(Duration::from_secs(30));
+        let front = Front::new(Duration::from_secs(30), Duration::from_secs(5));
         let slot = Slot([1; 32]);
         let epoch = front.epoch();
-        front.put(slot, &principal(Duration::ZERO), epoch);
+        put(&front, slot, Duration::ZERO, epoch);
         assert!(front.get(&slot, front.epoch()).is_some());
         assert!(
             front.get(&Slot([2; 32]), front.epoch()).is_none(),
@@ -497,18 +521,37 @@ mod tests {
         front.clear();
         assert!(front.get(&slot, front.epoch()).is_none());
         // An answer read from moka before the invalidation is not kept usable after it.
-        front.put(slot, &principal(Duration::ZERO), epoch);
+        put(&front, slot, Duration::ZERO, epoch);
         assert!(front.get(&slot, front.epoch()).is_none());
     }
 
     #[test]
     fn a_front_entry_never_outlives_the_cache_ttl_of_its_lookup() {
-        let front = Front::new(Duration::from_secs(30));
+        let front = Front::new(Duration::from_secs(30), Duration::from_secs(5));
         let slot = Slot([3; 32]);
-        front.put(slot, &principal(Duration::from_secs(31)), front.epoch());
+        put(&front, slot, Duration::from_secs(31), front.epoch());
         assert!(front.get(&slot, front.epoch()).is_none());
-        front.put(slot, &principal(Duration::from_secs(29)), front.epoch());
+        put(&front, slot, Duration::from_secs(29), front.epoch());
         assert!(front.get(&slot, front.epoch()).is_some());
+        // Unknown digests follow the negative TTL.
+        let now = Instant::now();
+        front.put(
+            slot,
+            Lookup::Unknown,
+            now - Duration::from_secs(6),
+            front.epoch(),
+        );
+        assert!(front.get(&slot, front.epoch()).is_none());
+        front.put(
+            slot,
+            Lookup::Unknown,
+            now - Duration::from_secs(4),
+            front.epoch(),
+        );
+        assert!(matches!(
+            front.get(&slot, front.epoch()),
+            Some(Lookup::Unknown)
+        ));
     }
 
     #[test]
