@@ -3,7 +3,8 @@
 #   1. criterion, in process: the layer against a bare router and hand-written baselines;
 #   2. heap bytes per cached key, for one million keys;
 #   3. loopback HTTP throughput with wrk (apt-get install wrk), server on one worker thread;
-#   4. callgrind instruction counts per request (apt-get install valgrind), which stay the same
+#   4. one cache-miss resolution on each store (needs PostgreSQL, as the tests do);
+#   5. callgrind instruction counts per request (apt-get install valgrind), which stay the same
 #      however busy the machine is.
 # Run it on an otherwise idle machine: the timings in 1 and 3 are only as quiet as the machine.
 set -euo pipefail
@@ -18,7 +19,10 @@ cargo bench --bench memory
 echo "== 3. loopback throughput (wrk)"
 cargo bench --bench loopback
 
-echo "== 4. instructions per request (callgrind)"
+echo "== 4. one cache-miss resolution per store (PostgreSQL at DATABASE_URL)"
+cargo bench --bench stores --all-features
+
+echo "== 5. instructions per request (callgrind)"
 if ! command -v valgrind >/dev/null; then
     echo "valgrind is not installed; skipping"
     exit 0
