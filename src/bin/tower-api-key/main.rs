@@ -424,10 +424,6 @@ impl StoreSource {
 async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
     let format = KeyFormat::new(cli.store.prefix.clone()).map_err(Failure::invalid)?;
     let json = cli.json;
-    let to_text = |text: Result<String, serde_json::Error>| {
-        text.map(Printed::text)
-            .map_err(|err| Failure::new(Failure::OTHER, format_args!("cannot write JSON: {err}")))
-    };
     match cli.command {
         Command::Create(args) => {
             // Everything the tool can check is checked before the store is touched.
@@ -436,7 +432,7 @@ async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
             let created = store.create(new).await?;
             let now = SystemTime::now();
             let stdout = if json {
-                to_text(output::created_json(&created, now))?.stdout
+                json_text(output::created_json(&created, now))?
             } else {
                 output::created_text(&created, now)
             };
@@ -452,39 +448,39 @@ async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
                 let environment = Environment::from(environment);
                 keys.retain(|key| key.record.environment == environment);
             }
-            if json {
-                to_text(output::keys_json(&keys, SystemTime::now()))
+            Ok(Printed::text(if json {
+                json_text(output::keys_json(&keys, SystemTime::now()))?
             } else {
-                Ok(Printed::text(output::table(&keys)))
-            }
+                output::table(&keys)
+            }))
         }
         Command::Show { id } => {
             let store = source.open(format, false).await?;
             let key = store.get(&KeyId::from(id)).await?;
             let now = SystemTime::now();
-            if json {
-                to_text(output::json(&output::KeyJson::new(&key, now)))
+            Ok(Printed::text(if json {
+                json_text(output::key_json(&key, now))?
             } else {
-                Ok(Printed::text(output::fields(&key, now)))
-            }
+                output::fields(&key, now)
+            }))
         }
         Command::Rename { id, name } => {
             let store = source.open(format, false).await?;
             let key = store.rename(&KeyId::from(id), &name).await?;
-            if json {
-                to_text(output::json(&output::KeyJson::new(&key, SystemTime::now())))
+            Ok(Printed::text(if json {
+                json_text(output::key_json(&key, SystemTime::now()))?
             } else {
-                Ok(Printed::text(output::renamed_text(&key)))
-            }
+                output::renamed_text(&key)
+            }))
         }
         Command::Revoke { id } => {
             let store = source.open(format, false).await?;
             let key = store.revoke(&KeyId::from(id)).await?;
-            if json {
-                to_text(output::json(&output::KeyJson::new(&key, SystemTime::now())))
+            Ok(Printed::text(if json {
+                json_text(output::key_json(&key, SystemTime::now()))?
             } else {
-                Ok(Printed::text(output::revoked_text(&key)))
-            }
+                output::revoked_text(&key)
+            }))
         }
         Command::Rotate { id, grace } => {
             let grace = parse_duration(&grace).map_err(Failure::invalid)?;
@@ -492,7 +488,7 @@ async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
             let rotation = store.rotate(&KeyId::from(id), grace).await?;
             let now = SystemTime::now();
             let stdout = if json {
-                to_text(output::rotated_json(&rotation, now))?.stdout
+                json_text(output::rotated_json(&rotation, now))?
             } else {
                 output::rotated_text(&rotation, now)
             };
@@ -513,13 +509,19 @@ async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
             }
             let store = source.open(format, false).await?;
             store.delete(&KeyId::from(id.as_str())).await?;
-            if json {
-                to_text(output::json(&serde_json::json!({ "deleted": id })))
+            Ok(Printed::text(if json {
+                json_text(output::deleted_json(&id))?
             } else {
-                Ok(Printed::text(output::deleted_text(&id)))
-            }
+                output::deleted_text(&id)
+            }))
         }
     }
+}
+
+/// The JSON output, or a failure. Only strings, maps of strings and options are serialized,
+/// which cannot fail; this keeps even that case from being a panic.
+fn json_text(json: Result<String, serde_json::Error>) -> Result<String, Failure> {
+    json.map_err(|err| Failure::new(Failure::OTHER, format_args!("cannot write JSON: {err}")))
 }
 
 /// The key `create` asks for, with its scopes, expiry and metadata checked.

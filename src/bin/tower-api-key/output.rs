@@ -22,7 +22,7 @@ const OTHER_PROCESSES: &str = "Services in other processes refuse it once their 
 
 /// A key as the JSON output shows it: every field a store keeps, except the digest.
 #[derive(Serialize)]
-pub(crate) struct KeyJson<'a> {
+struct KeyJson<'a> {
     id: &'a str,
     name: &'a str,
     owner: &'a str,
@@ -39,7 +39,7 @@ pub(crate) struct KeyJson<'a> {
 }
 
 impl<'a> KeyJson<'a> {
-    pub(crate) fn new(key: &'a StoredKey, now: SystemTime) -> Self {
+    fn new(key: &'a StoredKey, now: SystemTime) -> Self {
         let record = &key.record;
         KeyJson {
             id: record.id.as_str(),
@@ -85,7 +85,7 @@ fn status(key: &StoredKey, now: SystemTime) -> &'static str {
 }
 
 /// `value` as indented JSON, ending with a newline.
-pub(crate) fn json(value: &impl Serialize) -> Result<String, serde_json::Error> {
+fn json(value: &impl Serialize) -> Result<String, serde_json::Error> {
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');
     Ok(text)
@@ -110,6 +110,14 @@ pub(crate) fn rotated_json(
         new: KeyJson::new(&rotation.new.stored, now),
         old: KeyJson::new(&rotation.old, now),
     })
+}
+
+pub(crate) fn key_json(key: &StoredKey, now: SystemTime) -> Result<String, serde_json::Error> {
+    json(&KeyJson::new(key, now))
+}
+
+pub(crate) fn deleted_json(id: &str) -> Result<String, serde_json::Error> {
+    json(&serde_json::json!({ "deleted": id }))
 }
 
 pub(crate) fn keys_json(keys: &[StoredKey], now: SystemTime) -> Result<String, serde_json::Error> {
