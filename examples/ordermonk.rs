@@ -36,8 +36,8 @@
 //! cargo run --features cli --bin tower-api-key -- revoke key_…
 //! ```
 //!
-//! A key it creates works at once; one it revokes is refused once the server's cached copy
-//! expires (the cache TTL), since the tool runs in another process.
+//! A key it creates works at once; one it revokes is refused at the latest when the server's
+//! cached copy expires (the cache TTL), since the tool runs in another process.
 //!
 //! # Routes
 //!

@@ -148,9 +148,9 @@ enum Command {
 
     /// Revoke a key: it is refused from the next request on.
     ///
-    /// A service built on the same store in another process refuses it once its cached copy
-    /// expires (the layer's cache_ttl, 30 s by default). Revoking a revoked key succeeds and
-    /// keeps the first revocation time.
+    /// A service built on the same store in another process refuses it at the latest when its
+    /// cached copy expires (the layer's cache_ttl, 30 s by default). Revoking a revoked key
+    /// succeeds and keeps the first revocation time.
     Revoke {
         /// The key's id.
         id: String,

@@ -17,8 +17,8 @@ pub(crate) const SHOWN_ONCE: &str = "WARNING: this is the only time the new key 
      store keeps only its SHA-256 digest, so it cannot be shown again. Copy it now.";
 
 /// What a service in another process does after a revoke or a delete.
-const OTHER_PROCESSES: &str = "Services in other processes refuse it once their cached copy \
-     expires (the layer's cache_ttl, 30 s by default).";
+const OTHER_PROCESSES: &str = "Services in other processes refuse it at the latest when their \
+     cached copy expires (the layer's cache_ttl, 30 s by default).";
 
 /// A key as the JSON output shows it: every field a store keeps, except the digest.
 #[derive(Serialize)]
@@ -143,7 +143,8 @@ pub(crate) fn created_text(created: &CreatedKey, now: SystemTime) -> String {
 pub(crate) fn rotated_text(rotation: &Rotation, now: SystemTime) -> String {
     let old = &rotation.old.record;
     let mut text = format!(
-        "Rotated {} ({}). The old key keeps working until {}, then it is refused.\n\nThe new key:\n\n",
+        "Rotated {} ({}). The old key keeps working until {}, then it is refused.\n\n\
+         The new key:\n\n",
         old.id,
         quoted(&old.name),
         old.expires_at.map_or_else(|| "now".to_owned(), format_utc),
@@ -352,7 +353,9 @@ mod tests {
             lines[0].starts_with("ID     NAME            OWNER    HINT"),
             "{text}"
         );
-        assert!(lines[1].starts_with("key_1  Production      acct_42  om_live_…x7Qa  live  orders:read,products:read  2026-11-29T05:21:00Z  -"), "{text}");
+        let first = "key_1  Production      acct_42  om_live_…x7Qa  live  \
+                     orders:read,products:read  2026-11-29T05:21:00Z  -";
+        assert!(lines[1].starts_with(first), "{text}");
         // The REVOKED column starts at the same character in every row.
         let column = lines[0][..lines[0].find("REVOKED").unwrap()]
             .chars()
