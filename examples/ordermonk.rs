@@ -23,8 +23,21 @@
 //! no keys, the server creates three keys for a demo account and prints each of them once with
 //! `curl` lines to try; on later starts it says how many keys there are, and the keys printed the
 //! first time keep working. It listens on `127.0.0.1:3000`. Set `ORDERMONK_ADDR` to listen
-//! elsewhere (`127.0.0.1:0` picks a free port) and `RUST_LOG` to change the logging, which goes
-//! to stderr (default: `info,tower_api_key=debug`). Stop it with Ctrl-C.
+//! elsewhere (`127.0.0.1:0` picks a free port), `ORDERMONK_CACHE_TTL` to cache found keys for
+//! that many seconds instead of the crate's default 30, and `RUST_LOG` to change the logging,
+//! which goes to stderr (default: `info,tower_api_key=debug`). Stop it with Ctrl-C.
+//!
+//! The command-line tool manages the same keys while the server runs:
+//!
+//! ```text
+//! cargo run --features cli --bin tower-api-key -- create --name "My integration" \
+//!     --owner acct_ordermonk_demo --scope products:read
+//! cargo run --features cli --bin tower-api-key -- list
+//! cargo run --features cli --bin tower-api-key -- revoke key_…
+//! ```
+//!
+//! A key it creates works at once; one it revokes is refused at the latest when the server's
+//! cached copy expires (the cache TTL), since the tool runs in another process.
 //!
 //! # Routes
 //!
@@ -117,11 +130,11 @@ async fn main() {
     let format = KeyFormat::new("om").expect("`om` is a valid key prefix");
     let (store, location) = key_store(&format).await;
 
-    let app = routes().with_state(Shops::seeded()).layer(
-        ApiKeyLayer::builder(format, store.clone())
-            .realm("OrderMonk API")
-            .build(),
-    );
+    let mut layer = ApiKeyLayer::builder(format, store.clone()).realm("OrderMonk API");
+    if let Some(ttl) = cache_ttl() {
+        layer = layer.cache_ttl(ttl);
+    }
+    let app = routes().with_state(Shops::seeded()).layer(layer.build());
 
     let addr = std::env::var("ORDERMONK_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
     let listener = TcpListener::bind(&addr)
@@ -165,10 +178,20 @@ fn init_tracing() {
         .init();
 }
 
-/// Where the keys live, and a description of it for people (never the URL, which may hold a
-/// password): PostgreSQL when `DATABASE_URL` is set, otherwise the SQLite file `ORDERMONK_DB`.
-/// The tables are created or updated on the way.
-async fn key_store(format: &KeyFormat) -> (Arc<dyn KeyStore>, String) {
+/// `ORDERMONK_CACHE_TTL`, in seconds, if set.
+fn cache_ttl() -> Option<Duration> {
+    let seconds = std::env::var("ORDERMONK_CACHE_TTL").ok()?;
+    match seconds.parse() {
+        Ok(seconds) => Some(Duration::from_secs(seconds)),
+        Err(_) => fail("ORDERMONK_CACHE_TTL must be a whole number of seconds"),
+    }
+}
+
+/// Where the keys live, and how to say it to people: a description (never the URL, which may
+/// hold a password), and the options that point the command-line tool at it. PostgreSQL when
+/// `DATABASE_URL` is set, otherwise the SQLite file `ORDERMONK_DB`. The tables are created or
+/// updated on the way.
+async fn key_store(format: &KeyFormat) -> (Arc<dyn KeyStore>, Location) {
     if let Ok(url) = std::env::var("DATABASE_URL") {
         #[cfg(feature = "postgres")]
         return postgres_store(format, &url).await;
@@ -183,7 +206,16 @@ async fn key_store(format: &KeyFormat) -> (Arc<dyn KeyStore>, String) {
         }
     }
     let path = std::env::var("ORDERMONK_DB").unwrap_or_else(|_| DEFAULT_DB.to_owned());
-    let location = format!("the SQLite file {path}");
+    let location = Location {
+        description: format!("the SQLite file {path}"),
+        // The tool's default file is the demo's; a `--db` also wins over a `DATABASE_URL` this
+        // build could not use.
+        cli_options: if path == DEFAULT_DB && std::env::var_os("DATABASE_URL").is_none() {
+            String::new()
+        } else {
+            format!(" --db {}", shell_quoted(&path))
+        },
+    };
     let store = SqliteStore::open(&path, format.clone())
         .await
         .unwrap_or_else(|err| fail(&format!("cannot open {location}: {err}")));
@@ -194,10 +226,45 @@ async fn key_store(format: &KeyFormat) -> (Arc<dyn KeyStore>, String) {
     (Arc::new(store), location)
 }
 
+/// Where the keys live, for people.
+struct Location {
+    /// Such as "the SQLite file ordermonk.db"; never a URL, which may hold a password.
+    description: String,
+    /// The options of `tower-api-key` that point it at the same store, each after a space.
+    cli_options: String,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.description)
+    }
+}
+
+/// `text` quoted for a POSIX shell, if it needs quoting.
+fn shell_quoted(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:,@%=".contains(&b));
+    if plain {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
 #[cfg(feature = "postgres")]
-async fn postgres_store(format: &KeyFormat, url: &str) -> (Arc<dyn KeyStore>, String) {
+async fn postgres_store(format: &KeyFormat, url: &str) -> (Arc<dyn KeyStore>, Location) {
     let schema = std::env::var("ORDERMONK_SCHEMA").unwrap_or_else(|_| "ordermonk".to_owned());
-    let location = format!("PostgreSQL (DATABASE_URL), schema {schema}");
+    let location = Location {
+        description: format!("PostgreSQL (DATABASE_URL), schema {schema}"),
+        // The tool reads DATABASE_URL too, and its default schema is the demo's.
+        cli_options: if schema == "ordermonk" {
+            String::new()
+        } else {
+            format!(" --schema {}", shell_quoted(&schema))
+        },
+    };
     let store = tower_api_key::PostgresStore::connect(url, format.clone())
         .await
         .unwrap_or_else(|err| fail(&format!("cannot connect to {location}: {err}")))
@@ -305,14 +372,25 @@ fn print_keys(keys: &DemoKeys, base: &str) {
 
 /// What a start on a database that has keys says instead of printing keys: how many there are,
 /// and how to make more. Keys are shown only when they are created.
-fn print_existing_keys(count: usize, location: &str) {
+fn print_existing_keys(count: usize, location: &Location) {
     let keys = if count == 1 { "key" } else { "keys" };
+    let tool = format!(
+        "cargo run --features cli --bin tower-api-key --{}",
+        location.cli_options
+    );
     println!();
     println!("OrderMonk demo API: {count} {keys} in {location}.");
     println!();
     println!("Each key was shown once, when it was created, and cannot be shown again: use the");
-    println!("keys printed on the first start. Create more with the store's API");
-    println!("(`KeyStore::create`), or start on an empty database to have new demo keys printed.");
+    println!("keys printed on the first start, or manage keys with the command-line tool while");
+    println!("the server runs:");
+    println!();
+    println!("  {tool} list");
+    println!("  {tool} create --name \"My integration\" --owner {OWNER} --scope products:read");
+    println!("  {tool} revoke <key id>");
+    println!();
+    println!("Programs can use the store's API (`KeyStore::create`). Start on an empty database");
+    println!("to have new demo keys printed.");
     println!();
 }
 

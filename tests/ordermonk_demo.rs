@@ -4,7 +4,9 @@
 //! The binary is the one cargo builds next to this test (`target/<profile>/examples/ordermonk`).
 //! Each run gets a fresh SQLite file, and the example is started twice on it: the first start
 //! prints new keys, the second only says how many there are, and the first start's keys still
-//! work.
+//! work. While the first runs, the command-line tool (`target/<profile>/tower-api-key`) creates
+//! a key in the same file, which the running demo accepts, then revokes it, which the demo
+//! honours once its cached copy expires; the demo runs with a one-second cache TTL for this.
 
 mod common;
 
@@ -15,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::RawResponse;
 use regex::Regex;
@@ -25,6 +27,11 @@ use tower_api_key::{Environment, KeyFormat};
 const OWNER: &str = "acct_ordermonk_demo";
 /// How long the example may take to print its `listening on` line.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the example caches a found key (`ORDERMONK_CACHE_TTL`, in seconds).
+const CACHE_TTL: Duration = Duration::from_secs(1);
+/// How much later than the cache TTL a revocation made in another process may take effect:
+/// the time to run the tool and to poll.
+const REVOCATION_SLACK: Duration = Duration::from_secs(2);
 
 #[tokio::test]
 async fn ordermonk_demo_end_to_end() {
@@ -51,6 +58,7 @@ async fn ordermonk_demo_end_to_end() {
     read_only_key_cannot_write(addr, dashboard, production).await;
     sandbox_key_never_changes_live_data(addr, sandbox, production).await;
     me_describes_the_key_without_showing_it(addr, sandbox).await;
+    let made_with_the_tool = the_tool_manages_the_running_demos_keys(addr, &db, production).await;
 
     let logs = server.stop();
     assert!(!logs.is_empty(), "the example logged nothing to stderr");
@@ -60,7 +68,13 @@ async fn ordermonk_demo_end_to_end() {
     );
     assert_no_key_in(
         &logs,
-        &[production, dashboard, sandbox, unknown.expose_secret()],
+        &[
+            production,
+            dashboard,
+            sandbox,
+            unknown.expose_secret(),
+            &made_with_the_tool,
+        ],
     );
 
     the_keys_outlive_a_restart(&db, production, dashboard).await;
@@ -84,11 +98,16 @@ async fn the_keys_outlive_a_restart(db: &Path, production: &str, dashboard: &str
         "a restart does not say how many keys there are:\n{}",
         banner.transcript
     );
-    assert!(
-        banner.transcript.contains("KeyStore::create"),
-        "a restart does not say how to make more keys:\n{}",
-        banner.transcript
-    );
+    for how in [
+        "KeyStore::create",
+        "cargo run --features cli --bin tower-api-key -- --db ",
+    ] {
+        assert!(
+            banner.transcript.contains(how),
+            "a restart does not say how to make more keys ({how}):\n{}",
+            banner.transcript
+        );
+    }
 
     let addr = banner.addr;
     let products = get_as(addr, production, "/v1/products").await;
@@ -240,6 +259,92 @@ async fn me_describes_the_key_without_showing_it(addr: SocketAddr, sandbox: &str
     );
 }
 
+/// A key created with the command-line tool in the demo's file works in the running demo at
+/// once, with the scopes given; revoked with the tool, it is refused once the demo's cached copy
+/// expires. The tool then deletes it, so that the demo's file holds its three keys again.
+/// Returns the key, which must not reach the logs either.
+async fn the_tool_manages_the_running_demos_keys(
+    addr: SocketAddr,
+    db: &Path,
+    production: &str,
+) -> String {
+    let tool = Tool::new(db);
+    let created = tool.json(&[
+        "create",
+        "--name",
+        "Made with the CLI",
+        "--owner",
+        OWNER,
+        "--scope",
+        "orders:read",
+    ]);
+    let key = created["plaintext_key"]
+        .as_str()
+        .expect("create --json prints plaintext_key")
+        .to_owned();
+    let id = created["key"]["id"]
+        .as_str()
+        .expect("create --json prints key.id");
+
+    let orders = get_as(addr, &key, "/v1/orders").await;
+    assert_eq!(orders.status, 200, "{}", orders.body_text());
+    let me = get_as(addr, &key, "/v1/me").await;
+    assert_eq!(me.status, 200, "{}", me.body_text());
+    assert_eq!(me.json()["key_id"], id);
+    assert_eq!(me.json()["name"], "Made with the CLI");
+    let pen = json!({"sku": "PEN-008", "name": "Gel Pen", "price_cents": 350});
+    let refused = send_as(addr, &key, "POST", "/v1/products", &pen).await;
+    assert_eq!(refused.status, 403, "{}", refused.body_text());
+
+    // The tool lists the demo's keys too, without any key in its output.
+    let listed = tool.run(&["list", "--owner", OWNER]);
+    assert_eq!(
+        listed.lines().count(),
+        5,
+        "a header and four keys:\n{listed}"
+    );
+    for name in [
+        "Production",
+        "Read-only dashboard",
+        "Sandbox",
+        "Made with the CLI",
+    ] {
+        assert!(listed.contains(name), "{name} is not listed:\n{listed}");
+    }
+    assert!(
+        !scanner().is_match(&listed),
+        "list printed a key:\n{listed}"
+    );
+
+    let revoked = Instant::now();
+    tool.run(&["revoke", id]);
+    loop {
+        let response = get_as(addr, &key, "/v1/orders").await;
+        if response.status == 401 {
+            assert_eq!(
+                response.header("www-authenticate"),
+                r#"Bearer realm="OrderMonk API", error="invalid_token""#
+            );
+            break;
+        }
+        assert_eq!(response.status, 200, "{}", response.body_text());
+        assert!(
+            revoked.elapsed() <= CACHE_TTL + REVOCATION_SLACK,
+            "the demo still accepts a key revoked {:?} ago, with a cache TTL of {CACHE_TTL:?}",
+            revoked.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Other keys are untouched.
+    let products = get_as(addr, production, "/v1/products").await;
+    assert_eq!(products.status, 200, "{}", products.body_text());
+
+    tool.run(&["delete", id, "--yes"]);
+    let refused = get_as(addr, &key, "/v1/orders").await;
+    assert_eq!(refused.status, 401);
+    key
+}
+
 /// Fails if any of `keys`, the random middle of one, or anything shaped like a key is in `logs`.
 fn assert_no_key_in(logs: &str, keys: &[&str]) {
     for key in keys {
@@ -284,6 +389,7 @@ impl Server {
             // Whatever the environment says, this test is about the SQLite file.
             .env_remove("DATABASE_URL")
             .env("ORDERMONK_ADDR", "127.0.0.1:0")
+            .env("ORDERMONK_CACHE_TTL", CACHE_TTL.as_secs().to_string())
             .env("RUST_LOG", "trace")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -394,16 +500,83 @@ fn read_banner(lines: &mpsc::Receiver<std::io::Result<String>>) -> Result<Banner
     }
 }
 
-/// `target/<profile>/examples/ordermonk`, found from this test's own binary in
-/// `target/<profile>/deps/`, built first if needed.
+// ---------------------------------------------------------------------------------------------
+// The command-line tool
+// ---------------------------------------------------------------------------------------------
+
+/// `tower-api-key` pointed at the demo's SQLite file.
+struct Tool {
+    binary: PathBuf,
+    db: PathBuf,
+}
+
+impl Tool {
+    fn new(db: &Path) -> Tool {
+        Tool {
+            binary: tool_binary(),
+            db: db.to_owned(),
+        }
+    }
+
+    /// Runs the tool with `args`, checks that it succeeded, and returns its stdout.
+    fn run(&self, args: &[&str]) -> String {
+        let output = Command::new(&self.binary)
+            .arg("--db")
+            .arg(&self.db)
+            .args(args)
+            // Whatever the environment says, this test is about the SQLite file.
+            .env_remove("DATABASE_URL")
+            .env_remove("TOWER_API_KEY_PREFIX")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|err| panic!("cannot run {}: {err}", self.binary.display()));
+        assert!(
+            output.status.success(),
+            "tower-api-key {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("the tool prints UTF-8")
+    }
+
+    /// Runs the tool with `args` and `--json`, and returns what it printed.
+    fn json(&self, args: &[&str]) -> Value {
+        let stdout = self.run(&[args, &["--json"]].concat());
+        serde_json::from_str(&stdout).expect("--json prints JSON")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binaries
+// ---------------------------------------------------------------------------------------------
+
+/// `target/<profile>/examples/ordermonk`, built first if needed with this test's features, so
+/// that the library is not rebuilt with others (which would also make the next `cargo test`
+/// rebuild it back).
 fn example_binary() -> PathBuf {
+    let features = features();
+    built(&["--example", "ordermonk"], &features, "examples/ordermonk")
+}
+
+/// `target/<profile>/tower-api-key`, built first if needed with this test's features and `cli`,
+/// which the tool requires (under `--all-features`, as in CI, that is the same set).
+fn tool_binary() -> PathBuf {
+    let mut features = features();
+    if !features.contains(&"cli") {
+        features.push("cli");
+    }
+    built(&["--bin", "tower-api-key"], &features, "tower-api-key")
+}
+
+/// `target/<profile>/<path>`, found from this test's own binary in `target/<profile>/deps/`,
+/// and built first with `cargo build <target> --features <features>` when cargo runs the test.
+fn built(target: &[&str], features: &[&str], path: &str) -> PathBuf {
     let test = std::env::current_exe().expect("the test binary knows its path");
     let profile_dir = test
         .parent()
         .and_then(Path::parent)
         .expect("the test binary is in target/<profile>/deps");
     // A plain `cargo test` builds the examples, but `cargo test --test ordermonk_demo` does not,
-    // and would run a stale binary. Asking cargo costs nothing when the example is up to date.
+    // and would run a stale binary. Asking cargo costs nothing when the target is up to date.
     if let Some(cargo) = std::env::var_os("CARGO") {
         let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
             Some("debug") | None => "dev",
@@ -411,27 +584,27 @@ fn example_binary() -> PathBuf {
         };
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
         let build = Command::new(cargo)
-            .args(["build", "--example", "ordermonk", "--profile", profile])
-            // The features this test was built with, so that the library is not rebuilt with
-            // others (which would also make the next `cargo test` rebuild it back).
-            .args(["--no-default-features", "--features", &features().join(",")])
+            .arg("build")
+            .args(target)
+            .args(["--profile", profile])
+            .args(["--no-default-features", "--features", &features.join(",")])
             .arg("--manifest-path")
             .arg(manifest)
             .output()
             .expect("cargo can be run");
         assert!(
             build.status.success(),
-            "cannot build the example:\n{}",
+            "cannot build {target:?}:\n{}",
             String::from_utf8_lossy(&build.stderr)
         );
     }
-    let binary = profile_dir
-        .join("examples")
-        .join(format!("ordermonk{}", std::env::consts::EXE_SUFFIX));
+    let binary = profile_dir.join(format!("{path}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         binary.is_file(),
-        "{} is missing: build it with `cargo build --example ordermonk`",
-        binary.display()
+        "{} is missing: build it with `cargo build {} --features {}`",
+        binary.display(),
+        target.join(" "),
+        features.join(","),
     );
     binary
 }
@@ -502,6 +675,9 @@ fn features() -> Vec<&'static str> {
     }
     if cfg!(feature = "postgres") {
         features.push("postgres");
+    }
+    if cfg!(feature = "cli") {
+        features.push("cli");
     }
     features
 }

@@ -1,0 +1,660 @@
+//! `tower-api-key`: manage the API keys of a `tower-api-key` store from the command line.
+//!
+//! Works on a SQLite file (`--db`, default `ordermonk.db`) or on PostgreSQL (`--database-url` or
+//! `DATABASE_URL`), creating or updating the tables first. Run `tower-api-key --help` for the
+//! commands and the exit codes; the README has examples.
+
+#![forbid(unsafe_code)]
+#![warn(
+    rust_2018_idioms,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod output;
+mod time;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
+use tower_api_key::{
+    Environment, KeyFormat, KeyId, KeyStore, NewKey, PostgresStore, Scope, SqliteStore, StoreError,
+};
+
+use crate::time::{latest_storable, parse_duration, parse_rfc3339};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  any other failure
+  2  usage error: unknown command or flag, missing argument, a value not among the choices,
+     conflicting flags, `delete` without --yes
+  3  no key has this id
+  4  invalid input: a name, scope, duration, time or metadata entry, an expiry in the past, or
+     a revoked or expired key given to `rotate`
+  5  the key store is unavailable: the database cannot be opened or reached, or it failed
+
+Errors are one line on stderr, starting with `tower-api-key: `.";
+
+/// Manage the API keys of a tower-api-key store: create, list, show, rename, revoke, rotate and
+/// delete them.
+///
+/// The keys live in a SQLite file (--db, default `ordermonk.db`, the OrderMonk demo's) or in
+/// PostgreSQL when --database-url or DATABASE_URL is given. The tables are created or updated
+/// first. A key's plaintext is printed once, by `create` or `rotate`, and never again: the store
+/// keeps only its SHA-256 digest.
+#[derive(Parser)]
+#[command(name = "tower-api-key", version, after_help = EXIT_CODES)]
+struct Cli {
+    /// Print JSON for scripts instead of text. Never includes a digest; includes the plaintext
+    /// key only for `create` and `rotate`, as `plaintext_key`.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(flatten, next_help_heading = "Store options")]
+    store: StoreArgs,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    /// The SQLite file that holds the keys (created by `create` if missing).
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "TOWER_API_KEY_DB",
+        hide_env_values = true,
+        default_value = "ordermonk.db"
+    )]
+    db: PathBuf,
+
+    /// Keep the keys in PostgreSQL at this URL instead of a SQLite file. A --db given on the
+    /// command line wins over DATABASE_URL from the environment.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "DATABASE_URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
+
+    /// The PostgreSQL schema that holds the tables (created if missing).
+    #[arg(
+        long,
+        global = true,
+        value_name = "SCHEMA",
+        env = "TOWER_API_KEY_SCHEMA",
+        hide_env_values = true,
+        default_value = "ordermonk"
+    )]
+    schema: String,
+
+    /// The product prefix of new keys, as in `om_live_…`.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PREFIX",
+        env = "TOWER_API_KEY_PREFIX",
+        hide_env_values = true,
+        default_value = "om"
+    )]
+    prefix: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a key and print it, once.
+    ///
+    /// The key is printed on stdout (as `plaintext_key` with --json) with a warning on stderr:
+    /// it cannot be shown again.
+    Create(CreateArgs),
+
+    /// List keys in a table, newest first.
+    List {
+        /// Only the keys of this owner.
+        #[arg(long, value_name = "OWNER")]
+        owner: Option<String>,
+
+        /// Only the keys of this environment (default: both).
+        #[arg(long = "env", value_name = "ENV", value_enum)]
+        environment: Option<EnvironmentArg>,
+    },
+
+    /// Show every field of one key.
+    Show {
+        /// The key's id, such as `key_3hV9yQ2mW7pL1xKd`.
+        id: String,
+    },
+
+    /// Give a key a new name.
+    Rename {
+        /// The key's id.
+        id: String,
+        /// The new name: 1 to 100 characters, no control characters.
+        name: String,
+    },
+
+    /// Revoke a key: it is refused from the next request on.
+    ///
+    /// A service built on the same store in another process refuses it at the latest when its
+    /// cached copy expires (the layer's cache_ttl, 30 s by default). Revoking a revoked key
+    /// succeeds and keeps the first revocation time.
+    Revoke {
+        /// The key's id.
+        id: String,
+    },
+
+    /// Replace a key with a new one; the old key keeps working for the grace period.
+    ///
+    /// The new key has the old one's name, owner, environment, scopes, metadata and expiry; it
+    /// is printed once, like `create` does. The old key is refused after the grace period (or
+    /// its own expiry, if sooner). Revoked and expired keys cannot be rotated.
+    Rotate {
+        /// The key's id.
+        id: String,
+
+        /// How long the old key keeps working: `90s`, `15m`, `24h`, `30d`; `0s` ends it now.
+        #[arg(long, value_name = "DURATION")]
+        grace: String,
+    },
+
+    /// Delete a key for good (revoke it to keep its record).
+    Delete {
+        /// The key's id.
+        id: String,
+
+        /// Confirm the deletion: the tool never prompts, so that scripts cannot hang.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    /// A name that says where the key is used, such as "Production" or "Webhook Server".
+    #[arg(long, value_name = "NAME")]
+    name: String,
+
+    /// The account or user that owns the key (default: none).
+    #[arg(long, value_name = "OWNER")]
+    owner: Option<String>,
+
+    /// A scope the key grants, as `resource:action` (repeat the flag, or separate with commas).
+    /// Grant only what the integration needs.
+    #[arg(long = "scope", value_name = "SCOPE", value_delimiter = ',')]
+    scopes: Vec<String>,
+
+    /// `live` keys reach production data, `test` keys sandbox data only.
+    #[arg(long = "env", value_name = "ENV", value_enum, default_value = "live")]
+    environment: EnvironmentArg,
+
+    /// Expire the key after this long: `90s`, `15m`, `24h`, `30d` (default: never).
+    #[arg(long, value_name = "DURATION", conflicts_with = "expires_at")]
+    expires_in: Option<String>,
+
+    /// Expire the key at this RFC 3339 time, such as `2026-12-31T23:59:59Z` (default: never).
+    #[arg(long, value_name = "TIME")]
+    expires_at: Option<String>,
+
+    /// A metadata entry kept with the key, as `name=value` (repeat for more).
+    #[arg(long = "meta", value_name = "NAME=VALUE")]
+    metadata: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EnvironmentArg {
+    Live,
+    Test,
+}
+
+impl From<EnvironmentArg> for Environment {
+    fn from(environment: EnvironmentArg) -> Self {
+        match environment {
+            EnvironmentArg::Live => Environment::Live,
+            EnvironmentArg::Test => Environment::Test,
+        }
+    }
+}
+
+/// Why the tool failed: the exit code and one line for stderr.
+#[derive(Debug)]
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    const OTHER: u8 = 1;
+    const USAGE: u8 = 2;
+    const UNKNOWN_KEY: u8 = 3;
+    const INVALID: u8 = 4;
+    const UNAVAILABLE: u8 = 5;
+
+    fn new(code: u8, message: impl fmt::Display) -> Self {
+        Failure {
+            code,
+            message: message.to_string(),
+        }
+    }
+
+    fn invalid(message: impl fmt::Display) -> Self {
+        Failure::new(Failure::INVALID, message)
+    }
+
+    /// A store error, with `context` (such as "cannot open the SQLite file x.db") before it.
+    fn store(context: &str, err: StoreError) -> Self {
+        Failure::new(exit_code(&err), format_args!("{context}: {err}"))
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(err: StoreError) -> Self {
+        Failure::new(exit_code(&err), err)
+    }
+}
+
+/// The exit code of a store error.
+fn exit_code(err: &StoreError) -> u8 {
+    match err {
+        StoreError::UnknownKey(_) => Failure::UNKNOWN_KEY,
+        StoreError::EmptyName
+        | StoreError::NameTooLong
+        | StoreError::NameHasControlCharacters
+        | StoreError::InvalidScope(_)
+        | StoreError::ExpiryInPast
+        | StoreError::Revoked(_)
+        | StoreError::Expired(_) => Failure::INVALID,
+        StoreError::Unavailable(_) => Failure::UNAVAILABLE,
+        // Random number generator failures, and errors added to the library later.
+        _ => Failure::OTHER,
+    }
+}
+
+/// What a command prints.
+struct Printed {
+    stdout: String,
+    /// The id of a key whose plaintext is in `stdout`: printing it is the only chance to see it.
+    shows_key: Option<KeyId>,
+}
+
+impl Printed {
+    fn text(stdout: String) -> Self {
+        Printed {
+            stdout,
+            shows_key: None,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    // `get_matches` has checked the arguments against this very definition, so this does not
+    // fail in practice; should it, clap reports it as a usage error.
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    let source = StoreSource::choose(&cli.store, &matches);
+    let outcome = source.and_then(|source| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| Failure::new(Failure::OTHER, format_args!("cannot start: {err}")))?
+            .block_on(run(cli, source))
+    });
+    match outcome.and_then(print) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            // One line, whatever the database's message looked like.
+            let message: Vec<&str> = failure.message.lines().map(str::trim).collect();
+            let _ = writeln!(std::io::stderr(), "tower-api-key: {}", message.join(" "));
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// Writes the output; a shown key gets the warning on stderr first.
+fn print(printed: Printed) -> Result<(), Failure> {
+    if printed.shows_key.is_some() {
+        let _ = writeln!(std::io::stderr(), "{}", output::SHOWN_ONCE);
+    }
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_all(printed.stdout.as_bytes())
+        .and_then(|()| stdout.flush());
+    written.map_err(|err| match printed.shows_key {
+        Some(id) => Failure::new(
+            Failure::OTHER,
+            format_args!(
+                "key {id} was created, but it could not be printed ({err}) and cannot be shown \
+                 again: revoke it with `tower-api-key revoke {id}`"
+            ),
+        ),
+        None => Failure::new(
+            Failure::OTHER,
+            format_args!("cannot write to stdout: {err}"),
+        ),
+    })
+}
+
+/// Where the keys are.
+enum StoreSource {
+    Sqlite(PathBuf),
+    Postgres { url: String, schema: String },
+}
+
+impl StoreSource {
+    /// PostgreSQL if --database-url is given, SQLite if --db is; otherwise PostgreSQL if
+    /// `DATABASE_URL` is set, and the SQLite file of `TOWER_API_KEY_DB` or the default if not.
+    fn choose(args: &StoreArgs, matches: &clap::ArgMatches) -> Result<StoreSource, Failure> {
+        let typed = |id| matches.value_source(id) == Some(ValueSource::CommandLine);
+        let postgres = |url: &String| StoreSource::Postgres {
+            url: url.clone(),
+            schema: args.schema.clone(),
+        };
+        match &args.database_url {
+            Some(_) if typed("database_url") && typed("db") => Err(Failure::new(
+                Failure::USAGE,
+                "--db and --database-url name two different stores: give one of them",
+            )),
+            Some(url) if typed("database_url") || !typed("db") => Ok(postgres(url)),
+            _ => Ok(StoreSource::Sqlite(args.db.clone())),
+        }
+    }
+
+    /// Says where the keys are, for messages: never the URL, which may hold a password.
+    fn describe(&self) -> String {
+        match self {
+            StoreSource::Sqlite(path) => format!("the SQLite file {}", path.display()),
+            StoreSource::Postgres { schema, .. } => format!("PostgreSQL, schema {schema}"),
+        }
+    }
+
+    /// Opens the store and brings its tables up to date. `create_file` lets a missing SQLite
+    /// file be created; other commands have nothing to do in a new file.
+    async fn open(
+        &self,
+        format: KeyFormat,
+        create_file: bool,
+    ) -> Result<Box<dyn KeyStore>, Failure> {
+        let place = self.describe();
+        let store: Box<dyn KeyStore> = match self {
+            StoreSource::Sqlite(path) => {
+                if !create_file && !path.exists() {
+                    return Err(Failure::new(
+                        Failure::UNAVAILABLE,
+                        format_args!(
+                            "{place} does not exist: give the right file with --db (or \
+                             TOWER_API_KEY_DB), or create a key to start one"
+                        ),
+                    ));
+                }
+                let store = SqliteStore::open(path, format)
+                    .await
+                    .map_err(|err| Failure::store(&format!("cannot open {place}"), err))?;
+                store.migrate().await.map_err(|err| {
+                    Failure::store(&format!("cannot create the tables in {place}"), err)
+                })?;
+                Box::new(store)
+            }
+            StoreSource::Postgres { url, schema } => {
+                let store = PostgresStore::connect(url, format)
+                    .await
+                    .map_err(|err| Failure::store(&format!("cannot connect to {place}"), err))?
+                    .with_schema(schema.clone());
+                store.migrate().await.map_err(|err| {
+                    Failure::store(&format!("cannot create the tables in {place}"), err)
+                })?;
+                Box::new(store)
+            }
+        };
+        Ok(store)
+    }
+}
+
+async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
+    let format = KeyFormat::new(cli.store.prefix.clone()).map_err(Failure::invalid)?;
+    let json = cli.json;
+    match cli.command {
+        Command::Create(args) => {
+            // Everything the tool can check is checked before the store is touched.
+            let new = new_key(args)?;
+            let store = source.open(format, true).await?;
+            let created = store.create(new).await?;
+            let now = SystemTime::now();
+            let stdout = if json {
+                json_text(output::created_json(&created, now))?
+            } else {
+                output::created_text(&created, now)
+            };
+            Ok(Printed {
+                stdout,
+                shows_key: Some(created.id().clone()),
+            })
+        }
+        Command::List { owner, environment } => {
+            let store = source.open(format, false).await?;
+            let mut keys = store.list(owner.as_deref()).await?;
+            if let Some(environment) = environment {
+                let environment = Environment::from(environment);
+                keys.retain(|key| key.record.environment == environment);
+            }
+            Ok(Printed::text(if json {
+                json_text(output::keys_json(&keys, SystemTime::now()))?
+            } else {
+                output::table(&keys)
+            }))
+        }
+        Command::Show { id } => {
+            let store = source.open(format, false).await?;
+            let key = store.get(&KeyId::from(id)).await?;
+            let now = SystemTime::now();
+            Ok(Printed::text(if json {
+                json_text(output::key_json(&key, now))?
+            } else {
+                output::fields(&key, now)
+            }))
+        }
+        Command::Rename { id, name } => {
+            let store = source.open(format, false).await?;
+            let key = store.rename(&KeyId::from(id), &name).await?;
+            Ok(Printed::text(if json {
+                json_text(output::key_json(&key, SystemTime::now()))?
+            } else {
+                output::renamed_text(&key)
+            }))
+        }
+        Command::Revoke { id } => {
+            let store = source.open(format, false).await?;
+            let key = store.revoke(&KeyId::from(id)).await?;
+            Ok(Printed::text(if json {
+                json_text(output::key_json(&key, SystemTime::now()))?
+            } else {
+                output::revoked_text(&key)
+            }))
+        }
+        Command::Rotate { id, grace } => {
+            let grace = parse_duration(&grace).map_err(Failure::invalid)?;
+            let store = source.open(format, false).await?;
+            let rotation = store.rotate(&KeyId::from(id), grace).await?;
+            let now = SystemTime::now();
+            let stdout = if json {
+                json_text(output::rotated_json(&rotation, now))?
+            } else {
+                output::rotated_text(&rotation, now)
+            };
+            Ok(Printed {
+                stdout,
+                shows_key: Some(rotation.new.id().clone()),
+            })
+        }
+        Command::Delete { id, yes } => {
+            if !yes {
+                return Err(Failure::new(
+                    Failure::USAGE,
+                    format_args!(
+                        "deleting a key cannot be undone: add --yes to delete {id} (or revoke \
+                         it to keep its record)"
+                    ),
+                ));
+            }
+            let store = source.open(format, false).await?;
+            store.delete(&KeyId::from(id.as_str())).await?;
+            Ok(Printed::text(if json {
+                json_text(output::deleted_json(&id))?
+            } else {
+                output::deleted_text(&id)
+            }))
+        }
+    }
+}
+
+/// The JSON output, or a failure. Only strings, maps of strings and options are serialized,
+/// which cannot fail; this keeps even that case from being a panic.
+fn json_text(json: Result<String, serde_json::Error>) -> Result<String, Failure> {
+    json.map_err(|err| Failure::new(Failure::OTHER, format_args!("cannot write JSON: {err}")))
+}
+
+/// The key `create` asks for, with its scopes, expiry and metadata checked.
+fn new_key(args: CreateArgs) -> Result<NewKey, Failure> {
+    let scopes = args
+        .scopes
+        .into_iter()
+        .map(Scope::new)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::invalid)?;
+    let mut new = NewKey::new(args.name, args.environment.into())
+        .owner(args.owner.unwrap_or_default())
+        .scopes(scopes);
+    if let Some(expires_at) = expires_at(args.expires_in, args.expires_at)? {
+        new = new.expires_at(expires_at);
+    }
+    for (name, value) in metadata(args.metadata)? {
+        new = new.metadata(name, value);
+    }
+    Ok(new)
+}
+
+/// The expiry given as a duration from now or as a time, if any.
+fn expires_at(
+    expires_in: Option<String>,
+    expires_at: Option<String>,
+) -> Result<Option<SystemTime>, Failure> {
+    let at = match (expires_in, expires_at) {
+        (Some(duration), _) => {
+            let duration = parse_duration(&duration).map_err(Failure::invalid)?;
+            SystemTime::now().checked_add(duration)
+        }
+        (None, Some(time)) => Some(parse_rfc3339(&time).map_err(Failure::invalid)?),
+        (None, None) => return Ok(None),
+    };
+    match at {
+        // Checked here because the stores keep times up to the end of year 9999 only.
+        Some(at) if at <= latest_storable() => Ok(Some(at)),
+        _ => Err(Failure::invalid(
+            "a key's expiry must be no later than 9999-12-31T23:59:59Z",
+        )),
+    }
+}
+
+/// `name=value` entries, each name once.
+fn metadata(entries: Vec<String>) -> Result<BTreeMap<String, String>, Failure> {
+    let mut metadata = BTreeMap::new();
+    for entry in entries {
+        let Some((name, value)) = entry.split_once('=') else {
+            return Err(Failure::invalid(format_args!(
+                "invalid metadata entry {entry:?}: expected name=value"
+            )));
+        };
+        if name.is_empty() {
+            return Err(Failure::invalid(format_args!(
+                "invalid metadata entry {entry:?}: the name is empty"
+            )));
+        }
+        if entry.chars().any(char::is_control) {
+            return Err(Failure::invalid(format_args!(
+                "invalid metadata entry {entry:?}: control characters are not allowed"
+            )));
+        }
+        if metadata.insert(name.to_owned(), value.to_owned()).is_some() {
+            return Err(Failure::invalid(format_args!(
+                "metadata entry {name:?} is given twice"
+            )));
+        }
+    }
+    Ok(metadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn metadata_entries_are_checked() {
+        let entries = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let parsed = metadata(entries(&["team=integrations", "note=a=b", "empty="])).unwrap();
+        assert_eq!(parsed["team"], "integrations");
+        assert_eq!(parsed["note"], "a=b");
+        assert_eq!(parsed["empty"], "");
+        for bad in [
+            &["no-equals"][..],
+            &["=value"],
+            &["a=1", "a=2"],
+            &["a=\u{1b}[31m"],
+        ] {
+            let failure = metadata(entries(bad)).unwrap_err();
+            assert_eq!(failure.code, Failure::INVALID, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn expiries_are_checked() {
+        assert!(expires_at(None, None).unwrap().is_none());
+        let in_a_day = expires_at(Some("1d".into()), None).unwrap().unwrap();
+        let from_now = in_a_day.duration_since(SystemTime::now()).unwrap();
+        assert!(from_now > Duration::from_secs(86_300), "{from_now:?}");
+        assert!(expires_at(None, Some("9999-12-31T23:59:59Z".into())).is_ok());
+        for (expires_in, at) in [
+            (Some("1y"), None),
+            (None, Some("tomorrow")),
+            (None, Some("9999-12-31T23:59:59-01:00")),
+            (Some("3000000d"), None),
+        ] {
+            let failure = expires_at(expires_in.map(Into::into), at.map(Into::into)).unwrap_err();
+            assert_eq!(failure.code, Failure::INVALID, "{expires_in:?} {at:?}");
+        }
+    }
+
+    #[test]
+    fn store_errors_have_their_exit_codes() {
+        let id = KeyId::from("key_x");
+        let cases = [
+            (StoreError::UnknownKey(id.clone()), 3),
+            (StoreError::EmptyName, 4),
+            (StoreError::Revoked(id.clone()), 4),
+            (StoreError::Expired(id), 4),
+            (StoreError::ExpiryInPast, 4),
+            (StoreError::unavailable("down"), 5),
+        ];
+        for (err, code) in cases {
+            let failure = Failure::from(err);
+            assert_eq!(failure.code, code, "{}", failure.message);
+        }
+    }
+}

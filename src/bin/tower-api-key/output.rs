@@ -1,0 +1,430 @@
+//! What the tool prints: text for people (a table, or one field a line) and JSON for scripts.
+//!
+//! Nothing here ever sees a digest. The plaintext of a new key reaches the output only through
+//! [`created_text`], [`created_json`], [`rotated_text`] and [`rotated_json`].
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tower_api_key::{CreatedKey, Rotation, StoredKey};
+
+use crate::time::format_utc;
+
+/// Printed to stderr whenever a key is shown.
+pub(crate) const SHOWN_ONCE: &str = "WARNING: this is the only time the new key is shown: the \
+     store keeps only its SHA-256 digest, so it cannot be shown again. Copy it now.";
+
+/// What a service in another process does after a revoke or a delete.
+const OTHER_PROCESSES: &str = "Services in other processes refuse it at the latest when their \
+     cached copy expires (the layer's cache_ttl, 30 s by default).";
+
+/// A key as the JSON output shows it: every field a store keeps, except the digest.
+#[derive(Serialize)]
+struct KeyJson<'a> {
+    id: &'a str,
+    name: &'a str,
+    owner: &'a str,
+    environment: &'static str,
+    hint: &'a str,
+    scopes: Vec<&'a str>,
+    /// `active`, `revoked` or `expired`.
+    status: &'static str,
+    created_at: String,
+    expires_at: Option<String>,
+    last_used_at: Option<String>,
+    revoked_at: Option<String>,
+    metadata: &'a BTreeMap<String, String>,
+}
+
+impl<'a> KeyJson<'a> {
+    fn new(key: &'a StoredKey, now: SystemTime) -> Self {
+        let record = &key.record;
+        KeyJson {
+            id: record.id.as_str(),
+            name: &record.name,
+            owner: &record.owner,
+            environment: record.environment.as_str(),
+            hint: &key.hint,
+            scopes: record.scopes.iter().map(|scope| scope.as_str()).collect(),
+            status: status(key, now),
+            created_at: format_utc(key.created_at),
+            expires_at: record.expires_at.map(format_utc),
+            last_used_at: key.last_used_at.map(format_utc),
+            revoked_at: record.revoked_at.map(format_utc),
+            metadata: &key.metadata,
+        }
+    }
+}
+
+/// The output of `create --json`: the plaintext, named so that nobody mistakes it for an id.
+#[derive(Serialize)]
+struct CreatedJson<'a> {
+    plaintext_key: &'a str,
+    key: KeyJson<'a>,
+}
+
+/// The output of `rotate --json`.
+#[derive(Serialize)]
+struct RotatedJson<'a> {
+    plaintext_key: &'a str,
+    new: KeyJson<'a>,
+    old: KeyJson<'a>,
+}
+
+/// `active`, `revoked` or `expired`, at `now`.
+fn status(key: &StoredKey, now: SystemTime) -> &'static str {
+    if key.record.revoked_at.is_some() {
+        "revoked"
+    } else if key.record.is_expired_at(now) {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
+/// `value` as indented JSON, ending with a newline.
+fn json(value: &impl Serialize) -> Result<String, serde_json::Error> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    Ok(text)
+}
+
+pub(crate) fn created_json(
+    created: &CreatedKey,
+    now: SystemTime,
+) -> Result<String, serde_json::Error> {
+    json(&CreatedJson {
+        plaintext_key: created.key.expose_secret(),
+        key: KeyJson::new(&created.stored, now),
+    })
+}
+
+pub(crate) fn rotated_json(
+    rotation: &Rotation,
+    now: SystemTime,
+) -> Result<String, serde_json::Error> {
+    json(&RotatedJson {
+        plaintext_key: rotation.new.key.expose_secret(),
+        new: KeyJson::new(&rotation.new.stored, now),
+        old: KeyJson::new(&rotation.old, now),
+    })
+}
+
+pub(crate) fn key_json(key: &StoredKey, now: SystemTime) -> Result<String, serde_json::Error> {
+    json(&KeyJson::new(key, now))
+}
+
+pub(crate) fn deleted_json(id: &str) -> Result<String, serde_json::Error> {
+    json(&serde_json::json!({ "deleted": id }))
+}
+
+pub(crate) fn keys_json(keys: &[StoredKey], now: SystemTime) -> Result<String, serde_json::Error> {
+    json(
+        &keys
+            .iter()
+            .map(|key| KeyJson::new(key, now))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// A new key's fields, then the key on a line of its own.
+pub(crate) fn created_text(created: &CreatedKey, now: SystemTime) -> String {
+    let mut text = "Created a key:\n\n".to_owned();
+    text.push_str(&fields(&created.stored, now));
+    text.push('\n');
+    text.push_str(created.key.expose_secret());
+    text.push('\n');
+    text
+}
+
+/// What a rotation did to the old key, the new key's fields, then the new key.
+pub(crate) fn rotated_text(rotation: &Rotation, now: SystemTime) -> String {
+    let old = &rotation.old.record;
+    let mut text = format!(
+        "Rotated {} ({}). The old key keeps working until {}, then it is refused.\n\n\
+         The new key:\n\n",
+        old.id,
+        quoted(&old.name),
+        old.expires_at.map_or_else(|| "now".to_owned(), format_utc),
+    );
+    text.push_str(&fields(&rotation.new.stored, now));
+    text.push('\n');
+    text.push_str(rotation.new.key.expose_secret());
+    text.push('\n');
+    text
+}
+
+pub(crate) fn renamed_text(key: &StoredKey) -> String {
+    format!(
+        "Renamed {} to {}.\n",
+        key.record.id,
+        quoted(&key.record.name)
+    )
+}
+
+pub(crate) fn revoked_text(key: &StoredKey) -> String {
+    let record = &key.record;
+    let at = record
+        .revoked_at
+        .map_or_else(|| "now".to_owned(), format_utc);
+    format!(
+        "Revoked {} ({}) at {at}.\n{OTHER_PROCESSES}\n",
+        record.id,
+        quoted(&record.name)
+    )
+}
+
+pub(crate) fn deleted_text(id: &str) -> String {
+    format!("Deleted {id}.\n{OTHER_PROCESSES}\n")
+}
+
+/// Every field of one key, one a line: what `show` prints.
+pub(crate) fn fields(key: &StoredKey, now: SystemTime) -> String {
+    let record = &key.record;
+    let scopes = if record.scopes.is_empty() {
+        "none".to_owned()
+    } else {
+        record.scopes.to_string()
+    };
+    let rows = [
+        ("id", record.id.to_string()),
+        ("name", printable(&record.name)),
+        ("owner", or_none(&printable(&record.owner))),
+        ("environment", record.environment.to_string()),
+        ("hint", key.hint.clone()),
+        ("scopes", scopes),
+        ("status", status(key, now).to_owned()),
+        ("created", format_utc(key.created_at)),
+        (
+            "expires",
+            record.expires_at.map_or("never".to_owned(), format_utc),
+        ),
+        (
+            "last used",
+            key.last_used_at.map_or("never".to_owned(), format_utc),
+        ),
+        (
+            "revoked",
+            record.revoked_at.map_or("no".to_owned(), format_utc),
+        ),
+    ];
+    let mut text = String::new();
+    for (label, value) in rows {
+        // Writing to a `String` cannot fail.
+        let _ = writeln!(text, "{:<12} {value}", format!("{label}:"));
+    }
+    if key.metadata.is_empty() {
+        text.push_str("metadata:    none\n");
+    }
+    for (i, (name, value)) in key.metadata.iter().enumerate() {
+        let label = if i == 0 { "metadata:" } else { "" };
+        let _ = writeln!(text, "{label:<12} {}={}", printable(name), printable(value));
+    }
+    text
+}
+
+/// The keys as a table, one a row, in the order given (the stores list newest first).
+pub(crate) fn table(keys: &[StoredKey]) -> String {
+    if keys.is_empty() {
+        return "No keys.\n".to_owned();
+    }
+    let header = [
+        "ID",
+        "NAME",
+        "OWNER",
+        "HINT",
+        "ENV",
+        "SCOPES",
+        "CREATED",
+        "EXPIRES",
+        "LAST USED",
+        "REVOKED",
+    ]
+    .map(str::to_owned);
+    let never = || "-".to_owned();
+    let rows: Vec<[String; 10]> = keys
+        .iter()
+        .map(|key| {
+            let record = &key.record;
+            let scopes: Vec<&str> = record.scopes.iter().map(|scope| scope.as_str()).collect();
+            [
+                record.id.to_string(),
+                printable(&record.name),
+                or_none(&printable(&record.owner)),
+                key.hint.clone(),
+                record.environment.to_string(),
+                or_none(&scopes.join(",")),
+                format_utc(key.created_at),
+                record.expires_at.map_or_else(never, format_utc),
+                key.last_used_at.map_or_else(never, format_utc),
+                record.revoked_at.map_or_else(never, format_utc),
+            ]
+        })
+        .collect();
+
+    let mut widths = [0; 10];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            let pad = width - cell.chars().count();
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// `text` in double quotes, control characters escaped.
+fn quoted(text: &str) -> String {
+    format!("\"{}\"", printable(text))
+}
+
+/// `text` with control characters escaped, so that a name edited into the database by hand
+/// cannot move the cursor or recolour the terminal.
+fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+fn or_none(text: &str) -> String {
+    if text.is_empty() {
+        "-".to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use tower_api_key::{Environment, KeyRecord, Scope, ScopeSet};
+
+    use super::*;
+
+    fn key(id: &str, name: &str) -> StoredKey {
+        let scopes: ScopeSet = [
+            Scope::from_static("products:read"),
+            Scope::from_static("orders:read"),
+        ]
+        .into_iter()
+        .collect();
+        let record = KeyRecord::new(id, Environment::Live, scopes)
+            .with_name(name)
+            .with_owner("acct_42");
+        StoredKey::new(
+            record,
+            "om_live_…x7Qa",
+            UNIX_EPOCH + Duration::from_secs(1_795_929_660),
+        )
+    }
+
+    #[test]
+    fn table_aligns_columns_and_marks_missing_times() {
+        let mut revoked = key("key_2", "Webhook Server");
+        revoked.record.revoked_at = Some(UNIX_EPOCH + Duration::from_secs(1_795_933_260));
+        let text = table(&[key("key_1", "Production"), revoked]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[0].starts_with("ID     NAME            OWNER    HINT"),
+            "{text}"
+        );
+        let first = "key_1  Production      acct_42  om_live_…x7Qa  live  \
+                     orders:read,products:read  2026-11-29T05:21:00Z  -";
+        assert!(lines[1].starts_with(first), "{text}");
+        // The REVOKED column starts at the same character in every row.
+        let column = lines[0][..lines[0].find("REVOKED").unwrap()]
+            .chars()
+            .count();
+        let revoked_at: String = lines[2].chars().skip(column).collect();
+        assert_eq!(revoked_at, "2026-11-29T06:21:00Z", "{text}");
+        assert!(lines.iter().all(|line| *line == line.trim_end()), "{text}");
+    }
+
+    #[test]
+    fn no_keys_is_said_in_words() {
+        assert_eq!(table(&[]), "No keys.\n");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let text = table(&[key("key_1", "evil\u{1b}[2Jname\n")]);
+        assert!(text.contains("evil\\u{1b}[2Jname\\n"), "{text}");
+        assert!(!text.contains('\u{1b}'));
+        let text = fields(&key("key_1", "bell\u{7}"), SystemTime::now());
+        assert!(text.contains("name:        bell\\u{7}\n"), "{text}");
+    }
+
+    #[test]
+    fn fields_show_every_field() {
+        let mut stored = key("key_1", "Production");
+        stored.metadata.insert("team".into(), "integrations".into());
+        stored.metadata.insert("region".into(), "eu".into());
+        let text = fields(&stored, SystemTime::now());
+        assert_eq!(
+            text,
+            "id:          key_1\n\
+             name:        Production\n\
+             owner:       acct_42\n\
+             environment: live\n\
+             hint:        om_live_…x7Qa\n\
+             scopes:      orders:read products:read\n\
+             status:      active\n\
+             created:     2026-11-29T05:21:00Z\n\
+             expires:     never\n\
+             last used:   never\n\
+             revoked:     no\n\
+             metadata:    region=eu\n\
+             \x20            team=integrations\n"
+        );
+    }
+
+    #[test]
+    fn json_has_every_field_and_the_status() {
+        let mut stored = key("key_1", "Production");
+        stored.record.expires_at = Some(UNIX_EPOCH + Duration::from_secs(1_795_929_661));
+        let now = UNIX_EPOCH + Duration::from_secs(1_795_929_661);
+        let value = serde_json::to_value(KeyJson::new(&stored, now)).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "id": "key_1",
+                "name": "Production",
+                "owner": "acct_42",
+                "environment": "live",
+                "hint": "om_live_…x7Qa",
+                "scopes": ["orders:read", "products:read"],
+                "status": "expired",
+                "created_at": "2026-11-29T05:21:00Z",
+                "expires_at": "2026-11-29T05:21:01Z",
+                "last_used_at": null,
+                "revoked_at": null,
+                "metadata": {},
+            })
+        );
+    }
+}

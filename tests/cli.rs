@@ -1,0 +1,808 @@
+//! The `tower-api-key` binary, run as a person or a script would: the binary cargo built for
+//! this test, each test on a SQLite file of its own in a fresh temporary directory.
+//!
+//! Besides what each command prints and its exit code, these tests check the promises about
+//! secrets: the key printed by `create` or `rotate` is one the store resolves, and no other
+//! output (tables, `show`, JSON, messages) contains a key or a digest. The PostgreSQL round trip
+//! uses `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`) in a schema of its
+//! own, dropped afterwards; it is skipped with a message when the server is unreachable, unless
+//! `CI` is set: then it fails.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use regex::Regex;
+use serde_json::Value;
+use tempfile::TempDir;
+use tower_api_key::{KeyDigest, KeyFormat, KeyId, KeyResolver, KeyStore, SqliteStore};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_tower-api-key");
+const WARNING: &str = "only time the new key is shown";
+
+/// A fresh, empty directory and the SQLite file the tool is pointed at in it (not created yet).
+struct Sandbox {
+    dir: TempDir,
+    db: PathBuf,
+}
+
+/// One run of the tool.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory can be made");
+        let db = dir.path().join("keys.db");
+        Sandbox { dir, db }
+    }
+
+    /// Runs the tool on this sandbox's SQLite file.
+    fn run(&self, args: &[&str]) -> Run {
+        let db = self.db.to_str().expect("the temporary path is UTF-8");
+        let mut all = vec!["--db", db];
+        all.extend_from_slice(args);
+        run_in(&self.dir, &all)
+    }
+
+    /// Runs the tool and checks it succeeded.
+    fn ok(&self, args: &[&str]) -> Run {
+        let run = self.run(args);
+        assert_eq!(run.code, 0, "{args:?} failed: {run:?}");
+        run
+    }
+
+    /// Runs the tool with `--json` and checks it succeeded; returns the JSON.
+    fn json(&self, args: &[&str]) -> (Value, Run) {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let run = self.ok(&all);
+        let value = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|err| panic!("{args:?} --json printed no JSON ({err}): {run:?}"));
+        (value, run)
+    }
+
+    /// Creates a key with `create --json`; returns the key and its id.
+    fn create(&self, args: &[&str]) -> (String, String) {
+        let mut all = vec!["create"];
+        all.extend_from_slice(args);
+        let (created, run) = self.json(&all);
+        assert!(run.stderr.contains(WARNING), "{run:?}");
+        let key = created["plaintext_key"].as_str().expect("plaintext_key");
+        let id = created["key"]["id"].as_str().expect("key.id");
+        (key.to_owned(), id.to_owned())
+    }
+
+    /// The sandbox's file opened as a store, as a service would.
+    async fn store(&self) -> SqliteStore {
+        let store = SqliteStore::open(&self.db, om()).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+}
+
+/// Runs the tool in `dir` with `args`, with none of the environment variables it reads.
+fn run_in(dir: &TempDir, args: &[&str]) -> Run {
+    let output = Command::new(BINARY)
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("TOWER_API_KEY_DB")
+        .env_remove("TOWER_API_KEY_SCHEMA")
+        .env_remove("TOWER_API_KEY_PREFIX")
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {BINARY}: {err}"));
+    let run = Run {
+        // `None` means killed by a signal: no exit code a script could rely on.
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+    };
+    assert!(
+        !run.stderr.contains("panicked"),
+        "the tool panicked: {run:?}"
+    );
+    run
+}
+
+impl Run {
+    /// Checks the exit code, and that the error is one line on stderr saying `what`.
+    fn fails(&self, code: i32, what: &str) {
+        assert_eq!(self.code, code, "{self:?}");
+        assert!(self.stdout.is_empty(), "{self:?}");
+        assert_eq!(self.stderr.lines().count(), 1, "not one line: {self:?}");
+        assert!(
+            self.stderr.starts_with("tower-api-key: "),
+            "the error does not say who speaks: {self:?}"
+        );
+        assert!(self.stderr.contains(what), "expected {what:?} in {self:?}");
+    }
+}
+
+fn om() -> KeyFormat {
+    KeyFormat::new("om").unwrap()
+}
+
+fn scanner() -> Regex {
+    Regex::new(&om().scanner_regex()).unwrap()
+}
+
+/// Fails if `text` holds one of `keys`, its random middle, its digest, or anything shaped like a
+/// key.
+fn assert_no_secret_in(text: &str, keys: &[&str]) {
+    for key in keys {
+        assert!(!text.contains(key), "a key was printed:\n{text}");
+        assert!(
+            !text.contains(&key[8..40]),
+            "part of a key was printed:\n{text}"
+        );
+        let digest = KeyDigest::of(key.as_bytes()).to_hex();
+        assert!(!text.contains(&digest), "a digest was printed:\n{text}");
+    }
+    assert!(
+        !scanner().is_match(text),
+        "something shaped like a key was printed:\n{text}"
+    );
+    assert!(
+        !text.contains("\"digest\""),
+        "a digest field was printed:\n{text}"
+    );
+}
+
+/// The key printed on its own line by `create` or `rotate` without `--json`.
+fn printed_key(run: &Run) -> String {
+    let keys: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|line| scanner().is_match(line))
+        .collect();
+    assert_eq!(keys.len(), 1, "expected one key line: {run:?}");
+    assert_eq!(
+        keys[0],
+        keys[0].trim(),
+        "the key line holds more than the key"
+    );
+    keys[0].to_owned()
+}
+
+#[tokio::test]
+async fn a_key_goes_through_its_whole_life() {
+    let sandbox = Sandbox::new();
+    let mut outputs = Vec::new();
+
+    // create, as a person would: the fields, then the key on a line of its own.
+    let created = sandbox.ok(&[
+        "create",
+        "--name",
+        "Webhook Server",
+        "--owner",
+        "acct_42",
+        "--scope",
+        "orders:read",
+        "--scope",
+        "products:read,products:write",
+        "--meta",
+        "team=integrations",
+        "--expires-in",
+        "30d",
+    ]);
+    assert!(created.stderr.contains(WARNING), "{created:?}");
+    assert!(
+        created.stderr.contains("cannot be shown again"),
+        "{created:?}"
+    );
+    let key = printed_key(&created);
+    assert!(key.starts_with("om_live_"), "{key}");
+    assert_no_secret_in(&created.stderr, &[&key]);
+    for field in [
+        "name:        Webhook Server",
+        "owner:       acct_42",
+        "environment: live",
+        "scopes:      orders:read products:read products:write",
+        "metadata:    team=integrations",
+        "status:      active",
+    ] {
+        assert!(created.stdout.contains(field), "{field:?} in {created:?}");
+    }
+
+    // The key printed is one the store resolves: the file holds its digest.
+    let store = sandbox.store().await;
+    let record = store
+        .resolve(&KeyDigest::of(key.as_bytes()))
+        .await
+        .unwrap()
+        .expect("the printed key resolves");
+    assert_eq!(record.name, "Webhook Server");
+    let id = record.id.to_string();
+    let expires = record.expires_at.expect("--expires-in 30d sets an expiry");
+    let in_30_days = SystemTime::now() + Duration::from_secs(30 * 86_400);
+    assert!(
+        expires <= in_30_days && expires > in_30_days - Duration::from_secs(60),
+        "{expires:?}"
+    );
+
+    // A second key, for scripts: JSON with the plaintext under a name nobody can miss.
+    let (sandbox_key, sandbox_id) =
+        sandbox.create(&["--name", "Sandbox", "--env", "test", "--owner", "acct_7"]);
+    assert!(sandbox_key.starts_with("om_test_"));
+
+    // list, newest first, as a table and as JSON.
+    let table = sandbox.ok(&["list"]);
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{table:?}");
+    for column in [
+        "ID",
+        "NAME",
+        "OWNER",
+        "HINT",
+        "ENV",
+        "SCOPES",
+        "CREATED",
+        "EXPIRES",
+        "LAST USED",
+        "REVOKED",
+    ] {
+        assert!(lines[0].contains(column), "no {column} column: {table:?}");
+    }
+    assert!(lines[1].starts_with(&sandbox_id), "{table:?}");
+    assert!(lines[2].starts_with(&id), "{table:?}");
+    let hint = format!("om_live_…{}", &key[key.len() - 4..]);
+    assert!(lines[2].contains(&hint), "no hint {hint}: {table:?}");
+    assert!(
+        Regex::new(r"  \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ  ")
+            .unwrap()
+            .is_match(lines[2]),
+        "no UTC RFC 3339 time: {table:?}"
+    );
+    outputs.push(table);
+
+    let (listed, run) = sandbox.json(&["list"]);
+    outputs.push(run);
+    let listed = listed.as_array().expect("list --json is an array");
+    let ids: Vec<&str> = listed
+        .iter()
+        .map(|key| key["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [sandbox_id.as_str(), id.as_str()]);
+    let webhook = &listed[1];
+    assert_eq!(webhook["name"], "Webhook Server");
+    assert_eq!(webhook["owner"], "acct_42");
+    assert_eq!(webhook["environment"], "live");
+    assert_eq!(webhook["hint"], hint.as_str());
+    assert_eq!(
+        webhook["scopes"],
+        serde_json::json!(["orders:read", "products:read", "products:write"])
+    );
+    assert_eq!(webhook["status"], "active");
+    assert_eq!(
+        webhook["metadata"],
+        serde_json::json!({"team": "integrations"})
+    );
+    assert!(webhook["created_at"].as_str().unwrap().ends_with('Z'));
+    assert!(webhook["expires_at"].as_str().unwrap().ends_with('Z'));
+    assert!(webhook["last_used_at"].is_null());
+    assert!(webhook["revoked_at"].is_null());
+    assert!(webhook.get("plaintext_key").is_none());
+
+    // Filters.
+    let (live, run) = sandbox.json(&["list", "--env", "live"]);
+    outputs.push(run);
+    assert_eq!(live.as_array().unwrap().len(), 1);
+    assert_eq!(live[0]["id"], id.as_str());
+    let (owned, run) = sandbox.json(&["list", "--owner", "acct_7"]);
+    outputs.push(run);
+    assert_eq!(owned.as_array().unwrap().len(), 1);
+    assert_eq!(owned[0]["id"], sandbox_id.as_str());
+    let (nobody, run) = sandbox.json(&["list", "--owner", "acct_nobody"]);
+    outputs.push(run);
+    assert_eq!(nobody, serde_json::json!([]));
+
+    // show, both ways.
+    let shown = sandbox.ok(&["show", &id]);
+    assert!(
+        shown.stdout.contains(&format!("id:          {id}\n")),
+        "{shown:?}"
+    );
+    assert!(shown.stdout.contains("last used:   never"), "{shown:?}");
+    outputs.push(shown);
+    let (shown, run) = sandbox.json(&["show", &id]);
+    outputs.push(run);
+    assert_eq!(&shown, webhook);
+
+    // rename.
+    let renamed = sandbox.ok(&["rename", &id, "Webhook Server (EU)"]);
+    assert!(
+        renamed.stdout.contains("\"Webhook Server (EU)\""),
+        "{renamed:?}"
+    );
+    outputs.push(renamed);
+    assert_eq!(
+        store
+            .get(&KeyId::from(id.as_str()))
+            .await
+            .unwrap()
+            .record
+            .name,
+        "Webhook Server (EU)"
+    );
+
+    // rotate: a new key, printed once; the old one works for the grace period.
+    let before = SystemTime::now();
+    let rotated = sandbox.ok(&["rotate", &id, "--grace", "24h"]);
+    assert!(rotated.stderr.contains(WARNING), "{rotated:?}");
+    let new_key = printed_key(&rotated);
+    assert_ne!(new_key, key);
+    let new_record = store
+        .resolve(&KeyDigest::of(new_key.as_bytes()))
+        .await
+        .unwrap()
+        .expect("the rotated key resolves");
+    assert_eq!(new_record.name, "Webhook Server (EU)");
+    assert_eq!(new_record.scopes, record.scopes);
+    let old = store.get(&KeyId::from(id.as_str())).await.unwrap();
+    let grace_end = old.record.expires_at.expect("the old key now expires");
+    let day = Duration::from_secs(86_400);
+    assert!(
+        grace_end >= before + day - Duration::from_secs(1) && grace_end <= SystemTime::now() + day,
+        "{grace_end:?}"
+    );
+    assert!(
+        rotated.stdout.contains("The old key keeps working until"),
+        "{rotated:?}"
+    );
+    assert_no_secret_in(&rotated.stderr, &[&key, &new_key]);
+    assert!(!rotated.stdout.contains(&key), "rotate printed the old key");
+
+    // rotate --json names the plaintext, and shows the old key's new expiry.
+    let (rotated, run) = sandbox.json(&["rotate", &sandbox_id, "--grace", "90s"]);
+    assert!(run.stderr.contains(WARNING), "{run:?}");
+    let newest_key = rotated["plaintext_key"].as_str().unwrap().to_owned();
+    assert!(newest_key.starts_with("om_test_"));
+    assert_eq!(rotated["old"]["id"], sandbox_id.as_str());
+    assert!(rotated["old"]["expires_at"].is_string(), "{rotated}");
+    assert_eq!(rotated["new"]["name"], "Sandbox");
+    assert!(rotated["new"].get("plaintext_key").is_none());
+    let new_sandbox_id = rotated["new"]["id"].as_str().unwrap().to_owned();
+    assert!(store
+        .resolve(&KeyDigest::of(newest_key.as_bytes()))
+        .await
+        .unwrap()
+        .is_some());
+
+    // revoke: idempotent, keeps the first time.
+    let new_id = new_record.id.to_string();
+    let revoked = sandbox.ok(&["revoke", &new_id]);
+    assert!(
+        revoked.stdout.starts_with(&format!("Revoked {new_id}")),
+        "{revoked:?}"
+    );
+    outputs.push(revoked);
+    let (again, run) = sandbox.json(&["revoke", &new_id]);
+    outputs.push(run);
+    assert_eq!(again["status"], "revoked");
+    let revoked_at = store
+        .get(&KeyId::from(new_id.as_str()))
+        .await
+        .unwrap()
+        .record
+        .revoked_at;
+    assert!(revoked_at.is_some());
+    assert_eq!(
+        again["revoked_at"].as_str().map(str::len),
+        Some("2026-11-29T05:21:00Z".len())
+    );
+
+    // A revoked key cannot be rotated.
+    sandbox
+        .run(&["rotate", &new_id, "--grace", "1h"])
+        .fails(4, "revoked");
+
+    // delete needs --yes, then the key is gone.
+    sandbox.run(&["delete", &new_id]).fails(2, "--yes");
+    assert!(store.get(&KeyId::from(new_id.as_str())).await.is_ok());
+    let deleted = sandbox.ok(&["delete", &new_id, "--yes"]);
+    outputs.push(deleted);
+    let (deleted, run) = sandbox.json(&["delete", &new_sandbox_id, "--yes"]);
+    outputs.push(run);
+    assert_eq!(deleted, serde_json::json!({"deleted": new_sandbox_id}));
+    sandbox.run(&["show", &new_id]).fails(3, &new_id);
+    assert!(store
+        .resolve(&KeyDigest::of(new_key.as_bytes()))
+        .await
+        .unwrap()
+        .is_none());
+    let (rest, run) = sandbox.json(&["list"]);
+    outputs.push(run);
+    let rest: Vec<&str> = rest
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| key["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(rest, [sandbox_id.as_str(), id.as_str()]);
+
+    // Nothing but create and rotate ever printed a key, a digest, or part of one.
+    let secrets = [key.as_str(), &sandbox_key, &new_key, &newest_key];
+    for run in &outputs {
+        assert_no_secret_in(&run.stdout, &secrets);
+        assert_no_secret_in(&run.stderr, &secrets);
+    }
+}
+
+#[test]
+fn unknown_ids_exit_with_3() {
+    let sandbox = Sandbox::new();
+    sandbox.create(&["--name", "Production"]);
+    for args in [
+        &["show", "key_doesnotexist000"][..],
+        &["rename", "key_doesnotexist000", "New name"],
+        &["revoke", "key_doesnotexist000"],
+        &["rotate", "key_doesnotexist000", "--grace", "1h"],
+        &["delete", "key_doesnotexist000", "--yes"],
+        &["show", "key_doesnotexist000", "--json"],
+    ] {
+        sandbox
+            .run(args)
+            .fails(3, "no key has the id `key_doesnotexist000`");
+    }
+}
+
+#[test]
+fn invalid_input_exits_with_4_and_changes_nothing() {
+    let sandbox = Sandbox::new();
+    let (_, id) = sandbox.create(&["--name", "Production"]);
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["create", "--name", "x", "--scope", "productsread"],
+            "malformed scope",
+        ),
+        (
+            &["create", "--name", "x", "--scope", "orders:read,"],
+            "malformed scope",
+        ),
+        (
+            &["create", "--name", "x", "--expires-in", "30"],
+            "invalid duration",
+        ),
+        (
+            &["create", "--name", "x", "--expires-in", "1w"],
+            "invalid duration",
+        ),
+        (
+            &["create", "--name", "x", "--expires-in", "0s"],
+            "in the future",
+        ),
+        (
+            &[
+                "create",
+                "--name",
+                "x",
+                "--expires-at",
+                "2026-02-30T00:00:00Z",
+            ],
+            "RFC 3339",
+        ),
+        (
+            &[
+                "create",
+                "--name",
+                "x",
+                "--expires-at",
+                "2001-01-01T00:00:00Z",
+            ],
+            "in the future",
+        ),
+        (
+            &["create", "--name", "x", "--expires-in", "99999999d"],
+            "9999-12-31",
+        ),
+        (&["create", "--name", "   "], "a key needs a name"),
+        (&["create", "--name", "line\nbreak"], "control characters"),
+        (&["create", "--name", &"n".repeat(101)], "at most 100"),
+        (
+            &["create", "--name", "x", "--meta", "novalue"],
+            "name=value",
+        ),
+        (
+            &["create", "--name", "x", "--prefix", "OM"],
+            "invalid key prefix",
+        ),
+        (&["rotate", &id, "--grace", "soon"], "invalid duration"),
+        (&["rename", &id, ""], "a key needs a name"),
+    ];
+    for (args, what) in cases {
+        sandbox.run(args).fails(4, what);
+    }
+    let (keys, _) = sandbox.json(&["list"]);
+    assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+    assert_eq!(keys[0]["name"], "Production");
+    assert!(keys[0]["expires_at"].is_null());
+}
+
+#[test]
+fn an_expired_key_cannot_be_rotated() {
+    let sandbox = Sandbox::new();
+    let (_, id) = sandbox.create(&["--name", "Short-lived", "--expires-in", "1s"]);
+    std::thread::sleep(Duration::from_millis(1_100));
+    let (shown, _) = sandbox.json(&["show", &id]);
+    assert_eq!(shown["status"], "expired");
+    sandbox
+        .run(&["rotate", &id, "--grace", "1h"])
+        .fails(4, "expired");
+}
+
+#[test]
+fn usage_errors_exit_with_2() {
+    let sandbox = Sandbox::new();
+    for args in [
+        &["frobnicate"][..],
+        &["create"],
+        &["create", "--name", "x", "--env", "prod"],
+        &[
+            "create",
+            "--name",
+            "x",
+            "--expires-in",
+            "1d",
+            "--expires-at",
+            "2030-01-01T00:00:00Z",
+        ],
+        &["rotate", "key_x"],
+        &["list", "--colour"],
+    ] {
+        let run = sandbox.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(run.stdout.is_empty(), "{run:?}");
+    }
+    // Two stores named on the command line.
+    sandbox
+        .run(&[
+            "list",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/test",
+        ])
+        .fails(2, "give one of them");
+    assert!(!sandbox.db.exists(), "a usage error created the database");
+}
+
+#[test]
+fn an_unreachable_store_exits_with_5() {
+    let sandbox = Sandbox::new();
+    // A directory that does not exist: the file cannot be created.
+    let nowhere = sandbox.dir.path().join("missing").join("keys.db");
+    let nowhere = nowhere.to_str().unwrap();
+    run_in(&sandbox.dir, &["--db", nowhere, "create", "--name", "x"])
+        .fails(5, "the key store is unavailable");
+
+    // Only `create` starts a new file; the others say the file is missing and leave no file.
+    for args in [&["list"][..], &["show", "key_x"], &["revoke", "key_x"]] {
+        sandbox.run(args).fails(5, "does not exist");
+    }
+    assert!(!sandbox.db.exists());
+
+    // Nothing listens on port 1. The message names the store without its URL.
+    let url = "postgres://postgres:hunter2@127.0.0.1:1/test";
+    let run = run_in(&sandbox.dir, &["--database-url", url, "list"]);
+    run.fails(5, "PostgreSQL");
+    assert!(
+        !run.stderr.contains("hunter2"),
+        "the password was printed: {run:?}"
+    );
+}
+
+#[test]
+fn an_empty_store_lists_no_keys() {
+    let sandbox = Sandbox::new();
+    let (_, id) = sandbox.create(&["--name", "Temporary"]);
+    sandbox.ok(&["delete", &id, "--yes"]);
+    assert_eq!(sandbox.ok(&["list"]).stdout, "No keys.\n");
+    assert_eq!(sandbox.json(&["list"]).0, serde_json::json!([]));
+}
+
+#[test]
+fn the_default_database_is_the_demos_file_in_the_current_directory() {
+    let sandbox = Sandbox::new();
+    let created = run_in(&sandbox.dir, &["create", "--name", "Default"]);
+    assert_eq!(created.code, 0, "{created:?}");
+    assert!(sandbox.dir.path().join("ordermonk.db").is_file());
+
+    // TOWER_API_KEY_DB points elsewhere.
+    let other = sandbox.dir.path().join("other.db");
+    let output = Command::new(BINARY)
+        .args(["list", "--json"])
+        .current_dir(sandbox.dir.path())
+        .env_remove("DATABASE_URL")
+        .env("TOWER_API_KEY_DB", &other)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(5), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("other.db"));
+}
+
+#[test]
+fn help_documents_the_commands_and_exit_codes() {
+    let sandbox = Sandbox::new();
+    let help = run_in(&sandbox.dir, &["--help"]);
+    assert_eq!(help.code, 0, "{help:?}");
+    for text in [
+        "create",
+        "list",
+        "show",
+        "rename",
+        "revoke",
+        "rotate",
+        "delete",
+        "--json",
+        "--db",
+        "--database-url",
+        "DATABASE_URL",
+        "Exit codes",
+        "0  success",
+        "2  usage error",
+        "3  no key has this id",
+        "4  invalid input",
+        "5  the key store is unavailable",
+    ] {
+        assert!(
+            help.stdout.contains(text),
+            "{text:?} is not in --help:\n{}",
+            help.stdout
+        );
+    }
+    let rotate = run_in(&sandbox.dir, &["rotate", "--help"]);
+    assert!(rotate.stdout.contains("--grace <DURATION>"), "{rotate:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL
+// ---------------------------------------------------------------------------------------------
+
+mod postgres {
+    use tower_api_key::store::sqlx::{self, Connection, PgConnection};
+    use tower_api_key::Environment;
+
+    use super::*;
+
+    fn url() -> String {
+        std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    }
+
+    /// A schema of this test's own, dropped when the test ends, passed or failed.
+    struct Schema(String);
+
+    impl Drop for Schema {
+        fn drop(&mut self) {
+            let schema = self.0.clone();
+            // A runtime of its own, on a thread of its own: this runs inside the test's runtime,
+            // and also while a failed test unwinds.
+            let dropped = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let mut conn = PgConnection::connect(&url()).await?;
+                    sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                        .execute(&mut conn)
+                        .await?;
+                    conn.close().await
+                })
+            })
+            .join();
+            if !matches!(dropped, Ok(Ok(()))) {
+                eprintln!("could not drop the test schema {}: {dropped:?}", self.0);
+            }
+        }
+    }
+
+    /// Whether PostgreSQL answers; panics when it does not and `CI` is set.
+    async fn available() -> bool {
+        match PgConnection::connect(&url()).await {
+            Ok(conn) => {
+                let _ = conn.close().await;
+                true
+            }
+            Err(err) if std::env::var_os("CI").is_some() => {
+                panic!(
+                    "PostgreSQL at {} is unreachable, and CI is set: {err}",
+                    url()
+                )
+            }
+            Err(err) => {
+                use std::io::Write as _;
+                // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\n\
+                     ************************************************************************\n\
+                     SKIPPING the PostgreSQL test of the command-line tool: {} is\n\
+                     unreachable ({err}).\n\
+                     Start PostgreSQL or set DATABASE_URL; with CI set, this is a failure.\n\
+                     ************************************************************************\n",
+                    url()
+                );
+                false
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn create_list_and_revoke_in_postgres() {
+        if !available().await {
+            return;
+        }
+        let random = om().generate(Environment::Test).unwrap().digest().to_hex();
+        let schema = Schema(format!("test_cli_{}", &random[..16]));
+        let dir = tempfile::tempdir().unwrap();
+        let url = url();
+        let base = [
+            "--database-url",
+            url.as_str(),
+            "--schema",
+            schema.0.as_str(),
+        ];
+        let run = |args: &[&str]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(args);
+            let run = run_in(&dir, &all);
+            assert_eq!(run.code, 0, "{args:?}: {run:?}");
+            run
+        };
+
+        let created = run(&[
+            "create",
+            "--name",
+            "Replica",
+            "--scope",
+            "orders:read",
+            "--json",
+        ]);
+        let created: Value = serde_json::from_str(&created.stdout).unwrap();
+        let key = created["plaintext_key"].as_str().unwrap();
+        let id = created["key"]["id"].as_str().unwrap();
+
+        let listed = run(&["list"]);
+        assert!(
+            listed.stdout.lines().nth(1).unwrap().starts_with(id),
+            "{listed:?}"
+        );
+        assert_no_secret_in(&listed.stdout, &[key]);
+
+        let revoked = run(&["revoke", id, "--json"]);
+        let revoked: Value = serde_json::from_str(&revoked.stdout).unwrap();
+        assert_eq!(revoked["status"], "revoked");
+        assert_no_secret_in(&revoked.to_string(), &[key]);
+
+        // The store in that schema resolves the key, revoked.
+        let store = tower_api_key::PostgresStore::connect(&url, om())
+            .await
+            .unwrap()
+            .with_schema(schema.0.clone());
+        let record = store
+            .resolve(&KeyDigest::of(key.as_bytes()))
+            .await
+            .unwrap()
+            .expect("the printed key resolves");
+        assert_eq!(record.id.as_str(), id);
+        assert!(record.revoked_at.is_some());
+        store.pool().close().await;
+
+        // The tables went to the schema asked for, not the default one.
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM information_schema.tables \
+             WHERE table_schema = $1 AND table_name = 'api_keys'",
+        )
+        .bind(&schema.0)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(tables, 1);
+        conn.close().await.unwrap();
+    }
+}
