@@ -61,6 +61,13 @@ const CHECKSUM_LEN: usize = 6;
 const ENV_LEN: usize = 4;
 /// Longest product prefix accepted by [`KeyFormat::new`].
 const MAX_PREFIX_LEN: usize = 16;
+/// The longest input that SHA-256 pads into a single 64-byte block.
+const ONE_BLOCK: usize = 55;
+/// SHA-256's initial hash value (FIPS 180-4, 5.3.3).
+const SHA256_INITIAL_STATE: [u32; 8] = [
+    0x6a09_e667, 0xbb67_ae85, 0x3c6e_f372, 0xa54f_f53a, 0x510e_527f, 0x9b05_688c, 0x1f83_d9ab,
+    0x5be0_cd19,
+];
 /// The base62 alphabet, in ASCII order.
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
@@ -451,7 +458,23 @@ pub struct KeyDigest([u8; 32]);
 impl KeyDigest {
     /// The digest of `key`'s bytes. Prefer [`ParsedKey::digest`] or [`PlaintextKey::digest`].
     pub fn of(key: &[u8]) -> Self {
-        KeyDigest(Sha256::digest(key).into())
+        // Keys fit in one SHA-256 block (up to 55 bytes with the padding): pad by hand and run
+        // the compression function once, without the streaming API's buffering.
+        if key.len() > ONE_BLOCK {
+            return KeyDigest(Sha256::digest(key).into());
+        }
+        let mut block = sha2::digest::generic_array::GenericArray::from([0u8; 64]);
+        block[..key.len()].copy_from_slice(key);
+        block[key.len()] = 0x80;
+        // The length in bits, big-endian, in the last 8 bytes; `key.len()` is at most 55.
+        block[56..].copy_from_slice(&(key.len() as u64 * 8).to_be_bytes());
+        let mut state = SHA256_INITIAL_STATE;
+        sha2::compress256(&mut state, std::slice::from_ref(&block));
+        let mut digest = [0u8; 32];
+        for (bytes, word) in digest.chunks_exact_mut(4).zip(state) {
+            bytes.copy_from_slice(&word.to_be_bytes());
+        }
+        KeyDigest(digest)
     }
 
     /// A digest from its 32 raw bytes, as read back from a store.
@@ -632,6 +655,20 @@ mod tests {
         for bad in ["", "Om", "o_m", "2om", "om-", "abcdefghijklmnopq"] {
             assert!(KeyFormat::new(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn the_one_block_digest_is_sha256() {
+        for len in 0..=130 {
+            let input: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let expected: [u8; 32] = Sha256::digest(&input).into();
+            assert_eq!(KeyDigest::of(&input).as_bytes(), &expected, "length {len}");
+        }
+        // FIPS 180-2 test vector.
+        assert_eq!(
+            KeyDigest::of(b"abc").to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]
