@@ -65,7 +65,13 @@ const MAX_PREFIX_LEN: usize = 16;
 const ONE_BLOCK: usize = 55;
 /// SHA-256's initial hash value (FIPS 180-4, 5.3.3).
 const SHA256_INITIAL_STATE: [u32; 8] = [
-    0x6a09_e667, 0xbb67_ae85, 0x3c6e_f372, 0xa54f_f53a, 0x510e_527f, 0x9b05_688c, 0x1f83_d9ab,
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
     0x5be0_cd19,
 ];
 /// The base62 alphabet, in ASCII order.
