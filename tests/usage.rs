@@ -72,9 +72,13 @@ async fn call(app: &Router, path: &str, authorization: Option<&str>) -> (StatusC
         .oneshot(request(path, authorization))
         .await
         .unwrap();
-    let status = response.status();
+    (response.status(), text(response).await)
+}
+
+/// The body of `response`, as text.
+async fn text(response: Response<Body>) -> String {
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(body.to_vec()).unwrap())
+    String::from_utf8(body.to_vec()).unwrap()
 }
 
 fn bearer(key: &str) -> String {
@@ -366,16 +370,7 @@ async fn nothing_a_client_sends_creates_or_changes_a_principal() {
     with_key
         .headers_mut()
         .insert("x-scopes", "products:write".parse().unwrap());
-    let body = app
-        .oneshot(with_key)
-        .await
-        .unwrap()
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
-    let text = String::from_utf8(body.to_vec()).unwrap();
+    let text = text(app.oneshot(with_key).await.unwrap()).await;
     assert!(text.contains("environment: Test"), "{text}");
     assert!(text.contains(r#"scopes: {"orders:read"}"#), "{text}");
     assert!(!text.contains(&keys.sandbox), "{text}");
@@ -464,16 +459,7 @@ async fn the_authorization_header_is_marked_sensitive_for_inner_layers() {
         .layer(layer(&keys));
     let mut req = request("/", Some(&bearer(&keys.orders)));
     *req.method_mut() = http::Method::POST;
-    let body = app
-        .oneshot(req)
-        .await
-        .unwrap()
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
-    let text = String::from_utf8(body.to_vec()).unwrap();
+    let text = text(app.oneshot(req).await.unwrap()).await;
     assert!(text.contains(r#""authorization": Sensitive"#), "{text}");
     assert!(!text.contains(&keys.orders));
 }
