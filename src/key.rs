@@ -140,9 +140,21 @@ impl std::error::Error for UnknownEnvironment {}
 /// The shape of a deployment's keys: `{prefix}_{live|test}_{32 random}{6 checksum}`.
 ///
 /// See the [module docs](crate::key) for the format and an example.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct KeyFormat {
     prefix: Cow<'static, str>,
+    /// The CRC32 of `{prefix}_live_` and of `{prefix}_test_`, from which a key's checksum is
+    /// carried on over its random part only.
+    live_head_crc: u32,
+    test_head_crc: u32,
+}
+
+impl fmt::Debug for KeyFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyFormat")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
 }
 
 impl KeyFormat {
@@ -160,7 +172,14 @@ impl KeyFormat {
                 .iter()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if valid {
-            Ok(KeyFormat { prefix })
+            let head_crc = |environment: Environment| {
+                crc32fast::hash(format!("{prefix}_{environment}_").as_bytes())
+            };
+            Ok(KeyFormat {
+                live_head_crc: head_crc(Environment::Live),
+                test_head_crc: head_crc(Environment::Test),
+                prefix,
+            })
         } else {
             Err(InvalidPrefix(()))
         }
@@ -240,10 +259,17 @@ impl KeyFormat {
         {
             return Err(MalformedKey::Alphabet);
         }
-        let (body, checksum) = candidate.split_at(candidate.len() - CHECKSUM_LEN);
+        let (random, checksum) = tail.split_at(RANDOM_LEN);
+        // The CRC32 of the whole body, carried on from the precomputed CRC of its head.
+        let head_crc = match environment {
+            Environment::Live => self.live_head_crc,
+            Environment::Test => self.test_head_crc,
+        };
+        let mut crc = crc32fast::Hasher::new_with_initial(head_crc);
+        crc.update(random);
         // The checksum is no secret (anyone holding a key can compute it), so a plain
         // comparison is fine here.
-        if decode_checksum(checksum) != u64::from(crc32fast::hash(body)) {
+        if decode_checksum(checksum) != u64::from(crc.finalize()) {
             return Err(MalformedKey::Checksum);
         }
         Ok(ParsedKey {
