@@ -59,6 +59,8 @@ const RANDOM_LEN: usize = 32;
 const CHECKSUM_LEN: usize = 6;
 /// Length of the environment part, `live` or `test`.
 const ENV_LEN: usize = 4;
+/// The underscores and the environment of a head: `_live_`.
+const HEAD_SEPARATORS_LEN: usize = 1 + ENV_LEN + 1;
 /// Longest product prefix accepted by [`KeyFormat::new`].
 const MAX_PREFIX_LEN: usize = 16;
 /// The longest input that SHA-256 pads into a single 64-byte block.
@@ -140,14 +142,61 @@ impl std::error::Error for UnknownEnvironment {}
 /// The shape of a deployment's keys: `{prefix}_{live|test}_{32 random}{6 checksum}`.
 ///
 /// See the [module docs](crate::key) for the format and an example.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct KeyFormat {
     prefix: Cow<'static, str>,
-    /// The CRC32 of `{prefix}_live_` and of `{prefix}_test_`, from which a key's checksum is
-    /// carried on over its random part only.
-    live_head_crc: u32,
-    test_head_crc: u32,
+    live: Head,
+    test: Head,
+    /// `0xFF` over the length of a head (`{prefix}_live_`), `0` after it.
+    head_mask: [u8; HEAD_WINDOW],
 }
+
+/// Enough bytes to hold the longest head, `{16-letter prefix}_live_`; every key is longer.
+const HEAD_WINDOW: usize = 32;
+const _: () = assert!(
+    MAX_PREFIX_LEN + HEAD_SEPARATORS_LEN <= HEAD_WINDOW
+        && 1 + HEAD_SEPARATORS_LEN + RANDOM_LEN + CHECKSUM_LEN >= HEAD_WINDOW
+);
+
+/// What a format knows in advance about the start of its keys in one environment.
+#[derive(Clone)]
+struct Head {
+    /// `{prefix}_{environment}_`, padded with zeros to [`HEAD_WINDOW`].
+    bytes: [u8; HEAD_WINDOW],
+    /// The CRC32 of the head, from which a key's checksum is carried on over its random part
+    /// alone.
+    crc: crc32fast::Hasher,
+}
+
+impl Head {
+    fn new(prefix: &str, environment: Environment) -> Self {
+        let text = format!("{prefix}_{environment}_");
+        let mut bytes = [0; HEAD_WINDOW];
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(text.as_bytes());
+        Head { bytes, crc }
+    }
+
+    /// Whether `window` starts with this head; branch-free over the whole window.
+    fn starts(&self, window: &[u8], mask: &[u8; HEAD_WINDOW]) -> bool {
+        window
+            .iter()
+            .zip(&self.bytes)
+            .zip(mask)
+            .fold(0, |differ, ((&a, &b), &m)| differ | ((a ^ b) & m))
+            == 0
+    }
+}
+
+impl PartialEq for KeyFormat {
+    fn eq(&self, other: &Self) -> bool {
+        // Everything else is derived from the prefix.
+        self.prefix == other.prefix
+    }
+}
+
+impl Eq for KeyFormat {}
 
 impl fmt::Debug for KeyFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -172,12 +221,12 @@ impl KeyFormat {
                 .iter()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if valid {
-            let head_crc = |environment: Environment| {
-                crc32fast::hash(format!("{prefix}_{environment}_").as_bytes())
-            };
+            let mut head_mask = [0; HEAD_WINDOW];
+            head_mask[..prefix.len() + HEAD_SEPARATORS_LEN].fill(0xFF);
             Ok(KeyFormat {
-                live_head_crc: head_crc(Environment::Live),
-                test_head_crc: head_crc(Environment::Test),
+                live: Head::new(&prefix, Environment::Live),
+                test: Head::new(&prefix, Environment::Test),
+                head_mask,
                 prefix,
             })
         } else {
@@ -192,7 +241,7 @@ impl KeyFormat {
 
     /// The length in bytes of every key of this format.
     pub fn key_len(&self) -> usize {
-        self.prefix.len() + 1 + ENV_LEN + 1 + RANDOM_LEN + CHECKSUM_LEN
+        self.prefix.len() + HEAD_SEPARATORS_LEN + RANDOM_LEN + CHECKSUM_LEN
     }
 
     /// A regular expression that matches keys of this format in text, for secret scanners.
@@ -241,17 +290,16 @@ impl KeyFormat {
         if candidate.len() != self.key_len() {
             return Err(MalformedKey::Length);
         }
-        let prefix = self.prefix.as_bytes();
-        let (head, rest) = candidate.split_at(prefix.len());
-        if head != prefix || rest[0] != b'_' {
+        // Every key is longer than the window, and its length was just checked.
+        let window = &candidate[..HEAD_WINDOW];
+        let (environment, head) = if self.live.starts(window, &self.head_mask) {
+            (Environment::Live, &self.live)
+        } else if self.test.starts(window, &self.head_mask) {
+            (Environment::Test, &self.test)
+        } else {
             return Err(MalformedKey::Prefix);
-        }
-        let rest = &rest[1..];
-        let environment = Environment::from_bytes(&rest[..ENV_LEN]).ok_or(MalformedKey::Prefix)?;
-        if rest[ENV_LEN] != b'_' {
-            return Err(MalformedKey::Prefix);
-        }
-        let tail = &rest[ENV_LEN + 1..];
+        };
+        let tail = &candidate[self.prefix.len() + HEAD_SEPARATORS_LEN..];
         // No early exit: the whole tail is checked with vector instructions.
         if !tail
             .iter()
@@ -261,11 +309,7 @@ impl KeyFormat {
         }
         let (random, checksum) = tail.split_at(RANDOM_LEN);
         // The CRC32 of the whole body, carried on from the precomputed CRC of its head.
-        let head_crc = match environment {
-            Environment::Live => self.live_head_crc,
-            Environment::Test => self.test_head_crc,
-        };
-        let mut crc = crc32fast::Hasher::new_with_initial(head_crc);
+        let mut crc = head.crc.clone();
         crc.update(random);
         // The checksum is no secret (anyone holding a key can compute it), so a plain
         // comparison is fine here.
@@ -303,15 +347,26 @@ pub(crate) fn push_random_base62(
 /// Decodes 6 base62 digits (already checked to be alphanumeric). The encoding of a CRC32 is
 /// unique, so comparing decoded values is comparing encodings.
 fn decode_checksum(digits: &[u8]) -> u64 {
-    digits.iter().fold(0u64, |value, &digit| {
-        let digit = match digit {
-            b'0'..=b'9' => digit - b'0',
-            b'A'..=b'Z' => digit - b'A' + 10,
-            _ => digit.wrapping_sub(b'a').wrapping_add(36),
-        };
-        value * 62 + u64::from(digit)
-    })
+    // Each digit times its own power of 62, summed: six independent products rather than a chain
+    // of six multiply-adds.
+    const POWERS: [u64; CHECKSUM_LEN] = [916_132_832, 14_776_336, 238_328, 3_844, 62, 1];
+    digits
+        .iter()
+        .zip(POWERS)
+        .map(|(&digit, power)| u64::from(BASE62_VALUES[usize::from(digit)]) * power)
+        .sum()
 }
+
+/// The value of each base62 digit, by byte (other bytes: 0).
+const BASE62_VALUES: [u8; 256] = {
+    let mut values = [0; 256];
+    let mut digit = 0;
+    while digit < BASE62.len() {
+        values[BASE62[digit] as usize] = digit as u8;
+        digit += 1;
+    }
+    values
+};
 
 /// Encodes a CRC32 as 6 base62 digits, most significant first.
 fn encode_checksum(mut crc: u32) -> [u8; CHECKSUM_LEN] {
@@ -593,20 +648,26 @@ mod tests {
 
     #[test]
     fn every_single_character_change_is_rejected() {
-        let format = om();
-        let key = format.generate(Environment::Live).unwrap();
-        let original = key.expose_secret().as_bytes().to_vec();
-        for index in 0..original.len() {
-            for &replacement in BASE62.iter().chain(b"_-") {
-                if replacement == original[index] {
-                    continue;
+        // The shortest and the longest prefix: the head of the longest fills most of the window
+        // that the head is compared in.
+        for format in [om(), KeyFormat::new("abcdefghijklmnop").unwrap()] {
+            for environment in Environment::ALL {
+                let key = format.generate(environment).unwrap();
+                let original = key.expose_secret().as_bytes().to_vec();
+                assert!(format.parse_bytes(&original).is_ok());
+                for index in 0..original.len() {
+                    for &replacement in BASE62.iter().chain(b"_-") {
+                        if replacement == original[index] {
+                            continue;
+                        }
+                        let mut changed = original.clone();
+                        changed[index] = replacement;
+                        assert!(
+                            format.parse_bytes(&changed).is_err(),
+                            "{format:?}: a change at byte {index} was accepted"
+                        );
+                    }
                 }
-                let mut changed = original.clone();
-                changed[index] = replacement;
-                assert!(
-                    format.parse_bytes(&changed).is_err(),
-                    "a change at byte {index} was accepted"
-                );
             }
         }
     }
