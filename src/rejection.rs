@@ -57,7 +57,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
-use http::{HeaderValue, Response, StatusCode};
+use http::{Extensions, HeaderValue, Response, StatusCode};
 
 use crate::key::{Environment, MalformedKey};
 use crate::resolver::{KeyId, ResolveError};
@@ -355,6 +355,18 @@ impl Responses {
     /// The response for `rejection`, with the challenge or `Retry-After` added where the
     /// responder left them out, and the rejection attached to the extensions.
     pub(crate) fn respond<B: From<Bytes>>(&self, rejection: Rejection) -> Response<B> {
+        self.respond_reusing(rejection, Extensions::new())
+    }
+
+    /// [`respond`](Self::respond) for a request the caller owns and drops: `spare` are its
+    /// extensions, which are emptied and become the response's. Attaching the rejection then
+    /// reuses the map that the router allocated for the request (axum puts its own extensions in
+    /// every request) rather than allocating one for the response.
+    pub(crate) fn respond_reusing<B: From<Bytes>>(
+        &self,
+        rejection: Rejection,
+        mut spare: Extensions,
+    ) -> Response<B> {
         let mut response = self.responder.respond(&rejection);
         let status = response.status();
         let headers = response.headers_mut();
@@ -366,7 +378,11 @@ impl Responses {
         if status == StatusCode::SERVICE_UNAVAILABLE && !headers.contains_key(RETRY_AFTER) {
             headers.insert(RETRY_AFTER, self.retry_after.clone());
         }
-        response.extensions_mut().insert(rejection);
+        // Nothing of the request's goes out with the response; what the responder attached does.
+        spare.clear();
+        spare.extend(std::mem::take(response.extensions_mut()));
+        spare.insert(rejection);
+        *response.extensions_mut() = spare;
         response.map(B::from)
     }
 }

@@ -419,6 +419,64 @@ async fn custom_responder_gets_the_cause_and_the_layer_keeps_the_contract_header
     common::assert_logs_clean(&[&keys.orders, unknown.expose_secret()]);
 }
 
+/// What an outer layer puts in every request.
+#[derive(Clone)]
+struct RequestMarker;
+
+/// What a custom responder puts in its responses.
+#[derive(Clone)]
+struct ResponderMarker;
+
+#[tokio::test]
+async fn a_refusal_carries_its_rejection_and_the_responders_extensions_and_nothing_of_the_request()
+{
+    let keys = keys().await;
+    let unknown = KeyFormat::new("om")
+        .unwrap()
+        .generate(Environment::Live)
+        .unwrap();
+    let unknown = bearer(unknown.expose_secret());
+    for custom in [false, true] {
+        let mut builder = ApiKeyLayer::builder(KeyFormat::new("om").unwrap(), keys.store.clone());
+        if custom {
+            builder = builder.responder(|rejection: &Rejection| {
+                let mut response = Response::new(Bytes::from_static(b"refused"));
+                *response.status_mut() = rejection.status();
+                response.extensions_mut().insert(ResponderMarker);
+                response
+            });
+        }
+        let app = Router::new()
+            .route("/", get(name))
+            .layer(builder.build())
+            .layer(axum::Extension(RequestMarker));
+        // Missing, malformed, and an unknown key twice: once answered by the resolver, once by
+        // the cache.
+        for authorization in [
+            None,
+            Some("Bearer om_live_x"),
+            Some(&*unknown),
+            Some(&*unknown),
+        ] {
+            let response = app
+                .clone()
+                .oneshot(request("/", authorization))
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{authorization:?}"
+            );
+            let extensions = response.extensions();
+            assert!(extensions.get::<Rejection>().is_some(), "{authorization:?}");
+            assert!(extensions.get::<RequestMarker>().is_none());
+            assert!(extensions.get::<axum::extract::MatchedPath>().is_none());
+            assert_eq!(extensions.get::<ResponderMarker>().is_some(), custom);
+        }
+    }
+}
+
 #[tokio::test]
 async fn environments_can_be_restricted() {
     let keys = keys().await;

@@ -123,9 +123,14 @@ where
                                 future: inner.call(request),
                             }
                         }
-                        Err(rejection) => State::Rejected {
-                            response: Some(authenticator.responses.respond(rejection)),
-                        },
+                        Err(rejection) => {
+                            let spare = std::mem::take(request.extensions_mut());
+                            State::Rejected {
+                                response: Some(
+                                    authenticator.responses.respond_reusing(rejection, spare),
+                                ),
+                            }
+                        }
                     }
                 }
             };

@@ -60,7 +60,12 @@ where
                 ResponseFuture::inner(self.inner.call(request))
             }
             Decision::Reject(rejection) => {
-                ResponseFuture::rejected(self.authenticator.responses.respond(rejection))
+                let spare = std::mem::take(request.extensions_mut());
+                ResponseFuture::rejected(
+                    self.authenticator
+                        .responses
+                        .respond_reusing(rejection, spare),
+                )
             }
             Decision::Pending(pending, environment) => {
                 // `poll_ready` readied `self.inner`; take that instance for the request that
