@@ -6,8 +6,11 @@
 //! ```
 //!
 //! Both routes get the same `Authorization` header; only `/v1/products` is behind the layer (with
-//! a scope check through the `Scoped` extractor). Rounds alternate bare and authenticated runs,
-//! and the medians are compared. Every request goes to 127.0.0.1 and the run ends by itself.
+//! a scope check through the `Scoped` extractor). Each round loads both routes back to back, in
+//! alternating order, and the figure is the median of the rounds' ratios: a shared machine's
+//! speed drifts over a run, and pairs close in time cancel most of that drift. Where `taskset`
+//! exists (util-linux), the server runs on CPU 0 and `wrk` on CPU 1, so they do not trade places.
+//! Every request goes to 127.0.0.1 and the run ends by itself.
 
 use std::process::Command;
 use std::time::Duration;
@@ -20,8 +23,8 @@ use tower_api_key::{
 };
 
 const PRODUCTS_READ: Scope = Scope::from_static("products:read");
-const ROUNDS: usize = 3;
-const SECONDS: u32 = 5;
+const ROUNDS: usize = 12;
+const SECONDS: u32 = 2;
 
 scope_requirement! {
     struct ReadProducts = all(PRODUCTS_READ);
@@ -46,18 +49,56 @@ fn main() {
         eprintln!("loopback: `wrk` is not installed (apt-get install wrk); skipping");
         return;
     }
+    let pinned = pin_to_cpu(0);
     let (addr, key) = start_server();
     let header = format!("Authorization: Bearer {key}");
+    let (bare_url, auth_url) = (
+        format!("http://{addr}/bare"),
+        format!("http://{addr}/v1/products"),
+    );
     let mut bare_rates = Vec::new();
     let mut auth_rates = Vec::new();
-    for _ in 0..ROUNDS {
-        bare_rates.push(load(&format!("http://{addr}/bare"), &header));
-        auth_rates.push(load(&format!("http://{addr}/v1/products"), &header));
+    let mut ratios = Vec::new();
+    for round in 0..ROUNDS {
+        let (bare, auth) = if round % 2 == 0 {
+            let bare = load(&bare_url, &header, pinned);
+            (bare, load(&auth_url, &header, pinned))
+        } else {
+            let auth = load(&auth_url, &header, pinned);
+            (load(&bare_url, &header, pinned), auth)
+        };
+        bare_rates.push(bare);
+        auth_rates.push(auth);
+        ratios.push(auth / bare);
     }
     let (bare, auth) = (median(&mut bare_rates), median(&mut auth_rates));
-    println!("bare route:          {bare:>10.0} requests/s  (runs: {bare_rates:.0?})");
-    println!("authenticated route: {auth:>10.0} requests/s  (runs: {auth_rates:.0?})");
-    println!("authenticated / bare: {:.1}%", 100.0 * auth / bare);
+    println!("bare route:          {bare:>10.0} requests/s  (median of {ROUNDS} runs)");
+    println!("authenticated route: {auth:>10.0} requests/s  (median of {ROUNDS} runs)");
+    let ratio = median(&mut ratios);
+    println!(
+        "authenticated / bare: {:.1}%  (median of {ROUNDS} rounds; rounds from {:.1}% to {:.1}%)",
+        100.0 * ratio,
+        100.0 * ratios[0],
+        100.0 * ratios[ROUNDS - 1],
+    );
+    println!(
+        "the layer's cost per request: {:.2} µs",
+        1e6 * (1.0 / (ratio * bare) - 1.0 / bare)
+    );
+}
+
+/// Pins this process's main thread, and so the server thread it starts, to `cpu`, if `taskset`
+/// is installed. Returns whether it did.
+fn pin_to_cpu(cpu: u32) -> bool {
+    let pid = std::process::id().to_string();
+    let pinned = Command::new("taskset")
+        .args(["-p", "-c", &cpu.to_string(), &pid])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !pinned {
+        eprintln!("loopback: `taskset` is not available; server and load generator are not pinned");
+    }
+    pinned
 }
 
 /// Serves both routes on a fresh port from a thread running a `current_thread` runtime.
@@ -94,12 +135,21 @@ fn start_server() -> (std::net::SocketAddr, String) {
         .expect("the server starts")
 }
 
-/// Requests per second that `wrk` (one thread, 16 connections) gets from `url`.
-fn load(url: &str, header: &str) -> f64 {
-    let output = Command::new("wrk")
-        .args(["-t1", "-c16", &format!("-d{SECONDS}s"), "-H", header, url])
-        .output()
-        .expect("wrk runs");
+/// Requests per second that `wrk` (one thread, 16 connections) gets from `url`; on CPU 1 when
+/// `pinned`.
+fn load(url: &str, header: &str, pinned: bool) -> f64 {
+    let duration = format!("-d{SECONDS}s");
+    let wrk = ["wrk", "-t1", "-c16", &duration, "-H", header, url];
+    let mut command = if pinned {
+        let mut command = Command::new("taskset");
+        command.args(["-c", "1"]).args(wrk);
+        command
+    } else {
+        let mut command = Command::new(wrk[0]);
+        command.args(&wrk[1..]);
+        command
+    };
+    let output = command.output().expect("wrk runs");
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(!text.contains("Non-2xx"), "wrk saw errors:\n{text}");
     text.lines()
