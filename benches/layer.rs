@@ -3,7 +3,11 @@
 //! building the request in each iteration with the same `Authorization` header length.
 //!
 //! After criterion's own report, a table gives each variant's median and its ratio to the bare
-//! router measured in the same run. See BENCHMARKS.md for figures and how to reproduce them.
+//! router measured in the same run. Criterion measures one variant after another, so on a shared
+//! machine whose speed drifts the ratios drift with it; a second table therefore times the
+//! variants in interleaved passes (every variant once per pass, in a rotating order) and gives
+//! the median over the passes of each variant's ratio to the bare router of the same pass. See
+//! BENCHMARKS.md for figures and how to reproduce them.
 //!
 //! ```text
 //! cargo bench --bench layer
@@ -64,12 +68,90 @@ fn main() {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
-    benches(&mut criterion);
+    let variants = benches(&mut criterion);
     criterion.final_summary();
     print_ratios();
+    // Only when benchmarks run, not under `cargo test --benches`.
+    if std::env::args().any(|arg| arg == "--bench") {
+        interleaved_passes(&variants);
+    }
 }
 
-fn benches(c: &mut Criterion) {
+/// A router and a request for it, as the interleaved passes send them.
+struct Variant {
+    name: &'static str,
+    app: Router,
+    authorization: HeaderValue,
+    expected: StatusCode,
+}
+
+/// How many interleaved passes, and how long each variant runs in one pass.
+const PASSES: usize = 41;
+const SLICE: Duration = Duration::from_millis(20);
+
+/// Times every variant in each of [`PASSES`] passes, rotating which goes first, and prints the
+/// median over the passes of each variant's time divided by the bare router's in the same pass.
+fn interleaved_passes(variants: &[Variant]) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    // As many requests as the bare router answers in one slice.
+    let bare = &variants[0];
+    let started = std::time::Instant::now();
+    let mut calibration = 0u32;
+    while started.elapsed() < SLICE {
+        runtime.block_on(send(&bare.app, &bare.authorization, bare.expected));
+        calibration += 1;
+    }
+    let mut ratios = vec![Vec::with_capacity(PASSES); variants.len()];
+    let mut bare_ns = Vec::with_capacity(PASSES);
+    for pass in 0..PASSES {
+        let mut times = vec![0.0; variants.len()];
+        for offset in 0..variants.len() {
+            let index = (pass + offset) % variants.len();
+            let variant = &variants[index];
+            let started = std::time::Instant::now();
+            runtime.block_on(async {
+                for _ in 0..calibration {
+                    send(&variant.app, &variant.authorization, variant.expected).await;
+                }
+            });
+            times[index] = started.elapsed().as_nanos() as f64 / f64::from(calibration);
+        }
+        bare_ns.push(times[0]);
+        for (ratios, time) in ratios.iter_mut().zip(&times) {
+            ratios.push(time / times[0]);
+        }
+    }
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let bare = median(&mut bare_ns);
+    println!();
+    println!("{PASSES} interleaved passes: median ratio to bare in the same pass (range)");
+    println!(
+        "{:<26} {:>12} {:>8} {:>17}",
+        "variant", "over bare", "ratio", "range"
+    );
+    for (variant, ratios) in variants.iter().zip(&mut ratios) {
+        let ratio = median(ratios);
+        println!(
+            "{:<26} {:>9.0} ns {:>7.2}x {:>8.2}-{:.2}x",
+            variant.name,
+            (ratio - 1.0) * bare,
+            ratio,
+            ratios[0],
+            ratios[PASSES - 1],
+        );
+    }
+    println!("(bare: median {bare:.0} ns per request)");
+}
+
+/// Runs the criterion benchmarks and returns the variants for the interleaved passes, the bare
+/// router first.
+fn benches(c: &mut Criterion) -> Vec<Variant> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -222,6 +304,48 @@ fn benches(c: &mut Criterion) {
         )
     });
     parts.finish();
+
+    let variant = |name, app: &Router, authorization: &HeaderValue, expected| Variant {
+        name,
+        app: app.clone(),
+        authorization: authorization.clone(),
+        expected,
+    };
+    vec![
+        variant("bare", &bare, &good, StatusCode::OK),
+        variant("static_bearer", &static_token, &good, StatusCode::OK),
+        variant(
+            "handwritten_middleware",
+            &handwritten,
+            &good,
+            StatusCode::OK,
+        ),
+        variant("hit_with_scope", &hit, &good, StatusCode::OK),
+        variant(
+            "hit_with_scope_extractor",
+            &extractor,
+            &good,
+            StatusCode::OK,
+        ),
+        variant(
+            "unknown_negative_hit",
+            &hit,
+            &unknown,
+            StatusCode::UNAUTHORIZED,
+        ),
+        variant(
+            "malformed_checksum",
+            &hit,
+            &malformed,
+            StatusCode::UNAUTHORIZED,
+        ),
+        variant(
+            "unavailable_503",
+            &unavailable,
+            &good,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+    ]
 }
 
 /// Each variant's median, and its ratio to `bare`, from criterion's estimates of this run.
