@@ -19,11 +19,12 @@
 //! Coalescing is done here rather than with moka's `get_with` because an invalidation has to be
 //! atomic with respect to the insertion of an in-flight answer; both happen under one lock.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
@@ -383,20 +384,39 @@ impl Invalidate for KeyCache {
 /// A small direct-mapped table in front of moka for the keys in use right now, found or unknown.
 ///
 /// A moka read costs about as much as the rest of the layer's work together (it records the read
-/// for its eviction policy and checks expiry); a hit here is a read lock and a comparison. Each
-/// entry lives at most [`FRONT_TTL`], then the key is read from moka again, so moka's policy
-/// stays in charge; and never past the TTL of its moka entry, counted from the resolver's answer.
-/// A flood of made-up keys only pushes entries out of this table, back to moka. Every invalidation empties the whole table by moving its epoch on:
-/// an entry is only used while the epoch it was read under is current, and it was read from moka
-/// after that epoch began, so no entry can hold an answer an invalidation has removed.
+/// for its eviction policy and checks expiry); a hit here is a comparison, with no lock: the
+/// entries live in a table per thread ([`FRONT_ENTRIES`]), shared by every cache of the process
+/// and told apart by the cache's `id`. Each entry lives at most [`FRONT_TTL`], then the key is
+/// read from moka again, so moka's policy stays in charge; and never past the TTL of its moka
+/// entry, counted from the resolver's answer. A flood of made-up keys only pushes entries out of
+/// this table, back to moka.
+///
+/// Every invalidation empties the table on every thread at once by moving its epoch on: an entry
+/// is only used while the epoch it was read under is current, and it was read from moka after
+/// that epoch began, so no entry can hold an answer an invalidation has removed.
+///
+/// An entry of a cache that was dropped stays in a thread's table, unused, until another entry
+/// takes its place or the thread ends: at most [`FRONT_SIZE`] principals per thread.
 struct Front {
-    entries: Box<[RwLock<Option<FrontEntry>>]>,
+    /// Tells this table's entries from other tables' in a thread's [`FRONT_ENTRIES`].
+    id: u64,
     epoch: AtomicU64,
     ttl: Duration,
     negative_ttl: Duration,
 }
 
+/// The next [`Front::id`].
+static NEXT_FRONT_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The entries of every front table, per thread: a hit then takes no lock and writes no
+    /// memory that another core reads. Empty until the thread's first entry, then
+    /// [`FRONT_SIZE`] slots.
+    static FRONT_ENTRIES: RefCell<Vec<Option<FrontEntry>>> = const { RefCell::new(Vec::new()) };
+}
+
 struct FrontEntry {
+    front: u64,
     slot: Slot,
     found: Lookup,
     epoch: u64,
@@ -422,7 +442,7 @@ fn coarse_now() -> coarsetime::Instant {
 impl Front {
     fn new(ttl: Duration, negative_ttl: Duration) -> Self {
         Front {
-            entries: (0..FRONT_SIZE).map(|_| RwLock::new(None)).collect(),
+            id: NEXT_FRONT_ID.fetch_add(1, Ordering::Relaxed),
             epoch: AtomicU64::new(0),
             ttl,
             negative_ttl,
@@ -433,16 +453,24 @@ impl Front {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    fn entry(&self, slot: &Slot) -> &RwLock<Option<FrontEntry>> {
+    fn index(slot: &Slot) -> usize {
         // The digest's bits are uniformly spread; the second word is not the one the tables hash.
-        &self.entries[(slot.0[1] as usize) % FRONT_SIZE]
+        (slot.0[1] as usize) % FRONT_SIZE
     }
 
     fn get(&self, slot: &Slot, epoch: u64) -> Option<Lookup> {
-        let entry = self.entry(slot).read().ok()?;
-        let entry = entry.as_ref()?;
-        (entry.slot == *slot && entry.epoch == epoch && coarse_now() < entry.until)
-            .then(|| entry.found.clone())
+        FRONT_ENTRIES
+            .try_with(|entries| {
+                let entries = entries.try_borrow().ok()?;
+                let entry = entries.get(Self::index(slot))?.as_ref()?;
+                (entry.front == self.id
+                    && entry.slot == *slot
+                    && entry.epoch == epoch
+                    && coarse_now() < entry.until)
+                    .then(|| entry.found.clone())
+            })
+            .ok()
+            .flatten()
     }
 
     /// Keeps `found`, read from moka under `epoch` and answered by the resolver at
@@ -459,14 +487,24 @@ impl Front {
         });
         let life = remaining.min(FRONT_TTL).saturating_sub(COARSE_CLOCK_LAG);
         let until = coarse_now() + coarsetime::Duration::from(life);
-        if let Ok(mut entry) = self.entry(&slot).write() {
-            *entry = Some(FrontEntry {
-                slot,
-                found,
-                epoch,
-                until,
-            });
-        }
+        let entry = FrontEntry {
+            front: self.id,
+            slot,
+            found,
+            epoch,
+            until,
+        };
+        // Not while the thread is being torn down; and the entry put out is dropped only after
+        // the table is let go, since dropping the last handle on a principal runs the layer's
+        // responder's `Drop`, which could come back here.
+        let replaced = FRONT_ENTRIES.try_with(|entries| {
+            let mut entries = entries.try_borrow_mut().ok()?;
+            if entries.is_empty() {
+                entries.resize_with(FRONT_SIZE, || None);
+            }
+            entries[Self::index(&slot)].replace(entry)
+        });
+        drop(replaced);
     }
 
     /// Makes every entry unusable.
@@ -541,6 +579,57 @@ mod tests {
         assert!(front.get(&slot, front.epoch()).is_none());
         // An answer read from moka before the invalidation is not kept usable after it.
         put(&front, slot, Duration::ZERO, epoch);
+        assert!(front.get(&slot, front.epoch()).is_none());
+    }
+
+    #[test]
+    fn front_tables_share_a_threads_slots_without_mixing_their_entries() {
+        let (a, b) = (
+            Front::new(Duration::from_secs(30), Duration::from_secs(5)),
+            Front::new(Duration::from_secs(30), Duration::from_secs(5)),
+        );
+        let slot = Slot([4; 4]);
+        put(&a, slot, Duration::ZERO, a.epoch());
+        assert!(a.get(&slot, a.epoch()).is_some());
+        assert!(b.get(&slot, b.epoch()).is_none(), "another cache's entry");
+        // Same digest, same slot of the thread's table: `b`'s entry takes `a`'s place.
+        put(&b, slot, Duration::ZERO, b.epoch());
+        assert!(b.get(&slot, b.epoch()).is_some());
+        assert!(a.get(&slot, a.epoch()).is_none());
+    }
+
+    #[test]
+    fn front_entries_are_per_thread_and_invalidations_reach_every_thread() {
+        let front = Front::new(Duration::from_secs(30), Duration::from_secs(5));
+        let slot = Slot([5; 4]);
+        put(&front, slot, Duration::ZERO, front.epoch());
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                assert!(
+                    front.get(&slot, front.epoch()).is_none(),
+                    "not this thread's"
+                );
+                put(&front, slot, Duration::ZERO, front.epoch());
+                assert!(front.get(&slot, front.epoch()).is_some());
+            });
+        });
+        assert!(front.get(&slot, front.epoch()).is_some());
+        // An invalidation on this thread empties the other thread's table too.
+        std::thread::scope(|scope| {
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            let (cleared_tx, cleared_rx) = std::sync::mpsc::channel::<()>();
+            let front = &front;
+            scope.spawn(move || {
+                put(front, slot, Duration::ZERO, front.epoch());
+                assert!(front.get(&slot, front.epoch()).is_some());
+                ready_tx.send(()).unwrap();
+                cleared_rx.recv().unwrap();
+                assert!(front.get(&slot, front.epoch()).is_none());
+            });
+            ready_rx.recv().unwrap();
+            front.clear();
+            cleared_tx.send(()).unwrap();
+        });
         assert!(front.get(&slot, front.epoch()).is_none());
     }
 
