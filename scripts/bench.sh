@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Reproduces the figures in BENCHMARKS.md, in about ten minutes on two cores:
-#   1. criterion, in process: the layer against a bare router and hand-written baselines;
+# Reproduces the figures in BENCHMARKS.md, in about six minutes on two cores:
+#   1. in process: the layer against a bare router and hand-written baselines, with criterion and
+#      then in interleaved passes;
 #   2. heap bytes per cached key, for one million keys;
-#   3. loopback HTTP throughput with wrk (apt-get install wrk), server on one worker thread;
+#   3. loopback HTTP throughput with wrk (apt-get install wrk), server on one worker thread,
+#      server and wrk pinned to CPUs 0 and 1 when taskset (util-linux) is there;
 #   4. one cache-miss resolution on each store (needs PostgreSQL, as the tests do);
 #   5. callgrind instruction counts per request (apt-get install valgrind), which stay the same
 #      however busy the machine is.
