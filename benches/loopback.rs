@@ -88,15 +88,20 @@ fn main() {
 }
 
 /// Pins this process's main thread, and so the server thread it starts, to `cpu`, if `taskset`
-/// is installed. Returns whether it did.
+/// is installed and there is a CPU left for `wrk`. Returns whether it did.
 fn pin_to_cpu(cpu: u32) -> bool {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let pid = std::process::id().to_string();
-    let pinned = Command::new("taskset")
-        .args(["-p", "-c", &cpu.to_string(), &pid])
-        .output()
-        .is_ok_and(|output| output.status.success());
+    let pinned = cpus >= 2
+        && Command::new("taskset")
+            .args(["-p", "-c", &cpu.to_string(), &pid])
+            .output()
+            .is_ok_and(|output| output.status.success());
     if !pinned {
-        eprintln!("loopback: `taskset` is not available; server and load generator are not pinned");
+        eprintln!(
+            "loopback: server and load generator are not pinned \
+             (needs `taskset` and two CPUs; {cpus} available)"
+        );
     }
     pinned
 }
