@@ -227,7 +227,7 @@ fn benches(c: &mut Criterion) -> Vec<Variant> {
             .iter(|| send(&handwritten, &good, StatusCode::OK))
     });
 
-    let layer = ApiKeyLayer::new(format.clone(), store.clone());
+    let layer = ApiKeyLayer::new(store.clone());
     let hit = scoped().layer(layer.clone()).with_state(());
     runtime.block_on(send(&hit, &good, StatusCode::OK));
     group.bench_function("hit_with_scope", |b| {
@@ -270,7 +270,7 @@ fn benches(c: &mut Criterion) -> Vec<Variant> {
     let failing =
         |_: KeyDigest| async { Err::<Option<KeyRecord>, _>(ResolveError::new("database is down")) };
     let unavailable = scoped()
-        .layer(ApiKeyLayer::new(format.clone(), failing))
+        .layer(ApiKeyLayer::resolver_builder(format.clone(), failing).build())
         .with_state(());
     group.bench_function("unavailable_503", |b| {
         b.to_async(&runtime)

@@ -123,7 +123,7 @@ fn start_server() -> (std::net::SocketAddr, String) {
                 .expect("a key");
             let app = Router::new()
                 .route("/v1/products", get(products))
-                .route_layer(ApiKeyLayer::new(format, store))
+                .route_layer(ApiKeyLayer::new(store))
                 .route("/bare", get(bare));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await

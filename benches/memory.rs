@@ -91,7 +91,7 @@ async fn run() {
         .with_owner("acct_0000000042");
         Ok::<_, ResolveError>(Some(record))
     };
-    let layer = ApiKeyLayer::builder(format.clone(), resolver)
+    let layer = ApiKeyLayer::resolver_builder(format.clone(), resolver)
         .cache_capacity(KEYS as u64 + 1_000)
         .build();
     let mut service =

@@ -67,7 +67,7 @@ fn main() {
     } else if variant == "noscope" {
         Router::new()
             .route("/v1/products", get(|| async { "ok" }))
-            .layer(ApiKeyLayer::new(format, store))
+            .layer(ApiKeyLayer::new(store))
     } else if variant == "extractor" {
         tower_api_key::scope_requirement! { struct Read = all(PRODUCTS_READ); }
         async fn list(_: tower_api_key::Scoped<Read>) -> &'static str {
@@ -75,7 +75,7 @@ fn main() {
         }
         Router::new()
             .route("/v1/products", get(list))
-            .layer(ApiKeyLayer::new(format, store))
+            .layer(ApiKeyLayer::new(store))
     } else if variant == "handlerscope" {
         use axum::handler::Handler;
         Router::new()
@@ -83,14 +83,14 @@ fn main() {
                 "/v1/products",
                 get((|| async { "ok" }).layer(RequireScopes::all([PRODUCTS_READ]))),
             )
-            .layer(ApiKeyLayer::new(format, store))
+            .layer(ApiKeyLayer::new(store))
     } else {
         Router::new()
             .route(
                 "/v1/products",
                 get(|| async { "ok" }).route_layer(RequireScopes::all([PRODUCTS_READ])),
             )
-            .layer(ApiKeyLayer::new(format, store))
+            .layer(ApiKeyLayer::new(store))
     };
     // As `axum::serve` does: turn every handler into a route once, not per request.
     let app = app.with_state(());

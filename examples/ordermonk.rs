@@ -130,7 +130,7 @@ async fn main() {
     let format = KeyFormat::new("om").expect("`om` is a valid key prefix");
     let (store, location) = key_store(&format).await;
 
-    let mut layer = ApiKeyLayer::builder(format, store.clone()).realm("OrderMonk API");
+    let mut layer = ApiKeyLayer::builder(store.clone()).realm("OrderMonk API");
     if let Some(ttl) = cache_ttl() {
         layer = layer.cache_ttl(ttl);
     }

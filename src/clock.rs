@@ -6,7 +6,7 @@
 //!
 //! ```
 //! use std::time::{Duration, SystemTime};
-//! use tower_api_key::clock::{Clock, ManualClock};
+//! use tower_api_key::{Clock, ManualClock};
 //!
 //! let clock = ManualClock::new(SystemTime::UNIX_EPOCH);
 //! clock.advance(Duration::from_secs(90));

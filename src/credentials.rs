@@ -9,8 +9,8 @@
 //!
 //! ```
 //! use http::header::{HeaderMap, HeaderValue, AUTHORIZATION};
-//! use tower_api_key::credentials::{bearer_token, Credentials};
-//! use tower_api_key::rejection::InvalidRequest;
+//! use tower_api_key::credentials::bearer_token;
+//! use tower_api_key::{Credentials, InvalidRequest};
 //!
 //! let mut headers = HeaderMap::new();
 //! assert_eq!(bearer_token(&headers), Credentials::Missing);

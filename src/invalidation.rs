@@ -15,7 +15,7 @@
 //! use tower_api_key::{Environment, Invalidations, KeyFormat};
 //!
 //! let invalidations = Invalidations::new();
-//! // ... ApiKeyLayer::builder(format, resolver).invalidations(invalidations.clone()) ...
+//! // ... ApiKeyLayer::resolver_builder(format, resolver).invalidations(invalidations.clone()) ...
 //! let key = KeyFormat::new("om").unwrap().generate(Environment::Live).unwrap();
 //! // After marking the key revoked in your database:
 //! invalidations.invalidate(&key.digest());

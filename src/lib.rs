@@ -9,9 +9,13 @@
 )]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+// Every public type and trait is re-exported here, at the crate root: import from
+// `tower_api_key::` and nothing deeper. The modules hold the guides (their docs) and keep the
+// code apart; `tests/public_surface.rs` checks that nothing public is left out.
 mod cache;
 pub mod clock;
 pub mod credentials;
+mod events;
 pub mod invalidation;
 pub mod key;
 pub mod layer;
@@ -22,15 +26,24 @@ pub mod scope;
 pub mod store;
 
 pub use crate::cache::CacheStats;
+pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::credentials::Credentials;
 pub use crate::invalidation::Invalidations;
-pub use crate::key::{Environment, KeyDigest, KeyFormat, PlaintextKey};
-pub use crate::layer::{ApiKeyLayer, ApiKeyLayerBuilder, ApiKeyService};
-pub use crate::principal::Principal;
-#[cfg(feature = "axum")]
-pub use crate::principal::PrincipalRejection;
-pub use crate::rejection::{ProblemJson, Rejection, Responder};
+pub use crate::key::{
+    Environment, InvalidPrefix, KeyDigest, KeyFormat, KeyGenerationError, MalformedKey, ParsedKey,
+    PlaintextKey, UnknownEnvironment,
+};
+pub use crate::layer::{ApiKeyLayer, ApiKeyLayerBuilder, ApiKeyResponseFuture, ApiKeyService};
+pub use crate::principal::{Principal, PrincipalRejection};
+pub use crate::rejection::{
+    InsufficientScope, InvalidKey, InvalidRequest, MissingLayer, ProblemJson, Refused, Rejection,
+    Responder,
+};
 pub use crate::resolver::{KeyId, KeyRecord, KeyResolver, ResolveError};
-pub use crate::scope::{RequireScopes, Scope, ScopeCatalog, ScopeRequirement, ScopeSet};
+pub use crate::scope::{
+    RequireScopes, RequireScopesResponseFuture, RequireScopesService, Scope, ScopeCatalog,
+    ScopeError, ScopeRequirement, ScopeSet,
+};
 #[cfg(feature = "axum")]
 pub use crate::scope::{RequiredScopes, Scoped};
 #[cfg(feature = "postgres")]

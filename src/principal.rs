@@ -27,7 +27,7 @@
 //!     .unwrap();
 //! let app = Router::new()
 //!     .route("/whoami", get(whoami))
-//!     .layer(ApiKeyLayer::new(format, store));
+//!     .layer(ApiKeyLayer::new(store));
 //!
 //! let request = Request::get("/whoami")
 //!     .header(header::AUTHORIZATION, format!("Bearer {}", created.key.expose_secret()))
@@ -56,120 +56,90 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
+use bytes::Bytes;
+use http::{Response, StatusCode};
+
+use crate::cache::CachedKey;
 use crate::key::Environment;
-use crate::rejection::Responses;
-use crate::resolver::{KeyId, KeyRecord};
+use crate::rejection::{MissingLayer, Refused, Rejection, Responses};
+use crate::resolver::KeyId;
 use crate::scope::{Scope, ScopeRequirement, ScopeSet};
 
 /// The authenticated caller: the key's id, name, owner, environment, scopes and expiry.
 ///
 /// Cheap to clone. See the [module docs](crate::principal).
 #[derive(Clone)]
-pub struct Principal(Arc<Inner>);
-
-struct Inner {
-    key_id: KeyId,
-    name: Box<str>,
-    owner: Box<str>,
-    environment: Environment,
-    scopes: ScopeSet,
-    expires_at: Option<SystemTime>,
-    /// Whether the key was revoked when the layer looked it up. A revoked key's principal is
-    /// cached so the next request is refused at once, and never handed to a handler.
-    revoked: bool,
-    /// When the layer looked the key up, which bounds how long it may be cached.
-    loaded_at: Instant,
+pub struct Principal {
+    /// What the resolver said about the key, shared with the layer's cache.
+    key: Arc<CachedKey>,
     /// How the layer that made this principal answers rejections, so that scope checks further
     /// in answer the same way.
     responses: Arc<Responses>,
 }
 
 impl Principal {
-    /// The principal of `record`, looked up at `loaded_at`, holding `scopes` (the record's, or an
-    /// equal shared set).
-    pub(crate) fn new(
-        record: KeyRecord,
-        scopes: ScopeSet,
-        responses: Arc<Responses>,
-        loaded_at: Instant,
-    ) -> Self {
-        Principal(Arc::new(Inner {
-            revoked: record.revoked_at.is_some(),
-            loaded_at,
-            key_id: record.id,
-            name: record.name.into_boxed_str(),
-            owner: record.owner.into_boxed_str(),
-            environment: record.environment,
-            scopes,
-            expires_at: record.expires_at,
-            responses,
-        }))
-    }
-
-    pub(crate) fn is_revoked(&self) -> bool {
-        self.0.revoked
-    }
-
-    pub(crate) fn loaded_at(&self) -> Instant {
-        self.0.loaded_at
+    /// The principal of a key the layer looked up, answering rejections with `responses`.
+    pub(crate) fn new(key: Arc<CachedKey>, responses: Arc<Responses>) -> Self {
+        Principal { key, responses }
     }
 
     /// The key's identifier.
     pub fn key_id(&self) -> &KeyId {
-        &self.0.key_id
+        &self.key.id
     }
 
     /// The key's descriptive name, such as `"Production"`.
     pub fn name(&self) -> &str {
-        &self.0.name
+        &self.key.name
     }
 
     /// The account or user that owns the key.
     pub fn owner(&self) -> &str {
-        &self.0.owner
+        &self.key.owner
     }
 
     /// `Live` for production keys, `Test` for sandbox keys: choose the data accordingly.
     pub fn environment(&self) -> Environment {
-        self.0.environment
+        self.key.environment
     }
 
     /// The scopes the key grants.
     pub fn scopes(&self) -> &ScopeSet {
-        &self.0.scopes
+        &self.key.scopes
     }
 
     /// When the key expires, if ever.
     pub fn expires_at(&self) -> Option<SystemTime> {
-        self.0.expires_at
+        self.key.expires_at
     }
 
     /// Whether the key grants `scope`.
     pub fn has_scope(&self, scope: &Scope) -> bool {
-        self.0.scopes.contains(scope)
+        self.key.scopes.contains(scope)
     }
 
     /// Whether the key meets `requirement`.
     pub fn satisfies(&self, requirement: &ScopeRequirement) -> bool {
-        requirement.is_satisfied_by(&self.0.scopes)
+        requirement.is_satisfied_by(&self.key.scopes)
     }
 
     pub(crate) fn responses(&self) -> &Arc<Responses> {
-        &self.0.responses
+        &self.responses
     }
 }
 
 impl fmt::Debug for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = &self.key;
         f.debug_struct("Principal")
-            .field("key_id", &self.0.key_id)
-            .field("name", &self.0.name)
-            .field("owner", &self.0.owner)
-            .field("environment", &self.0.environment)
-            .field("scopes", &self.0.scopes)
-            .field("expires_at", &self.0.expires_at)
+            .field("key_id", &key.id)
+            .field("name", &key.name)
+            .field("owner", &key.owner)
+            .field("environment", &key.environment)
+            .field("scopes", &key.scopes)
+            .field("expires_at", &key.expires_at)
             .finish()
     }
 }
@@ -178,69 +148,90 @@ impl fmt::Debug for Principal {
 #[derive(Clone)]
 pub(crate) struct Anonymous(pub(crate) Arc<Responses>);
 
+/// Why the [`Principal`] or [`Scoped`](crate::Scoped) extractor, or a
+/// [`RequireScopes`](crate::RequireScopes) layer, refused a request.
+///
+/// With the `axum` feature it is an `IntoResponse`; match on it to answer differently.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PrincipalRejection {
+    /// No [`ApiKeyLayer`](crate::ApiKeyLayer) ran for this request: a mistake in the program,
+    /// answered with `500`.
+    MissingLayer(MissingLayer),
+    /// The request was refused as the layer answers refusals: `401` for a request without
+    /// credentials behind a layer in optional mode, `403 insufficient_scope` for a key without
+    /// the scopes required.
+    Refused(Refused),
+}
+
+impl PrincipalRejection {
+    /// The status of the response.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            PrincipalRejection::MissingLayer(missing) => missing.status(),
+            PrincipalRejection::Refused(refused) => refused.status(),
+        }
+    }
+
+    /// The [`Rejection`] behind a refusal; `None` for a missing layer.
+    pub fn rejection(&self) -> Option<&Rejection> {
+        match self {
+            PrincipalRejection::MissingLayer(_) => None,
+            PrincipalRejection::Refused(refused) => Some(refused.rejection()),
+        }
+    }
+
+    /// The response, with any body type a tower service answers with.
+    pub(crate) fn into_http_response<B: From<Bytes>>(self) -> Response<B> {
+        match self {
+            PrincipalRejection::MissingLayer(missing) => missing.into_http_response(),
+            PrincipalRejection::Refused(refused) => refused.into_http_response(),
+        }
+    }
+}
+
+impl fmt::Display for PrincipalRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrincipalRejection::MissingLayer(missing) => missing.fmt(f),
+            PrincipalRejection::Refused(refused) => refused.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for PrincipalRejection {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PrincipalRejection::MissingLayer(missing) => Some(missing),
+            PrincipalRejection::Refused(refused) => Some(refused),
+        }
+    }
+}
+
+impl From<MissingLayer> for PrincipalRejection {
+    fn from(missing: MissingLayer) -> Self {
+        PrincipalRejection::MissingLayer(missing)
+    }
+}
+
+impl From<Refused> for PrincipalRejection {
+    fn from(refused: Refused) -> Self {
+        PrincipalRejection::Refused(refused)
+    }
+}
+
 #[cfg(feature = "axum")]
 mod extract {
     use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
     use axum_core::response::{IntoResponse, Response};
-    use bytes::Bytes;
     use http::request::Parts;
-    use http::{header, HeaderValue, StatusCode};
 
-    use super::{Anonymous, Principal};
-    use crate::rejection::Rejection;
-
-    /// Why the [`Principal`] extractor failed.
-    #[non_exhaustive]
-    pub enum PrincipalRejection {
-        /// No [`ApiKeyLayer`](crate::ApiKeyLayer) ran for this request: a server
-        /// misconfiguration, answered with `500`.
-        MissingLayer,
-        /// The layer is in optional mode and the request had no credentials: answered with the
-        /// layer's `401`.
-        Unauthenticated(Response),
-    }
-
-    impl std::fmt::Debug for PrincipalRejection {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            match self {
-                PrincipalRejection::MissingLayer => f.write_str("MissingLayer"),
-                PrincipalRejection::Unauthenticated(_) => f.write_str("Unauthenticated"),
-            }
-        }
-    }
-
-    impl std::fmt::Display for PrincipalRejection {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            match self {
-                PrincipalRejection::MissingLayer => f.write_str(MISSING_LAYER),
-                PrincipalRejection::Unauthenticated(_) => {
-                    f.write_str("this route requires an API key and none was presented")
-                }
-            }
-        }
-    }
-
-    impl std::error::Error for PrincipalRejection {}
-
-    const MISSING_LAYER: &str = "Missing request extension: `Principal` was not found. \
-        Is `tower_api_key::ApiKeyLayer` applied to this route (for example with `Router::layer`)?";
+    use super::{Anonymous, Principal, PrincipalRejection};
+    use crate::rejection::{MissingLayer, Refused, Rejection};
 
     impl IntoResponse for PrincipalRejection {
         fn into_response(self) -> Response {
-            match self {
-                PrincipalRejection::MissingLayer => {
-                    tracing::error!(target: "tower_api_key", "{MISSING_LAYER}");
-                    let mut response =
-                        Response::new(Bytes::from_static(MISSING_LAYER.as_bytes()).into());
-                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                    response.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("text/plain; charset=utf-8"),
-                    );
-                    response
-                }
-                PrincipalRejection::Unauthenticated(response) => response,
-            }
+            self.into_http_response()
         }
     }
 
@@ -255,10 +246,11 @@ mod extract {
                 return Ok(principal.clone());
             }
             match parts.extensions.get::<Anonymous>() {
-                Some(Anonymous(responses)) => Err(PrincipalRejection::Unauthenticated(
-                    responses.respond(Rejection::MissingCredentials),
-                )),
-                None => Err(PrincipalRejection::MissingLayer),
+                Some(Anonymous(responses)) => Err(PrincipalRejection::Refused(Refused::new(
+                    Rejection::MissingCredentials,
+                    responses.clone(),
+                ))),
+                None => Err(PrincipalRejection::MissingLayer(MissingLayer)),
             }
         }
     }
@@ -276,10 +268,7 @@ mod extract {
             if parts.extensions.get::<Anonymous>().is_some() {
                 return Ok(None);
             }
-            Err(PrincipalRejection::MissingLayer)
+            Err(PrincipalRejection::MissingLayer(MissingLayer))
         }
     }
 }
-
-#[cfg(feature = "axum")]
-pub use self::extract::PrincipalRejection;

@@ -19,6 +19,11 @@
 //! challenge to `400`, `401` and `403` answers and `Retry-After` to `503` answers that do not set
 //! their own.
 //!
+//! Build the body from the status and the RFC 6750 error code, never from the rejection's
+//! `Display` text: that says *why* a key was refused (revoked, expired, unknown, which check of
+//! the format failed), which a client must not learn. Log it instead; it is in the response's
+//! extensions for a logging layer further out.
+//!
 //! ```
 //! use axum::{body::Body, routing::get, Router};
 //! use bytes::Bytes;
@@ -27,16 +32,21 @@
 //! use tower_api_key::{ApiKeyLayer, KeyFormat, MemoryStore, Rejection};
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! let format = KeyFormat::new("om").unwrap();
-//! let store = MemoryStore::new(format.clone());
-//! let layer = ApiKeyLayer::builder(format, store)
+//! let store = MemoryStore::new(KeyFormat::new("om").unwrap());
+//! let layer = ApiKeyLayer::builder(store)
 //!     .realm("OrderMonk API")
 //!     .responder(|rejection: &Rejection| {
-//!         Response::builder()
-//!             .status(rejection.status())
-//!             .header(header::CONTENT_TYPE, "text/plain")
-//!             .body(Bytes::from(rejection.to_string()))
-//!             .unwrap()
+//!         // Only what the client may know: the status and the RFC 6750 code.
+//!         let body = format!(
+//!             r#"{{"error":"{}"}}"#,
+//!             rejection.error_code().unwrap_or("unavailable")
+//!         );
+//!         let mut response = Response::new(Bytes::from(body));
+//!         *response.status_mut() = rejection.status();
+//!         response
+//!             .headers_mut()
+//!             .insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+//!         response
 //!     })
 //!     .build();
 //! let app = Router::new().route("/", get(|| async { "hi" })).layer(layer);
@@ -47,8 +57,42 @@
 //!     .unwrap();
 //! assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 //! assert_eq!(response.headers()[header::WWW_AUTHENTICATE], r#"Bearer realm="OrderMonk API""#);
-//! assert!(response.extensions().get::<Rejection>().is_some());
+//! // The cause, for the server's logs only.
+//! assert!(matches!(
+//!     response.extensions().get::<Rejection>(),
+//!     Some(Rejection::MissingCredentials)
+//! ));
 //! # });
+//! ```
+//!
+//! # Testing a responder
+//!
+//! Every [`Rejection`] can be built in a test, so a custom responder can be checked for each
+//! case, the `403` included:
+//!
+//! ```
+//! use tower_api_key::{
+//!     InsufficientScope, InvalidKey, InvalidRequest, KeyId, MalformedKey, ProblemJson,
+//!     Rejection, ResolveError, Responder, Scope, ScopeRequirement, ScopeSet,
+//! };
+//!
+//! let granted: ScopeSet = [Scope::from_static("products:read")].into_iter().collect();
+//! let required = ScopeRequirement::all([Scope::from_static("products:write")]).unwrap();
+//! let cases = [
+//!     Rejection::MissingCredentials,
+//!     Rejection::InvalidRequest(InvalidRequest::MultipleAuthorizationFields),
+//!     Rejection::InvalidKey(InvalidKey::Malformed(MalformedKey::Checksum)),
+//!     Rejection::InvalidKey(InvalidKey::Revoked { key_id: KeyId::from("key_1") }),
+//!     Rejection::InsufficientScope(InsufficientScope::new("key_1", required, &granted)),
+//!     Rejection::Unavailable(ResolveError::new("database down")),
+//! ];
+//! for rejection in cases {
+//!     let response = ProblemJson.respond(&rejection);
+//!     assert_eq!(response.status(), rejection.status());
+//!     let body = std::str::from_utf8(response.body()).unwrap();
+//!     // Nothing the client must not learn: no key id, no database error.
+//!     assert!(!body.contains("key_1") && !body.contains("database down"));
+//! }
 //! ```
 
 use std::fmt;
@@ -61,7 +105,7 @@ use http::{Extensions, HeaderValue, Response, StatusCode};
 
 use crate::key::{Environment, MalformedKey};
 use crate::resolver::{KeyId, ResolveError};
-use crate::scope::{Scope, ScopeRequirement};
+use crate::scope::{Scope, ScopeRequirement, ScopeSet};
 
 /// Why a request was refused. Attached to every rejection response's extensions.
 ///
@@ -210,6 +254,20 @@ pub struct InsufficientScope {
 }
 
 impl InsufficientScope {
+    /// The refusal of key `key_id`, which grants `granted`, on a route that requires
+    /// `requirement`. The layer builds these itself; this is for testing a [`Responder`].
+    pub fn new(
+        key_id: impl Into<KeyId>,
+        requirement: ScopeRequirement,
+        granted: &ScopeSet,
+    ) -> Self {
+        InsufficientScope {
+            key_id: key_id.into(),
+            missing: requirement.missing_from(granted),
+            requirement,
+        }
+    }
+
     /// The key that was refused.
     pub fn key_id(&self) -> &KeyId {
         &self.key_id
@@ -290,6 +348,114 @@ fn forbidden_body(insufficient: &InsufficientScope) -> String {
         list(insufficient.requirement.scopes().iter()),
         list(insufficient.missing.iter()),
     )
+}
+
+/// No [`ApiKeyLayer`](crate::ApiKeyLayer) ran for a request that needs one: a
+/// [`Principal`](crate::Principal) extractor, a [`Scoped`](crate::Scoped) extractor or a
+/// [`RequireScopes`](crate::RequireScopes) layer found no principal and no sign of the layer.
+///
+/// That is a mistake in the program, not the client's: the response is `500` with a plain-text
+/// body naming the missing layer, and an `ERROR` event is logged. Nothing gets through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MissingLayer;
+
+const MISSING_LAYER: &str = "Missing request extension: `Principal` was not found. \
+    Is `tower_api_key::ApiKeyLayer` applied outside this route (for example with `Router::layer`)?";
+
+impl MissingLayer {
+    /// `500 Internal Server Error`.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+
+    /// The plain-text body of the response.
+    pub fn body_text(&self) -> &'static str {
+        MISSING_LAYER
+    }
+
+    /// The response, with any body type a tower service answers with; logs the mistake.
+    pub(crate) fn into_http_response<B: From<Bytes>>(self) -> Response<B> {
+        tracing::error!(target: "tower_api_key", "{MISSING_LAYER}");
+        let mut response = Response::new(B::from(Bytes::from_static(MISSING_LAYER.as_bytes())));
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+}
+
+impl fmt::Display for MissingLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(MISSING_LAYER)
+    }
+}
+
+impl std::error::Error for MissingLayer {}
+
+/// A [`Rejection`] decided after the layer, by a scope check or an extractor, answered the way
+/// the layer that saw the request answers: through its [`Responder`], with its challenge.
+pub struct Refused {
+    rejection: Rejection,
+    responses: Arc<Responses>,
+}
+
+impl Refused {
+    pub(crate) fn new(rejection: Rejection, responses: Arc<Responses>) -> Self {
+        Refused {
+            rejection,
+            responses,
+        }
+    }
+
+    /// Why the request was refused.
+    pub fn rejection(&self) -> &Rejection {
+        &self.rejection
+    }
+
+    /// The status the default responses use for it ([`Rejection::status`]).
+    pub fn status(&self) -> StatusCode {
+        self.rejection.status()
+    }
+
+    /// The layer's response, with the [`Rejection`] in its extensions.
+    pub(crate) fn into_http_response<B: From<Bytes>>(self) -> Response<B> {
+        self.responses.respond(self.rejection)
+    }
+}
+
+impl fmt::Debug for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Refused").field(&self.rejection).finish()
+    }
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.rejection.fmt(f)
+    }
+}
+
+impl std::error::Error for Refused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.rejection)
+    }
+}
+
+#[cfg(feature = "axum")]
+impl axum_core::response::IntoResponse for MissingLayer {
+    fn into_response(self) -> axum_core::response::Response {
+        self.into_http_response()
+    }
+}
+
+#[cfg(feature = "axum")]
+impl axum_core::response::IntoResponse for Refused {
+    fn into_response(self) -> axum_core::response::Response {
+        self.into_http_response()
+    }
 }
 
 /// A layer's way of answering: its responder, realm, and the challenges it precomputed.

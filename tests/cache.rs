@@ -14,10 +14,10 @@ use common::{Behaviour, Probe};
 use http::{header, Request, StatusCode};
 use tokio::sync::Notify;
 use tower::ServiceExt;
-use tower_api_key::clock::{Clock, ManualClock};
 use tower_api_key::{
     ApiKeyLayer, ApiKeyLayerBuilder, Environment, KeyFormat, KeyStore, MemoryStore, NewKey,
 };
+use tower_api_key::{Clock, ManualClock};
 
 const INVALID_TOKEN: &str = r#"Bearer realm="api", error="invalid_token""#;
 
@@ -32,7 +32,7 @@ fn app(layer: ApiKeyLayer) -> Router {
 }
 
 fn builder(probe: &Probe) -> ApiKeyLayerBuilder {
-    ApiKeyLayer::builder(format(), probe.clone())
+    ApiKeyLayer::resolver_builder(format(), probe.clone())
 }
 
 async fn status(app: &Router, key: &str) -> (StatusCode, Option<String>) {
@@ -272,7 +272,8 @@ async fn unknown_keys_are_cached_negatively_and_briefly() {
 #[tokio::test]
 async fn a_flood_of_unknown_keys_leaves_good_keys_cached_and_the_caches_bounded() {
     let (probe, key, _) = setup().await;
-    let layer = builder(&probe).build();
+    // About eviction, not expiry: a TTL longer than the test however slow the machine.
+    let layer = builder(&probe).cache_ttl(Duration::from_secs(3600)).build();
     let app = app(layer.clone());
     assert_eq!(status(&app, &key).await.0, StatusCode::OK);
 
@@ -352,7 +353,10 @@ async fn good_keys_keep_a_hit_rate_above_99_percent_through_a_random_key_flood()
             async move { tower_api_key::KeyResolver::resolve(&store, &digest).await }
         }
     };
-    let layer = ApiKeyLayer::new(format.clone(), resolver);
+    // About eviction, not expiry: a TTL longer than the test however slow the machine.
+    let layer = ApiKeyLayer::resolver_builder(format.clone(), resolver)
+        .cache_ttl(Duration::from_secs(3600))
+        .build();
     let app = app(layer.clone());
     for key in &good {
         assert_eq!(status(&app, key).await.0, StatusCode::OK);
@@ -436,4 +440,129 @@ fn a_lookup_cancelled_with_its_runtime_does_not_leave_the_key_stuck() {
     assert_eq!(layer.cache_stats().in_flight, 0);
     assert_eq!(probe.calls(), 2);
     common::assert_logs_clean(&[&key]);
+}
+
+/// A key kept outside the crate's stores: changing it announces nothing, as with a manual
+/// `UPDATE` or another process. Each lookup reads the key when it starts, then takes `delay`.
+#[derive(Clone)]
+struct SlowOutsideResolver {
+    record: Arc<std::sync::Mutex<Option<tower_api_key::KeyRecord>>>,
+    digest: tower_api_key::KeyDigest,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl tower_api_key::KeyResolver for SlowOutsideResolver {
+    async fn resolve(
+        &self,
+        digest: &tower_api_key::KeyDigest,
+    ) -> Result<Option<tower_api_key::KeyRecord>, tower_api_key::ResolveError> {
+        let read = if *digest == self.digest {
+            self.record.lock().unwrap().clone()
+        } else {
+            None
+        };
+        tokio::time::sleep(self.delay).await;
+        Ok(read)
+    }
+}
+
+/// A layer with 300 ms TTLs on a key kept outside the crate whose lookups take 1.5 s, and a
+/// request A whose lookup reads the key (valid if `exists`, unknown if not); 100 ms later the
+/// key is revoked, or created, outside the crate. Returns the app, the key, A, and when the
+/// change was made.
+async fn slow_lookup_then_outside_change(
+    exists: bool,
+) -> (
+    Router,
+    tower_api_key::PlaintextKey,
+    tokio::task::JoinHandle<StatusCode>,
+    tokio::time::Instant,
+) {
+    common::init_tracing();
+    let key = format().generate(Environment::Live).unwrap();
+    let record = tower_api_key::KeyRecord::new(
+        "key_outside",
+        Environment::Live,
+        tower_api_key::ScopeSet::empty(),
+    );
+    let resolver = SlowOutsideResolver {
+        record: Arc::new(std::sync::Mutex::new(exists.then(|| record.clone()))),
+        digest: key.digest(),
+        delay: Duration::from_millis(1_500),
+    };
+    let layer = ApiKeyLayer::resolver_builder(format(), resolver.clone())
+        .cache_ttl(Duration::from_millis(300))
+        .negative_cache_ttl(Duration::from_millis(300))
+        .build();
+    let app = app(layer);
+    let a = send(&app, &key);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let changed = if exists {
+        record.with_revoked_at(SystemTime::now())
+    } else {
+        record
+    };
+    *resolver.record.lock().unwrap() = Some(changed);
+    (app, key, a, tokio::time::Instant::now())
+}
+
+fn send(app: &Router, key: &tower_api_key::PlaintextKey) -> tokio::task::JoinHandle<StatusCode> {
+    let (app, key) = (app.clone(), key.expose_secret().to_owned());
+    tokio::spawn(async move { status(&app, &key).await.0 })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_the_ttl_of_a_lookup_in_flight_does_not_join_it() {
+    let (app, key, a, changed) = slow_lookup_then_outside_change(true).await;
+    // 500 ms after the change, more than the TTL: B must not join A's lookup, which began
+    // before the change (and began more than the TTL before B).
+    tokio::time::sleep_until(changed + Duration::from_millis(500)).await;
+    let b = send(&app, &key);
+    assert_eq!(
+        a.await.unwrap(),
+        StatusCode::OK,
+        "A's lookup began before the change"
+    );
+    assert_eq!(
+        b.await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "B began 500 ms after it"
+    );
+    common::assert_logs_clean(&[key.expose_secret()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_slower_than_the_ttl_is_not_served_from_the_cache() {
+    let (app, key, a, changed) = slow_lookup_then_outside_change(true).await;
+    assert_eq!(
+        a.await.unwrap(),
+        StatusCode::OK,
+        "A's lookup began before the change"
+    );
+    // A's answer came 1.5 s after its lookup began, past the TTL counted from that start: it
+    // was not cached, so C, 1.55 s after the change, is not served from it.
+    tokio::time::sleep_until(changed + Duration::from_millis(1_550)).await;
+    let c = send(&app, &key);
+    assert_eq!(
+        c.await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "C began 1.55 s after it"
+    );
+    common::assert_logs_clean(&[key.expose_secret()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_answer_slower_than_the_negative_ttl_is_not_served_from_the_cache() {
+    // The key does not exist when A's lookup reads, and is created outside 100 ms later.
+    let (app, key, a, changed) = slow_lookup_then_outside_change(false).await;
+    assert_eq!(
+        a.await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "A's lookup began before it"
+    );
+    tokio::time::sleep_until(changed + Duration::from_millis(1_550)).await;
+    let c = send(&app, &key);
+    assert_eq!(c.await.unwrap(), StatusCode::OK, "C began 1.55 s after it");
+    common::assert_logs_clean(&[key.expose_secret()]);
 }

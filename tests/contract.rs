@@ -12,11 +12,11 @@ use axum::handler::Handler;
 use axum::routing::get;
 use axum::Router;
 use common::{bearer, get as get_raw, request, Behaviour, Probe, RawResponse};
-use tower_api_key::clock::{Clock, ManualClock};
 use tower_api_key::{
     ApiKeyLayer, Environment, KeyFormat, KeyId, KeyStore, MemoryStore, NewKey, Principal,
     RequireScopes, Scope,
 };
+use tower_api_key::{Clock, ManualClock};
 
 const PRODUCTS_READ: Scope = Scope::from_static("products:read");
 const PRODUCTS_WRITE: Scope = Scope::from_static("products:write");
@@ -112,7 +112,7 @@ async fn fixture(environments: &[Environment]) -> Fixture {
                 .post(create_product.layer(RequireScopes::all([PRODUCTS_WRITE]))),
         )
         .layer(
-            ApiKeyLayer::builder(format, probe.clone())
+            ApiKeyLayer::resolver_builder(format, probe.clone())
                 .realm("OrderMonk API")
                 .environments(environments.iter().copied())
                 .clock(clock.clone())

@@ -4,7 +4,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use http::header::{HeaderMap, HeaderValue, AUTHORIZATION};
-use tower_api_key::credentials::{bearer_token, Credentials};
+use tower_api_key::credentials::bearer_token;
+use tower_api_key::Credentials;
 use tower_api_key::{Environment, KeyFormat};
 
 /// Counts the allocations made on the current thread.

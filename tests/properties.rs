@@ -22,11 +22,11 @@ use proptest::sample::{select, Index};
 use regex::bytes::Regex;
 use tokio::runtime::Runtime;
 use tower::ServiceExt;
-use tower_api_key::clock::{Clock, ManualClock};
 use tower_api_key::{
     ApiKeyLayer, Environment, KeyFormat, KeyStore, MemoryStore, NewKey, Rejection, RequireScopes,
     Scope,
 };
+use tower_api_key::{Clock, ManualClock};
 
 const HEADER_CASES: u32 = 4_000;
 const SCOPE_CASES: u32 = 2_000;
@@ -93,7 +93,7 @@ fn keys() -> Keys {
     // Past the expired key's expiry, well before anything else's.
     clock.advance(Duration::from_secs(120));
     let app = Router::new().route("/", get(|| async { "ok" })).layer(
-        ApiKeyLayer::builder(format, store)
+        ApiKeyLayer::builder(store)
             .realm("props")
             .clock(clock)
             .build(),
@@ -393,7 +393,7 @@ fn scoped() -> Scoped {
                 get(|| async { "ok" }).route_layer(RequireScopes::any(scopes_in(mask))),
             );
     }
-    let app = app.layer(ApiKeyLayer::new(format, store));
+    let app = app.layer(ApiKeyLayer::new(store));
     Scoped { runtime, app, keys }
 }
 

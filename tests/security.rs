@@ -16,7 +16,7 @@ use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt;
 use tower::{Layer, ServiceExt};
-use tower_api_key::clock::ManualClock;
+use tower_api_key::ManualClock;
 use tower_api_key::{
     ApiKeyLayer, Environment, KeyDigest, KeyFormat, KeyRecord, KeyStore, MemoryStore, NewKey,
     Rejection, RequireScopes, ResolveError, Scope, ScopeSet,
@@ -107,7 +107,7 @@ async fn router_layer_guards_every_path_and_trick_paths_reach_no_handler() {
             "/v1/products",
             get(counted(&runs, "products")).route_layer(RequireScopes::all([PRODUCTS_READ])),
         )
-        .layer(ApiKeyLayer::new(format(), keys.store.clone()));
+        .layer(ApiKeyLayer::new(keys.store.clone()));
 
     assert_eq!(call(&app, "/v1/products", None).await.0, 401);
     assert_eq!(call(&app, "/v1/products", Some(&keys.other)).await.0, 403);
@@ -145,7 +145,7 @@ async fn route_layer_leaves_unmatched_paths_and_the_fallback_unauthenticated() {
     let runs = Arc::new(AtomicUsize::new(0));
     let app = Router::new()
         .route("/v1/products", get(counted(&runs, "products")))
-        .route_layer(ApiKeyLayer::new(format(), keys.store.clone()));
+        .route_layer(ApiKeyLayer::new(keys.store.clone()));
     assert_eq!(call(&app, "/v1/products", None).await.0, 401);
     for path in TRICKS {
         // Unmatched: axum's default 404, without authentication.
@@ -195,7 +195,7 @@ async fn normalising_paths_outside_the_router_keeps_scopes_in_force() {
             "/v1/products",
             get(|| async { "products" }).route_layer(RequireScopes::all([PRODUCTS_READ])),
         )
-        .layer(ApiKeyLayer::new(format(), keys.store.clone()));
+        .layer(ApiKeyLayer::new(keys.store.clone()));
     let outside = tower::util::MapRequestLayer::new(normalise::<Body>).layer(router.clone());
     let outside = Router::new().fallback_service(outside);
     for path in ["/v1/products/", "//v1/products", "/v1//products//"] {
@@ -238,7 +238,7 @@ async fn a_method_added_after_method_route_layer_is_not_scope_checked() {
             get((|| async { "list" }).layer(RequireScopes::all([PRODUCTS_READ])))
                 .post((|| async { "created" }).layer(RequireScopes::all([PRODUCTS_WRITE]))),
         )
-        .layer(ApiKeyLayer::new(format(), keys.store.clone()));
+        .layer(ApiKeyLayer::new(keys.store.clone()));
     assert_eq!(
         call_as(&app, Method::POST, "/v1/products", None).await.0,
         401
@@ -273,7 +273,7 @@ async fn head_requests_carry_the_get_requirement() {
             "/v1/products",
             get((|| async { "list" }).layer(RequireScopes::all([PRODUCTS_READ]))),
         )
-        .layer(ApiKeyLayer::new(format(), keys.store.clone()));
+        .layer(ApiKeyLayer::new(keys.store.clone()));
     assert_eq!(
         call_as(&app, Method::HEAD, "/v1/products", None).await.0,
         401
@@ -310,7 +310,7 @@ async fn a_stolen_store_holds_digests_that_do_not_authenticate() {
 
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
-        .layer(ApiKeyLayer::new(format(), keys.store.clone()));
+        .layer(ApiKeyLayer::new(keys.store.clone()));
     let digest = KeyDigest::of(keys.reader.as_bytes());
     // The digest as hex, and as the random body of an otherwise well-shaped key.
     for presented in [
@@ -337,7 +337,7 @@ async fn a_record_that_disagrees_with_the_key_environment_is_refused() {
     };
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
-        .layer(ApiKeyLayer::new(format(), forged));
+        .layer(ApiKeyLayer::resolver_builder(format(), forged).build());
     let request = Request::get("/")
         .header(AUTHORIZATION, format!("Bearer {}", sandbox.expose_secret()))
         .body(Body::empty())
@@ -368,7 +368,7 @@ async fn rejections_and_challenges_never_hold_what_the_client_sent() {
             "/",
             get(|| async { "ok" }).route_layer(RequireScopes::all([PRODUCTS_WRITE])),
         )
-        .layer(ApiKeyLayer::new(format(), keys.store.clone()));
+        .layer(ApiKeyLayer::new(keys.store.clone()));
     let mut bad_checksum = keys.reader.clone();
     let changed = if &bad_checksum[20..21] == "Q" {
         "R"
@@ -443,7 +443,7 @@ async fn resolvers_see_only_the_digest() {
     };
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
-        .layer(ApiKeyLayer::new(format(), resolver));
+        .layer(ApiKeyLayer::resolver_builder(format(), resolver).build());
     let key = format().generate(Environment::Live).unwrap();
     assert_eq!(call(&app, "/", Some(key.expose_secret())).await.0, 401);
     assert_eq!(*seen.lock().unwrap(), vec![key.digest()]);
@@ -461,7 +461,7 @@ async fn a_rotated_key_works_for_its_grace_period_then_dies() {
         .await
         .unwrap();
     let app = Router::new().route("/", get(|| async { "ok" })).layer(
-        ApiKeyLayer::builder(format(), store.clone())
+        ApiKeyLayer::builder(store.clone())
             .clock(clock.clone())
             .build(),
     );
@@ -491,7 +491,7 @@ async fn revocation_reaches_every_layer_built_on_the_store() {
         .into_iter()
         .map(|realm| {
             Router::new().route("/", get(|| async { "ok" })).layer(
-                ApiKeyLayer::builder(format(), keys.store.clone())
+                ApiKeyLayer::builder(keys.store.clone())
                     .realm(realm)
                     .build(),
             )
@@ -521,7 +521,7 @@ async fn each_request_gets_the_principal_of_its_own_key() {
             "/",
             get(|principal: tower_api_key::Principal| async move { principal.name().to_owned() }),
         )
-        .layer(ApiKeyLayer::new(format(), keys.store.clone()));
+        .layer(ApiKeyLayer::new(keys.store.clone()));
     let mut tasks = Vec::new();
     for i in 0..200 {
         let app = app.clone();
@@ -566,7 +566,7 @@ async fn a_change_made_outside_the_store_is_seen_within_the_cache_ttl() {
         async move { Ok::<_, ResolveError>(found) }
     };
     let app = Router::new().route("/", get(|| async { "ok" })).layer(
-        ApiKeyLayer::builder(format(), resolver)
+        ApiKeyLayer::resolver_builder(format(), resolver)
             .cache_ttl(Duration::from_millis(200))
             .build(),
     );

@@ -24,11 +24,11 @@ use axum::Router;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use tower_api_key::clock::{Clock, ManualClock};
 use tower_api_key::{
     ApiKeyLayer, CreatedKey, Environment, KeyFormat, KeyId, KeyResolver, KeyStore, MemoryStore,
     NewKey, Principal, Scope, ScopeCatalog, StoreError,
 };
+use tower_api_key::{Clock, ManualClock};
 
 const ORDERS_READ: Scope = Scope::from_static("orders:read");
 const PRODUCTS_READ: Scope = Scope::from_static("products:read");
@@ -545,14 +545,13 @@ impl<B: Backend> Test<B> {
 
 /// `GET /v1/me` behind an `ApiKeyLayer` on `store`, answering with the key's name.
 fn app(store: impl KeyStore + Clone, clock: &TestClock) -> Router {
-    let format = store.format().clone();
     Router::new()
         .route(
             "/v1/me",
             get(|principal: Principal| async move { principal.name().to_owned() }),
         )
         .layer(
-            ApiKeyLayer::builder(format, store)
+            ApiKeyLayer::builder(store)
                 .realm("OrderMonk API")
                 .clock(clock.clone())
                 .build(),

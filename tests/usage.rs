@@ -12,11 +12,10 @@ use axum::Router;
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use tower::{ServiceBuilder, ServiceExt};
-use tower_api_key::rejection::InvalidKey;
+use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_api_key::{
-    ApiKeyLayer, Environment, KeyFormat, KeyStore, MemoryStore, NewKey, Principal, Rejection,
-    RequireScopes, Scope, ScopeCatalog, Scoped,
+    ApiKeyLayer, Environment, InvalidKey, KeyFormat, KeyStore, MemoryStore, NewKey, Principal,
+    PrincipalRejection, Rejection, RequireScopes, Scope, ScopeCatalog, Scoped,
 };
 
 const ORDERS_READ: Scope = Scope::from_static("orders:read");
@@ -55,7 +54,7 @@ async fn keys() -> Keys {
 }
 
 fn layer(keys: &Keys) -> ApiKeyLayer {
-    ApiKeyLayer::new(KeyFormat::new("om").unwrap(), keys.store.clone())
+    ApiKeyLayer::new(keys.store.clone())
 }
 
 fn request(path: &str, authorization: Option<&str>) -> Request<Body> {
@@ -164,10 +163,7 @@ async fn router_route_layer_guards_the_routes_registered_before_it() {
     let app = Router::new()
         .route("/public", get(|| async { "public" }))
         .route("/private", get(name))
-        .route_layer(ApiKeyLayer::new(
-            KeyFormat::new("om").unwrap(),
-            keys.store.clone(),
-        ));
+        .route_layer(ApiKeyLayer::new(keys.store.clone()));
     // `Router::route_layer` guards every route registered before it.
     assert_eq!(
         call(&app, "/public", None).await.0,
@@ -261,7 +257,7 @@ async fn optional_mode_lets_anonymous_requests_through_but_not_bad_keys() {
             get(name).route_layer(RequireScopes::all([ORDERS_READ])),
         )
         .layer(
-            ApiKeyLayer::builder(KeyFormat::new("om").unwrap(), keys.store.clone())
+            ApiKeyLayer::builder(keys.store.clone())
                 .optional()
                 .realm("OrderMonk API")
                 .build(),
@@ -339,11 +335,9 @@ async fn nothing_a_client_sends_creates_or_changes_a_principal() {
     async fn show(principal: Option<Principal>) -> String {
         format!("{principal:?}")
     }
-    let app = Router::new().route("/show", get(show)).layer(
-        ApiKeyLayer::builder(KeyFormat::new("om").unwrap(), keys.store.clone())
-            .optional()
-            .build(),
-    );
+    let app = Router::new()
+        .route("/show", get(show))
+        .layer(ApiKeyLayer::builder(keys.store.clone()).optional().build());
     let mut forged = request(
         "/show?principal=admin&key_id=key_1&scopes=orders:read",
         None,
@@ -381,7 +375,7 @@ async fn nothing_a_client_sends_creates_or_changes_a_principal() {
 async fn custom_responder_gets_the_cause_and_the_layer_keeps_the_contract_headers() {
     let keys = keys().await;
     let app = Router::new().route("/", get(name)).layer(
-        ApiKeyLayer::builder(KeyFormat::new("om").unwrap(), keys.store.clone())
+        ApiKeyLayer::builder(keys.store.clone())
             .realm("Custom")
             .responder(|rejection: &Rejection| {
                 Response::builder()
@@ -437,7 +431,7 @@ async fn a_refusal_carries_its_rejection_and_the_responders_extensions_and_nothi
         .unwrap();
     let unknown = bearer(unknown.expose_secret());
     for custom in [false, true] {
-        let mut builder = ApiKeyLayer::builder(KeyFormat::new("om").unwrap(), keys.store.clone());
+        let mut builder = ApiKeyLayer::builder(keys.store.clone());
         if custom {
             builder = builder.responder(|rejection: &Rejection| {
                 let mut response = Response::new(Bytes::from_static(b"refused"));
@@ -481,7 +475,7 @@ async fn a_refusal_carries_its_rejection_and_the_responders_extensions_and_nothi
 async fn environments_can_be_restricted() {
     let keys = keys().await;
     let sandbox_only = Router::new().route("/", get(name)).layer(
-        ApiKeyLayer::builder(KeyFormat::new("om").unwrap(), keys.store.clone())
+        ApiKeyLayer::builder(keys.store.clone())
             .environments([Environment::Test])
             .build(),
     );
@@ -607,11 +601,7 @@ async fn the_scoped_extractor_answers_like_require_scopes() {
     assert_eq!(body(extracted).await, body(layered).await);
 
     // Anonymous behind an optional layer: 401; no layer at all: 500.
-    let optional = routes().layer(
-        ApiKeyLayer::builder(KeyFormat::new("om").unwrap(), keys.store.clone())
-            .optional()
-            .build(),
-    );
+    let optional = routes().layer(ApiKeyLayer::builder(keys.store.clone()).optional().build());
     assert_eq!(
         call(&optional, "/orders", None).await.0,
         StatusCode::UNAUTHORIZED
@@ -620,4 +610,126 @@ async fn the_scoped_extractor_answers_like_require_scopes() {
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(text.contains("ApiKeyLayer"), "{text}");
     common::assert_logs_clean(&[&keys.orders, &keys.analytics]);
+}
+
+#[tokio::test]
+async fn extractor_rejections_are_typed_and_a_handler_can_answer_them_itself() {
+    let keys = keys().await;
+    // The handler takes the rejection and says which kind it was, rather than letting it answer.
+    async fn which(scoped: Result<Scoped<ReadOrders>, PrincipalRejection>) -> String {
+        match scoped {
+            Ok(principal) => format!("ok {}", principal.name()),
+            Err(PrincipalRejection::Refused(refused)) => match refused.rejection() {
+                Rejection::InsufficientScope(insufficient) => format!(
+                    "{} missing {:?}",
+                    refused.status().as_u16(),
+                    insufficient
+                        .missing()
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                ),
+                Rejection::MissingCredentials => format!("{} anonymous", refused.status().as_u16()),
+                other => format!("unexpected {other:?}"),
+            },
+            Err(PrincipalRejection::MissingLayer(missing)) => {
+                format!("{} no layer", missing.status().as_u16())
+            }
+            Err(other) => format!("unexpected {other:?}"),
+        }
+    }
+    let routes = || Router::new().route("/which", get(which));
+    let app = routes().layer(ApiKeyLayer::builder(keys.store.clone()).optional().build());
+    assert_eq!(
+        call(&app, "/which", Some(&bearer(&keys.orders))).await,
+        (StatusCode::OK, "ok Orders".into())
+    );
+    assert_eq!(
+        call(&app, "/which", Some(&bearer(&keys.analytics))).await,
+        (StatusCode::OK, r#"403 missing ["orders:read"]"#.into())
+    );
+    assert_eq!(
+        call(&app, "/which", None).await,
+        (StatusCode::OK, "401 anonymous".into())
+    );
+    assert_eq!(
+        call(&routes(), "/which", Some(&bearer(&keys.orders))).await,
+        (StatusCode::OK, "500 no layer".into())
+    );
+    common::assert_logs_clean(&[&keys.orders, &keys.analytics]);
+}
+
+#[tokio::test]
+async fn a_custom_responder_answers_the_403_of_scope_checks_too() {
+    let keys = keys().await;
+    let app = Router::new()
+        .route("/scoped", get(|_: Scoped<ReadOrders>| async { "ran" }))
+        .route(
+            "/layered",
+            get(|| async { "ran" }).route_layer(RequireScopes::all([ORDERS_READ])),
+        )
+        .layer(
+            ApiKeyLayer::builder(keys.store.clone())
+                .responder(|rejection: &Rejection| {
+                    let mut response = Response::new(Bytes::from(format!(
+                        "custom {}",
+                        rejection.error_code().unwrap_or("none")
+                    )));
+                    *response.status_mut() = rejection.status();
+                    response
+                })
+                .build(),
+        );
+    for path in ["/scoped", "/layered"] {
+        let response = app
+            .clone()
+            .oneshot(request(path, Some(&bearer(&keys.analytics))))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            r#"Bearer realm="api", error="insufficient_scope", scope="orders:read""#
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"custom insufficient_scope", "{path}");
+    }
+    common::assert_logs_clean(&[&keys.analytics]);
+}
+
+#[test]
+fn services_give_access_to_the_service_they_wrap() {
+    let store = MemoryStore::new(KeyFormat::new("om").unwrap());
+    let mut service = ApiKeyLayer::new(store).layer(41_u32);
+    *service.get_mut() += 1;
+    assert_eq!(*service.get_ref(), 42);
+    assert_eq!(service.into_inner(), 42);
+
+    let mut scoped = RequireScopes::all([ORDERS_READ]).layer(String::from("inner"));
+    scoped.get_mut().push('!');
+    assert_eq!(scoped.get_ref(), "inner!");
+    assert_eq!(scoped.requirement().to_string(), "orders:read");
+    assert_eq!(scoped.into_inner(), "inner!");
+}
+
+#[tokio::test]
+async fn a_layer_built_on_a_store_accepts_keys_of_the_stores_format() {
+    common::init_tracing();
+    // A store of another prefix than the demo's: the layer needs no format of its own, so it
+    // cannot be given one that differs.
+    let store = MemoryStore::new(KeyFormat::new("acme").unwrap());
+    let created = store
+        .create(NewKey::new("Production", Environment::Live))
+        .await
+        .unwrap();
+    let key = created.key.expose_secret().to_owned();
+    assert!(key.starts_with("acme_live_"));
+    let app = Router::new()
+        .route("/me", get(name))
+        .layer(ApiKeyLayer::new(store));
+    assert_eq!(
+        call(&app, "/me", Some(&bearer(&key))).await,
+        (StatusCode::OK, "Production".into())
+    );
+    common::assert_logs_clean(&[&key]);
 }

@@ -7,6 +7,7 @@ use http::HeaderMap;
 use crate::cache::{KeyCache, Lookup, Outcome, PendingLookup};
 use crate::clock::Clock;
 use crate::credentials::{self, Credentials};
+use crate::events::{trace_allowed, trace_rejected};
 use crate::key::{Environment, KeyFormat, MalformedKey};
 use crate::principal::{Anonymous, Principal};
 use crate::rejection::{InvalidKey, InvalidRequest, Rejection, Responses};
@@ -96,29 +97,29 @@ impl Authenticator {
     }
 
     /// Revocation and expiry, checked on every request whether the answer came from the cache or
-    /// not.
+    /// not; the principal is built only for a key that passes.
     fn check(&self, found: Lookup, environment: Environment) -> Result<Principal, Rejection> {
-        let principal = match found {
-            Lookup::Found(principal) => principal,
+        let key = match found {
+            Lookup::Found(key) => key,
             Lookup::Unknown => return Err(Rejection::InvalidKey(InvalidKey::Unknown)),
         };
-        if principal.environment() != environment {
+        if key.environment != environment {
             // The record disagrees with the key text: a store bug or a forged row. Refuse.
             return Err(Rejection::InvalidKey(InvalidKey::Unknown));
         }
-        if principal.is_revoked() {
+        if key.revoked {
             return Err(Rejection::InvalidKey(InvalidKey::Revoked {
-                key_id: principal.key_id().clone(),
+                key_id: key.id.clone(),
             }));
         }
-        if let Some(expires_at) = principal.expires_at() {
+        if let Some(expires_at) = key.expires_at {
             if expires_at <= self.clock.now() {
                 return Err(Rejection::InvalidKey(InvalidKey::Expired {
-                    key_id: principal.key_id().clone(),
+                    key_id: key.id.clone(),
                 }));
             }
         }
-        Ok(principal)
+        Ok(Principal::new(key, self.responses.clone()))
     }
 }
 
@@ -135,57 +136,5 @@ impl Decision {
             Decision::Reject(rejection) => trace_rejected(rejection),
             Decision::Pending(..) => {}
         }
-    }
-}
-
-fn trace_allowed(principal: &Principal) {
-    tracing::debug!(
-        target: "tower_api_key",
-        key_id = %principal.key_id(),
-        environment = %principal.environment(),
-        outcome = "allowed",
-        "API key accepted"
-    );
-}
-
-/// One event per refusal: client mistakes at `INFO`, resolver failures at `WARN`.
-pub(crate) fn trace_rejected(rejection: &Rejection) {
-    // Recorded with `Display`, like the other events, so one key id reads the same everywhere.
-    let key_id = rejection.key_id().map(tracing::field::display);
-    match rejection {
-        Rejection::Unavailable(error) => tracing::warn!(
-            target: "tower_api_key",
-            outcome = "unavailable",
-            error = %error,
-            "API key could not be checked"
-        ),
-        Rejection::InsufficientScope(insufficient) => tracing::info!(
-            target: "tower_api_key",
-            key_id,
-            outcome = "insufficient_scope",
-            required = %insufficient.requirement(),
-            "API key lacks required scopes"
-        ),
-        _ => tracing::info!(
-            target: "tower_api_key",
-            key_id,
-            outcome = outcome_name(rejection),
-            reason = %rejection,
-            "API key refused"
-        ),
-    }
-}
-
-fn outcome_name(rejection: &Rejection) -> &'static str {
-    match rejection {
-        Rejection::MissingCredentials => "missing",
-        Rejection::InvalidRequest(_) => "invalid_request",
-        Rejection::InvalidKey(InvalidKey::Malformed(_)) => "malformed",
-        Rejection::InvalidKey(InvalidKey::WrongEnvironment(_)) => "wrong_environment",
-        Rejection::InvalidKey(InvalidKey::Unknown) => "unknown",
-        Rejection::InvalidKey(InvalidKey::Revoked { .. }) => "revoked",
-        Rejection::InvalidKey(InvalidKey::Expired { .. }) => "expired",
-        Rejection::InsufficientScope(_) => "insufficient_scope",
-        Rejection::Unavailable(_) => "unavailable",
     }
 }

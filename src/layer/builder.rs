@@ -14,11 +14,13 @@ use crate::key::{Environment, KeyFormat};
 use crate::principal::Anonymous;
 use crate::rejection::{ProblemJson, Responder, Responses};
 use crate::resolver::KeyResolver;
+use crate::store::KeyStore;
 
 /// Authenticates requests with API keys. See the [module docs](crate::layer).
 ///
-/// Clones share one cache. Build it with [`ApiKeyLayer::new`] for the defaults or
-/// [`ApiKeyLayer::builder`] to configure it.
+/// Clones share one cache. Build it on a [`KeyStore`] with [`ApiKeyLayer::new`] for the
+/// defaults or [`ApiKeyLayer::builder`] to configure it, or on a resolver of your own with
+/// [`ApiKeyLayer::resolver_builder`].
 #[derive(Clone)]
 #[must_use]
 pub struct ApiKeyLayer {
@@ -26,13 +28,22 @@ pub struct ApiKeyLayer {
 }
 
 impl ApiKeyLayer {
-    /// A layer with the default settings that accepts keys of `format` known to `resolver`.
-    pub fn new(format: KeyFormat, resolver: impl KeyResolver) -> Self {
-        ApiKeyLayer::builder(format, resolver).build()
+    /// A layer with the default settings that accepts the keys of `store`, in the store's
+    /// [`KeyFormat`].
+    pub fn new(store: impl KeyStore) -> Self {
+        ApiKeyLayer::builder(store).build()
     }
 
-    /// A builder for a layer that accepts keys of `format` known to `resolver`.
-    pub fn builder(format: KeyFormat, resolver: impl KeyResolver) -> ApiKeyLayerBuilder {
+    /// A builder for a layer that accepts the keys of `store`, in the store's [`KeyFormat`].
+    pub fn builder(store: impl KeyStore) -> ApiKeyLayerBuilder {
+        let format = store.format().clone();
+        ApiKeyLayer::resolver_builder(format, store)
+    }
+
+    /// A builder for a layer that accepts keys of `format` that `resolver` knows: for keys kept
+    /// in a database of your own. (A [`KeyStore`] brings its format;
+    /// use [`builder`](Self::builder) for one.)
+    pub fn resolver_builder(format: KeyFormat, resolver: impl KeyResolver) -> ApiKeyLayerBuilder {
         let resolver: Arc<dyn KeyResolver> = Arc::new(resolver);
         let invalidations = resolver.invalidations().into_iter().collect();
         ApiKeyLayerBuilder {
@@ -148,8 +159,10 @@ impl ApiKeyLayerBuilder {
     /// How long a found key's answer is cached. Default: 30 seconds.
     ///
     /// Revocations through this crate's stores take effect at once on this instance whatever
-    /// the value; it bounds how long a change made elsewhere (another process, a manual `UPDATE`)
-    /// can go unnoticed. An entry never outlives the key's expiry.
+    /// the value. For a change made elsewhere (another process, a manual `UPDATE`) it is the
+    /// bound: an answer is served at most `ttl` after the lookup that produced it *started*, so
+    /// every request that arrives `ttl` after the change sees it, however long the resolver
+    /// takes. An entry never outlives the key's expiry.
     pub fn cache_ttl(mut self, ttl: Duration) -> Self {
         self.cache.ttl = ttl;
         self
@@ -162,6 +175,9 @@ impl ApiKeyLayerBuilder {
     }
 
     /// How long an unknown digest is remembered as unknown. Default: 5 seconds.
+    ///
+    /// Counted, like [`cache_ttl`](Self::cache_ttl), from the start of the lookup: a key created
+    /// elsewhere is accepted by every request that arrives this long after its creation.
     pub fn negative_cache_ttl(mut self, ttl: Duration) -> Self {
         self.cache.negative_ttl = ttl;
         self
@@ -218,7 +234,6 @@ impl ApiKeyLayerBuilder {
         ));
         let cache = Arc::new(KeyCache::new(
             self.resolver,
-            responses.clone(),
             self.clock.clone(),
             &self.cache,
         ));

@@ -15,7 +15,7 @@ use crate::key::Environment;
 
 pin_project! {
     /// The response future of [`ApiKeyService`](super::ApiKeyService).
-    pub struct ResponseFuture<S, ReqBody>
+    pub struct ApiKeyResponseFuture<S, ReqBody>
     where
         S: Service<Request<ReqBody>>,
     {
@@ -50,18 +50,18 @@ pin_project! {
     }
 }
 
-impl<S, ReqBody> ResponseFuture<S, ReqBody>
+impl<S, ReqBody> ApiKeyResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>>,
 {
     pub(crate) fn inner(future: S::Future) -> Self {
-        ResponseFuture {
+        ApiKeyResponseFuture {
             state: State::Inner { future },
         }
     }
 
     pub(crate) fn rejected(response: S::Response) -> Self {
-        ResponseFuture {
+        ApiKeyResponseFuture {
             state: State::Rejected {
                 response: Some(response),
             },
@@ -75,7 +75,7 @@ where
         inner: S,
         authenticator: Arc<Authenticator>,
     ) -> Self {
-        ResponseFuture {
+        ApiKeyResponseFuture {
             state: State::Pending {
                 pending,
                 environment,
@@ -87,7 +87,7 @@ where
     }
 }
 
-impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
+impl<S, ReqBody, ResBody> Future for ApiKeyResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: From<Bytes>,
@@ -102,7 +102,7 @@ where
                     // Taken once: a future is not polled again after it returned `Ready`.
                     let response = response
                         .take()
-                        .expect("ResponseFuture polled after completion");
+                        .expect("ApiKeyResponseFuture polled after completion");
                     return Poll::Ready(Ok(response));
                 }
                 StateProj::Pending {
@@ -115,7 +115,7 @@ where
                     let outcome = ready!(Pin::new(pending).poll(cx));
                     let mut request = request
                         .take()
-                        .expect("ResponseFuture polled after completion");
+                        .expect("ApiKeyResponseFuture polled after completion");
                     match authenticator.verdict(outcome, *environment) {
                         Ok(principal) => {
                             request.extensions_mut().insert(principal);
@@ -139,11 +139,12 @@ where
     }
 }
 
-impl<S, ReqBody> fmt::Debug for ResponseFuture<S, ReqBody>
+impl<S, ReqBody> fmt::Debug for ApiKeyResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        f.debug_struct("ApiKeyResponseFuture")
+            .finish_non_exhaustive()
     }
 }

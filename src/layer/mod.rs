@@ -19,14 +19,13 @@
 //! use tower_api_key::{ApiKeyLayer, Environment, KeyFormat, KeyStore, MemoryStore, NewKey, Principal};
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! let format = KeyFormat::new("om").unwrap();
-//! let store = MemoryStore::new(format.clone());
+//! let store = MemoryStore::new(KeyFormat::new("om").unwrap());
 //! let created = store.create(NewKey::new("Production", Environment::Live)).await.unwrap();
 //!
 //! let app = Router::new()
 //!     .route("/v1/ping", get(|principal: Principal| async move { principal.name().to_owned() }))
 //!     .layer(
-//!         ApiKeyLayer::builder(format, store.clone())
+//!         ApiKeyLayer::builder(store.clone())
 //!             .realm("OrderMonk API")
 //!             .environments([Environment::Live])
 //!             .build(),
@@ -64,7 +63,6 @@ mod builder;
 mod future;
 mod service;
 
-pub(crate) use self::authenticator::trace_rejected;
 pub use self::builder::{ApiKeyLayer, ApiKeyLayerBuilder};
-pub use self::future::ResponseFuture;
+pub use self::future::ApiKeyResponseFuture;
 pub use self::service::ApiKeyService;

@@ -7,7 +7,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::authenticator::{Authenticator, Decision};
-use super::future::ResponseFuture;
+use super::future::ApiKeyResponseFuture;
 use crate::principal::{Anonymous, Principal};
 
 /// The service made by [`ApiKeyLayer`](super::ApiKeyLayer).
@@ -29,6 +29,16 @@ impl<S> ApiKeyService<S> {
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
+
+    /// The wrapped service, to change.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ApiKeyService<S>
@@ -38,7 +48,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqBody>;
+    type Future = ApiKeyResponseFuture<S, ReqBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -51,17 +61,17 @@ where
         match decision {
             Decision::Allow(principal) => {
                 request.extensions_mut().insert(principal);
-                ResponseFuture::inner(self.inner.call(request))
+                ApiKeyResponseFuture::inner(self.inner.call(request))
             }
             Decision::Anonymous => {
                 let extensions = request.extensions_mut();
                 extensions.remove::<Principal>();
                 extensions.insert::<Anonymous>(self.authenticator.anonymous.clone());
-                ResponseFuture::inner(self.inner.call(request))
+                ApiKeyResponseFuture::inner(self.inner.call(request))
             }
             Decision::Reject(rejection) => {
                 let spare = std::mem::take(request.extensions_mut());
-                ResponseFuture::rejected(
+                ApiKeyResponseFuture::rejected(
                     self.authenticator
                         .responses
                         .respond_reusing(rejection, spare),
@@ -72,7 +82,7 @@ where
                 // waits, and leave a clone that the next `poll_ready` will drive.
                 let ready = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, ready);
-                ResponseFuture::pending(
+                ApiKeyResponseFuture::pending(
                     pending,
                     environment,
                     request,

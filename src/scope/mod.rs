@@ -63,7 +63,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-pub use self::require::{RequireScopes, RequireScopesService, ResponseFuture};
+pub use self::require::{RequireScopes, RequireScopesResponseFuture, RequireScopesService};
 #[cfg(feature = "axum")]
 pub use self::scoped::{RequiredScopes, Scoped};
 

@@ -5,16 +5,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
-use http::{Extensions, HeaderValue, Request, Response, StatusCode};
+use http::{Extensions, Request, Response};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{Scope, ScopeRequirement};
-use crate::layer::trace_rejected;
-use crate::principal::{Anonymous, Principal};
-use crate::rejection::{InsufficientScope, Rejection};
+use crate::events::{trace_authorized, trace_rejected};
+use crate::principal::{Anonymous, Principal, PrincipalRejection};
+use crate::rejection::{InsufficientScope, MissingLayer, Refused, Rejection};
 
 /// Requires scopes of the request's [`Principal`]; answers `403 insufficient_scope` otherwise.
 ///
@@ -93,54 +92,58 @@ impl<S: fmt::Debug> fmt::Debug for RequireScopesService<S> {
     }
 }
 
-const MISSING_LAYER: &str = "a scope requirement found no Principal: is \
-    `tower_api_key::ApiKeyLayer` applied outside this route?";
+impl<S> RequireScopesService<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
 
-/// Checks `requirement` against the request's principal: `Ok` with the principal when it holds,
-/// otherwise the response to send (`403`, the layer's `401` for an anonymous request, or `500`
-/// when no `ApiKeyLayer` ran).
-pub(crate) fn authorize<'a, B: From<Bytes>>(
+    /// The wrapped service, to change.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// What this service requires.
+    pub fn requirement(&self) -> &ScopeRequirement {
+        &self.requirement
+    }
+}
+
+/// Checks `requirement` against the request's principal: the principal when it holds;
+/// otherwise `403` (the layer's `401` for an anonymous request, or `500` when no `ApiKeyLayer`
+/// ran).
+pub(crate) fn authorize<'a>(
     extensions: &'a Extensions,
     requirement: &ScopeRequirement,
-) -> Result<&'a Principal, Response<B>> {
-    let rejection = match extensions.get::<Principal>() {
+) -> Result<&'a Principal, PrincipalRejection> {
+    let (rejection, responses) = match extensions.get::<Principal>() {
         Some(principal) if principal.satisfies(requirement) => {
-            tracing::debug!(
-                target: "tower_api_key",
-                key_id = %principal.key_id(),
-                outcome = "authorized",
-                required = %requirement,
-                "API key has the required scopes"
-            );
+            trace_authorized(principal, requirement);
             return Ok(principal);
         }
-        Some(principal) => {
-            let rejection = Rejection::InsufficientScope(InsufficientScope {
-                key_id: principal.key_id().clone(),
-                missing: requirement.missing_from(principal.scopes()),
-                requirement: requirement.clone(),
-            });
-            trace_rejected(&rejection);
-            return Err(principal.responses().respond(rejection));
-        }
-        None => Rejection::MissingCredentials,
+        Some(principal) => (
+            Rejection::InsufficientScope(InsufficientScope::new(
+                principal.key_id().clone(),
+                requirement.clone(),
+                principal.scopes(),
+            )),
+            principal.responses(),
+        ),
+        None => match extensions.get::<Anonymous>() {
+            Some(Anonymous(responses)) => (Rejection::MissingCredentials, responses),
+            None => return Err(PrincipalRejection::MissingLayer(MissingLayer)),
+        },
     };
-    match extensions.get::<Anonymous>() {
-        Some(Anonymous(responses)) => {
-            trace_rejected(&rejection);
-            Err(responses.respond(rejection))
-        }
-        None => {
-            tracing::error!(target: "tower_api_key", "{MISSING_LAYER}");
-            let mut response = Response::new(B::from(Bytes::from_static(MISSING_LAYER.as_bytes())));
-            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            Err(response)
-        }
-    }
+    trace_rejected(&rejection);
+    Err(PrincipalRejection::Refused(Refused::new(
+        rejection,
+        responses.clone(),
+    )))
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireScopesService<S>
@@ -150,7 +153,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody>;
+    type Future = RequireScopesResponseFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -158,15 +161,15 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         match authorize(request.extensions(), &self.requirement) {
-            Ok(_) => ResponseFuture::inner(self.inner.call(request)),
-            Err(response) => ResponseFuture::ready(response),
+            Ok(_) => RequireScopesResponseFuture::inner(self.inner.call(request)),
+            Err(rejection) => RequireScopesResponseFuture::ready(rejection.into_http_response()),
         }
     }
 }
 
 pin_project! {
     /// The response future of [`RequireScopesService`].
-    pub struct ResponseFuture<F, B> {
+    pub struct RequireScopesResponseFuture<F, B> {
         #[pin]
         state: State<F, B>,
     }
@@ -180,15 +183,15 @@ pin_project! {
     }
 }
 
-impl<F, B> ResponseFuture<F, B> {
+impl<F, B> RequireScopesResponseFuture<F, B> {
     fn inner(future: F) -> Self {
-        ResponseFuture {
+        RequireScopesResponseFuture {
             state: State::Inner { future },
         }
     }
 
     fn ready(response: Response<B>) -> Self {
-        ResponseFuture {
+        RequireScopesResponseFuture {
             state: State::Ready {
                 response: Some(response),
             },
@@ -196,7 +199,7 @@ impl<F, B> ResponseFuture<F, B> {
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F, B>
+impl<F, B, E> Future for RequireScopesResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
@@ -209,14 +212,15 @@ where
                 // Taken once: a future is not polled again after it returned `Ready`.
                 Poll::Ready(Ok(response
                     .take()
-                    .expect("ResponseFuture polled after completion")))
+                    .expect("RequireScopesResponseFuture polled after completion")))
             }
         }
     }
 }
 
-impl<F, B> fmt::Debug for ResponseFuture<F, B> {
+impl<F, B> fmt::Debug for RequireScopesResponseFuture<F, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        f.debug_struct("RequireScopesResponseFuture")
+            .finish_non_exhaustive()
     }
 }

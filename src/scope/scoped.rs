@@ -5,12 +5,11 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 
 use axum_core::extract::FromRequestParts;
-use axum_core::response::Response;
 use http::request::Parts;
 
 use super::require::authorize;
 use super::ScopeRequirement;
-use crate::principal::Principal;
+use crate::principal::{Principal, PrincipalRejection};
 
 /// A requirement of scopes as a type, for the [`Scoped`] extractor. Declare one with
 /// [`scope_requirement!`](crate::scope_requirement).
@@ -83,7 +82,7 @@ impl<R: RequiredScopes> fmt::Debug for Scoped<R> {
 }
 
 impl<S: Send + Sync, R: RequiredScopes> FromRequestParts<S> for Scoped<R> {
-    type Rejection = Response;
+    type Rejection = PrincipalRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let principal = authorize(&parts.extensions, R::requirement())?;

@@ -57,6 +57,7 @@ pub mod sqlite;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -121,6 +122,45 @@ pub trait KeyStore: KeyResolver {
 
     /// Records that the key was used at `at`; the stored time only moves forward.
     async fn record_use(&self, id: &KeyId, at: SystemTime) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+impl<S: KeyStore + ?Sized> KeyStore for Arc<S> {
+    fn format(&self) -> &KeyFormat {
+        (**self).format()
+    }
+
+    async fn create(&self, new: NewKey) -> Result<CreatedKey, StoreError> {
+        (**self).create(new).await
+    }
+
+    async fn get(&self, id: &KeyId) -> Result<StoredKey, StoreError> {
+        (**self).get(id).await
+    }
+
+    async fn list(&self, owner: Option<&str>) -> Result<Vec<StoredKey>, StoreError> {
+        (**self).list(owner).await
+    }
+
+    async fn rename(&self, id: &KeyId, name: &str) -> Result<StoredKey, StoreError> {
+        (**self).rename(id, name).await
+    }
+
+    async fn revoke(&self, id: &KeyId) -> Result<StoredKey, StoreError> {
+        (**self).revoke(id).await
+    }
+
+    async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<Rotation, StoreError> {
+        (**self).rotate(id, grace).await
+    }
+
+    async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
+        (**self).delete(id).await
+    }
+
+    async fn record_use(&self, id: &KeyId, at: SystemTime) -> Result<(), StoreError> {
+        (**self).record_use(id, at).await
+    }
 }
 
 /// What to create: a name, an environment, and optionally an owner, scopes, an expiry and

@@ -48,7 +48,7 @@
 //!     .await?;
 //! println!("your key: {}", created.key.expose_secret());
 //!
-//! let layer = ApiKeyLayer::builder(format, store.clone()).realm("OrderMonk API").build();
+//! let layer = ApiKeyLayer::builder(store.clone()).realm("OrderMonk API").build();
 //! # let _ = layer;
 //! # Ok(())
 //! # }

@@ -1,15 +1,24 @@
-//! The cache in front of the resolver.
+//! The cache in front of the resolver: what the resolver said about each key, by digest.
 //!
 //! Two bounded [moka](https://docs.rs/moka) caches keyed by [`KeyDigest`]: one for keys the
 //! resolver found (valid, revoked or expired alike: the layer checks revocation and expiry on
 //! every request, hit or miss), and a separate, smaller, shorter-lived one for digests the resolver
-//! did not know, so that a flood of made-up keys cannot push real keys out.
+//! did not know, so that a flood of made-up keys cannot push real keys out. Before both sits the
+//! per-thread [front table](front).
+//!
+//! The cache knows keys, digests, resolvers and clocks, and nothing of HTTP: it keeps each answer
+//! as a [`CachedKey`], and the layer builds principals and responses from it.
 //!
 //! The rules it keeps:
 //!
 //! - Concurrent misses for one key share one resolver call. The call runs in its own task, so a
 //!   client that goes away does not cancel it for the others.
-//! - An entry for a key that has not expired yet never outlives `min(ttl, expires_at - now)`.
+//! - An answer's life is counted from the moment its lookup **started**, not from when the
+//!   resolver answered: a found key is served at most `ttl` after its lookup began (and never
+//!   past its `expires_at`), an unknown one at most `negative_ttl`. A request joins a lookup in
+//!   flight only if that lookup started less than `min(ttl, negative_ttl)` ago; otherwise it
+//!   starts a fresh one. So a change made outside the crate's stores (another process, a manual
+//!   `UPDATE`) is seen by every request that arrives `ttl` after it, however slow the resolver.
 //! - Resolver errors and timeouts are never cached.
 //! - An invalidation (a revocation through a store of this crate) removes the key's entries and
 //!   detaches any resolver call in flight for it: that call's answer, read before the
@@ -19,28 +28,61 @@
 //! Coalescing is done here rather than with moka's `get_with` because an invalidation has to be
 //! atomic with respect to the insertion of an in-flight answer; both happen under one lock.
 
-use std::cell::RefCell;
+mod front;
+
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
+use self::front::Front;
 use crate::clock::Clock;
 use crate::invalidation::Invalidate;
-use crate::key::KeyDigest;
-use crate::principal::Principal;
-use crate::rejection::Responses;
-use crate::resolver::{KeyResolver, ResolveError};
+use crate::key::{Environment, KeyDigest};
+use crate::resolver::{KeyId, KeyRecord, KeyResolver, ResolveError};
 use crate::scope::ScopeSet;
+
+/// What the resolver said about a key it found, as the cache keeps it.
+///
+/// Revoked and expired keys are kept too, so that the next request is refused with no lookup;
+/// the layer checks both on every request.
+#[derive(Debug)]
+pub(crate) struct CachedKey {
+    pub(crate) id: KeyId,
+    pub(crate) name: Box<str>,
+    pub(crate) owner: Box<str>,
+    pub(crate) environment: Environment,
+    pub(crate) scopes: ScopeSet,
+    pub(crate) expires_at: Option<SystemTime>,
+    /// Whether the key was revoked when it was looked up.
+    pub(crate) revoked: bool,
+    /// When the lookup that found it started: the answer is served at most `ttl` after.
+    pub(crate) looked_up_at: Instant,
+}
+
+impl CachedKey {
+    fn new(record: KeyRecord, scopes: ScopeSet, looked_up_at: Instant) -> Self {
+        CachedKey {
+            revoked: record.revoked_at.is_some(),
+            id: record.id,
+            name: record.name.into_boxed_str(),
+            owner: record.owner.into_boxed_str(),
+            environment: record.environment,
+            scopes,
+            expires_at: record.expires_at,
+            looked_up_at,
+        }
+    }
+}
 
 /// What is known about a digest.
 #[derive(Clone)]
 pub(crate) enum Lookup {
-    Found(Principal),
+    Found(Arc<CachedKey>),
     Unknown,
 }
 
@@ -87,16 +129,17 @@ pub struct CacheStats {
 
 pub(crate) struct KeyCache {
     resolver: Arc<dyn KeyResolver>,
-    responses: Arc<Responses>,
-    positive: moka::sync::Cache<Slot, Principal, SlotHasher>,
-    /// Unknown digests, with when the resolver said so.
+    positive: moka::sync::Cache<Slot, Arc<CachedKey>, SlotHasher>,
+    /// Unknown digests, with when the lookup that did not find them started.
     negative: moka::sync::Cache<Slot, Instant, SlotHasher>,
     /// Resolver calls in flight, by digest. Also the lock that orders insertions after
     /// invalidations.
     flights: Mutex<HashMap<Slot, Flight>>,
     next_flight: AtomicU64,
+    ttl: Duration,
+    negative_ttl: Duration,
     resolver_timeout: Duration,
-    /// Distinct scope sets seen, to share among cached principals.
+    /// Distinct scope sets seen, to share among cached keys.
     scope_sets: Mutex<HashSet<ScopeSet>>,
     front: Front,
 }
@@ -138,34 +181,42 @@ impl Hash for Slot {
 
 struct Flight {
     id: u64,
+    /// When the resolver call started.
+    started: Instant,
     pending: PendingLookup,
 }
 
-/// Keeps entries for keys that expire soon no longer than their remaining lifetime.
+/// How long is left of `life` for an answer whose lookup started at `looked_up_at`.
+fn remaining(life: Duration, looked_up_at: Instant) -> Duration {
+    life.saturating_sub(looked_up_at.elapsed())
+}
+
+/// Keeps a found key no longer than `ttl` after its lookup started, nor past its expiry.
 struct PositiveExpiry {
     ttl: Duration,
     clock: Arc<dyn Clock>,
 }
 
 impl PositiveExpiry {
-    fn lifetime(&self, principal: &Principal) -> Duration {
-        let remaining = principal
-            .expires_at()
+    fn lifetime(&self, key: &CachedKey) -> Duration {
+        let left = remaining(self.ttl, key.looked_up_at);
+        let until_expiry = key
+            .expires_at
             .and_then(|at| at.duration_since(self.clock.now()).ok());
-        match remaining {
+        match until_expiry {
             // Not expired yet: never cache past the expiry.
-            Some(remaining) => remaining.min(self.ttl),
-            // Expired already, or never expires: the verdict holds for the whole ttl.
-            None => self.ttl,
+            Some(until_expiry) => until_expiry.min(left),
+            // Expired already, or never expires: the verdict holds for the rest of the ttl.
+            None => left,
         }
     }
 }
 
-impl moka::Expiry<Slot, Principal> for PositiveExpiry {
+impl moka::Expiry<Slot, Arc<CachedKey>> for PositiveExpiry {
     fn expire_after_create(
         &self,
         _key: &Slot,
-        value: &Principal,
+        value: &Arc<CachedKey>,
         _created_at: Instant,
     ) -> Option<Duration> {
         Some(self.lifetime(value))
@@ -174,7 +225,7 @@ impl moka::Expiry<Slot, Principal> for PositiveExpiry {
     fn expire_after_update(
         &self,
         _key: &Slot,
-        value: &Principal,
+        value: &Arc<CachedKey>,
         _updated_at: Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
@@ -182,10 +233,35 @@ impl moka::Expiry<Slot, Principal> for PositiveExpiry {
     }
 }
 
+/// Keeps an unknown digest no longer than `negative_ttl` after its lookup started.
+struct NegativeExpiry {
+    negative_ttl: Duration,
+}
+
+impl moka::Expiry<Slot, Instant> for NegativeExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &Slot,
+        looked_up_at: &Instant,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(remaining(self.negative_ttl, *looked_up_at))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &Slot,
+        looked_up_at: &Instant,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(remaining(self.negative_ttl, *looked_up_at))
+    }
+}
+
 impl KeyCache {
     pub(crate) fn new(
         resolver: Arc<dyn KeyResolver>,
-        responses: Arc<Responses>,
         clock: Arc<dyn Clock>,
         settings: &CacheSettings,
     ) -> Self {
@@ -199,15 +275,18 @@ impl KeyCache {
                 .build_with_hasher(SlotHasher::default()),
             negative: moka::sync::Cache::builder()
                 .max_capacity(settings.negative_capacity)
-                .time_to_live(settings.negative_ttl)
+                .expire_after(NegativeExpiry {
+                    negative_ttl: settings.negative_ttl,
+                })
                 .build_with_hasher(SlotHasher::default()),
             flights: Mutex::new(HashMap::new()),
             next_flight: AtomicU64::new(0),
             scope_sets: Mutex::new(HashSet::new()),
             front: Front::new(settings.ttl, settings.negative_ttl),
+            ttl: settings.ttl,
+            negative_ttl: settings.negative_ttl,
             resolver_timeout: settings.resolver_timeout,
             resolver,
-            responses,
         }
     }
 
@@ -217,17 +296,14 @@ impl KeyCache {
         if let Some(found) = self.front.get(slot, epoch) {
             return Some(found);
         }
-        if let Some(principal) = self.positive.get(slot) {
-            self.front.put(
-                *slot,
-                Lookup::Found(principal.clone()),
-                principal.loaded_at(),
-                epoch,
-            );
-            return Some(Lookup::Found(principal));
+        if let Some(key) = self.positive.get(slot) {
+            let looked_up_at = key.looked_up_at;
+            self.front
+                .put(*slot, Lookup::Found(key.clone()), looked_up_at, epoch);
+            return Some(Lookup::Found(key));
         }
-        if let Some(answered_at) = self.negative.get(slot) {
-            self.front.put(*slot, Lookup::Unknown, answered_at, epoch);
+        if let Some(looked_up_at) = self.negative.get(slot) {
+            self.front.put(*slot, Lookup::Unknown, looked_up_at, epoch);
             return Some(Lookup::Unknown);
         }
         None
@@ -247,10 +323,15 @@ impl KeyCache {
             return Ok(found);
         }
         if let Some(flight) = flights.get(&slot) {
-            return Err(flight.pending.clone());
+            // Join it only while its answer could still be served; an older call is left to the
+            // requests already waiting, and its answer will not be cached.
+            if flight.started.elapsed() < self.ttl.min(self.negative_ttl) {
+                return Err(flight.pending.clone());
+            }
         }
         let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
-        let task = tokio::spawn(Arc::clone(self).resolve(digest, id));
+        let started = Instant::now();
+        let task = tokio::spawn(Arc::clone(self).resolve(digest, id, started));
         // Weak: the flight map holds this future, which must not keep the cache alive.
         let cache = Arc::downgrade(self);
         let pending = async move {
@@ -273,13 +354,14 @@ impl KeyCache {
             slot,
             Flight {
                 id,
+                started,
                 pending: pending.clone(),
             },
         );
         Err(pending)
     }
 
-    async fn resolve(self: Arc<Self>, digest: KeyDigest, id: u64) -> Outcome {
+    async fn resolve(self: Arc<Self>, digest: KeyDigest, id: u64, started: Instant) -> Outcome {
         let call = tokio::time::timeout(self.resolver_timeout, self.resolver.resolve(&digest));
         // A panicking resolver must not skip the bookkeeping below, or the key would stay
         // "in flight" for good.
@@ -291,12 +373,7 @@ impl KeyCache {
         let outcome = answer.map(|record| match record {
             Some(record) => {
                 let scopes = self.shared_scopes(&record.scopes);
-                Lookup::Found(Principal::new(
-                    record,
-                    scopes,
-                    self.responses.clone(),
-                    Instant::now(),
-                ))
+                Lookup::Found(Arc::new(CachedKey::new(record, scopes, started)))
             }
             None => Lookup::Unknown,
         });
@@ -305,14 +382,20 @@ impl KeyCache {
         let mut flights = self.lock_flights();
         if flights.get(&slot).is_some_and(|flight| flight.id == id) {
             flights.remove(&slot);
+            // Not when the answer's life is over already (a resolver slower than the TTL).
             match &outcome {
-                Ok(Lookup::Found(entry)) => self.positive.insert(slot, entry.clone()),
-                Ok(Lookup::Unknown) => self.negative.insert(slot, Instant::now()),
-                Err(_) => {}
+                Ok(Lookup::Found(key)) if !remaining(self.ttl, started).is_zero() => {
+                    self.positive.insert(slot, key.clone());
+                }
+                Ok(Lookup::Unknown) if !remaining(self.negative_ttl, started).is_zero() => {
+                    self.negative.insert(slot, started);
+                }
+                _ => {}
             }
         }
-        // Otherwise an invalidation detached this call while it ran: its answer may predate a
-        // revocation, so it is handed to the requests already waiting and not cached.
+        // Otherwise an invalidation detached this call while it ran, or a later request started
+        // a fresh one: its answer may predate a change, so it is handed to the requests already
+        // waiting and not cached.
         outcome
     }
 
@@ -381,151 +464,16 @@ impl Invalidate for KeyCache {
     }
 }
 
-/// A small direct-mapped table in front of moka for the keys in use right now, found or unknown.
-///
-/// A moka read costs about as much as the rest of the layer's work together (it records the read
-/// for its eviction policy and checks expiry); a hit here is a comparison, with no lock: the
-/// entries live in a table per thread ([`FRONT_ENTRIES`]), shared by every cache of the process
-/// and told apart by the cache's `id`. Each entry lives at most [`FRONT_TTL`], then the key is
-/// read from moka again, so moka's policy stays in charge; and never past the TTL of its moka
-/// entry, counted from the resolver's answer. A flood of made-up keys only pushes entries out of
-/// this table, back to moka.
-///
-/// Every invalidation empties the table on every thread at once by moving its epoch on: an entry
-/// is only used while the epoch it was read under is current, and it was read from moka after
-/// that epoch began, so no entry can hold an answer an invalidation has removed.
-///
-/// An entry of a cache that was dropped stays in a thread's table, unused, until another entry
-/// takes its place or the thread ends: at most [`FRONT_SIZE`] principals per thread.
-struct Front {
-    /// Tells this table's entries from other tables' in a thread's [`FRONT_ENTRIES`].
-    id: u64,
-    epoch: AtomicU64,
-    ttl: Duration,
-    negative_ttl: Duration,
-}
-
-/// The next [`Front::id`].
-static NEXT_FRONT_ID: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// The entries of every front table, per thread: a hit then takes no lock and writes no
-    /// memory that another core reads. Empty until the thread's first entry, then
-    /// [`FRONT_SIZE`] slots.
-    static FRONT_ENTRIES: RefCell<Vec<Option<FrontEntry>>> = const { RefCell::new(Vec::new()) };
-}
-
-struct FrontEntry {
-    front: u64,
-    slot: Slot,
-    found: Lookup,
-    epoch: u64,
-    until: coarsetime::Instant,
-}
-
-/// How many keys the front table holds (a power of two).
-const FRONT_SIZE: usize = 256;
-/// How long an entry of the front table serves before moka is asked again.
-const FRONT_TTL: Duration = Duration::from_secs(1);
-/// How far the coarse clock may lag behind the precise one: one kernel tick, 10 ms at the
-/// lowest tick rate Linux offers, with room to spare.
-const COARSE_CLOCK_LAG: Duration = Duration::from_millis(20);
-
-/// The monotonic time of the kernel's last tick (`CLOCK_MONOTONIC_COARSE` on Linux): read in a
-/// few nanoseconds where a precise read takes several times as long. It is never ahead of the
-/// precise clock, and behind it by one tick at most ([`COARSE_CLOCK_LAG`] allows for that).
-fn coarse_now() -> coarsetime::Instant {
-    // Not `now()`, which also stores the reading in a global that every core would write.
-    coarsetime::Instant::now_without_cache_update()
-}
-
-impl Front {
-    fn new(ttl: Duration, negative_ttl: Duration) -> Self {
-        Front {
-            id: NEXT_FRONT_ID.fetch_add(1, Ordering::Relaxed),
-            epoch: AtomicU64::new(0),
-            ttl,
-            negative_ttl,
-        }
-    }
-
-    fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::SeqCst)
-    }
-
-    fn index(slot: &Slot) -> usize {
-        // The digest's bits are uniformly spread; the second word is not the one the tables hash.
-        (slot.0[1] as usize) % FRONT_SIZE
-    }
-
-    fn get(&self, slot: &Slot, epoch: u64) -> Option<Lookup> {
-        FRONT_ENTRIES
-            .try_with(|entries| {
-                let entries = entries.try_borrow().ok()?;
-                let entry = entries.get(Self::index(slot))?.as_ref()?;
-                (entry.front == self.id
-                    && entry.slot == *slot
-                    && entry.epoch == epoch
-                    && coarse_now() < entry.until)
-                    .then(|| entry.found.clone())
-            })
-            .ok()
-            .flatten()
-    }
-
-    /// Keeps `found`, read from moka under `epoch` and answered by the resolver at
-    /// `answered_at`; it is usable only while no invalidation comes.
-    fn put(&self, slot: Slot, found: Lookup, answered_at: Instant, epoch: u64) {
-        let ttl = match found {
-            Lookup::Found(_) => self.ttl,
-            Lookup::Unknown => self.negative_ttl,
-        };
-        // Read on the coarse clock, which may lag by up to `COARSE_CLOCK_LAG`: the entry's life
-        // is shortened by that much, so that it never serves past either bound.
-        let remaining = answered_at.checked_add(ttl).map_or(FRONT_TTL, |end| {
-            end.saturating_duration_since(Instant::now())
-        });
-        let life = remaining.min(FRONT_TTL).saturating_sub(COARSE_CLOCK_LAG);
-        let until = coarse_now() + coarsetime::Duration::from(life);
-        let entry = FrontEntry {
-            front: self.id,
-            slot,
-            found,
-            epoch,
-            until,
-        };
-        // Not while the thread is being torn down; and the entry put out is dropped only after
-        // the table is let go, since dropping the last handle on a principal runs the layer's
-        // responder's `Drop`, which could come back here.
-        let replaced = FRONT_ENTRIES.try_with(|entries| {
-            let mut entries = entries.try_borrow_mut().ok()?;
-            if entries.is_empty() {
-                entries.resize_with(FRONT_SIZE, || None);
-            }
-            entries[Self::index(&slot)].replace(entry)
-        });
-        drop(replaced);
-    }
-
-    /// Makes every entry unusable.
-    fn clear(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::SystemClock;
-    use crate::key::KeyDigest;
-    use crate::resolver::KeyRecord;
     use crate::scope::Scope;
 
     fn cache() -> KeyCache {
         let resolver = |_: KeyDigest| async { Ok::<Option<KeyRecord>, ResolveError>(None) };
         KeyCache::new(
             Arc::new(resolver),
-            test_responses(),
             Arc::new(SystemClock),
             &CacheSettings::default(),
         )
@@ -536,133 +484,6 @@ mod tests {
             .iter()
             .map(|n| Scope::new(n.clone()).unwrap())
             .collect()
-    }
-
-    /// Puts a principal whose lookup happened `ago` into `front`.
-    fn put(front: &Front, slot: Slot, ago: Duration, epoch: u64) {
-        let principal = principal(ago);
-        front.put(
-            slot,
-            Lookup::Found(principal.clone()),
-            principal.loaded_at(),
-            epoch,
-        );
-    }
-
-    /// A principal whose lookup happened `ttl_ago` ago.
-    fn principal(ttl_ago: Duration) -> Principal {
-        let record = KeyRecord::new("key_1", crate::Environment::Live, ScopeSet::empty());
-        let looked_up = Instant::now() - ttl_ago;
-        Principal::new(record, ScopeSet::empty(), test_responses(), looked_up)
-    }
-
-    fn test_responses() -> Arc<Responses> {
-        Arc::new(Responses::new(
-            Arc::new(crate::ProblemJson),
-            "api",
-            Duration::from_secs(1),
-        ))
-    }
-
-    #[test]
-    fn the_front_table_forgets_everything_on_an_invalidation() {
-        let front = Front::new(Duration::from_secs(30), Duration::from_secs(5));
-        let slot = Slot([1; 4]);
-        let epoch = front.epoch();
-        put(&front, slot, Duration::ZERO, epoch);
-        assert!(front.get(&slot, front.epoch()).is_some());
-        assert!(
-            front.get(&Slot([2; 4]), front.epoch()).is_none(),
-            "another key"
-        );
-        front.clear();
-        assert!(front.get(&slot, front.epoch()).is_none());
-        // An answer read from moka before the invalidation is not kept usable after it.
-        put(&front, slot, Duration::ZERO, epoch);
-        assert!(front.get(&slot, front.epoch()).is_none());
-    }
-
-    #[test]
-    fn front_tables_share_a_threads_slots_without_mixing_their_entries() {
-        let (a, b) = (
-            Front::new(Duration::from_secs(30), Duration::from_secs(5)),
-            Front::new(Duration::from_secs(30), Duration::from_secs(5)),
-        );
-        let slot = Slot([4; 4]);
-        put(&a, slot, Duration::ZERO, a.epoch());
-        assert!(a.get(&slot, a.epoch()).is_some());
-        assert!(b.get(&slot, b.epoch()).is_none(), "another cache's entry");
-        // Same digest, same slot of the thread's table: `b`'s entry takes `a`'s place.
-        put(&b, slot, Duration::ZERO, b.epoch());
-        assert!(b.get(&slot, b.epoch()).is_some());
-        assert!(a.get(&slot, a.epoch()).is_none());
-    }
-
-    #[test]
-    fn front_entries_are_per_thread_and_invalidations_reach_every_thread() {
-        let front = Front::new(Duration::from_secs(30), Duration::from_secs(5));
-        let slot = Slot([5; 4]);
-        put(&front, slot, Duration::ZERO, front.epoch());
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                assert!(
-                    front.get(&slot, front.epoch()).is_none(),
-                    "not this thread's"
-                );
-                put(&front, slot, Duration::ZERO, front.epoch());
-                assert!(front.get(&slot, front.epoch()).is_some());
-            });
-        });
-        assert!(front.get(&slot, front.epoch()).is_some());
-        // An invalidation on this thread empties the other thread's table too.
-        std::thread::scope(|scope| {
-            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-            let (cleared_tx, cleared_rx) = std::sync::mpsc::channel::<()>();
-            let front = &front;
-            scope.spawn(move || {
-                put(front, slot, Duration::ZERO, front.epoch());
-                assert!(front.get(&slot, front.epoch()).is_some());
-                ready_tx.send(()).unwrap();
-                cleared_rx.recv().unwrap();
-                assert!(front.get(&slot, front.epoch()).is_none());
-            });
-            ready_rx.recv().unwrap();
-            front.clear();
-            cleared_tx.send(()).unwrap();
-        });
-        assert!(front.get(&slot, front.epoch()).is_none());
-    }
-
-    #[test]
-    fn a_front_entry_never_outlives_the_cache_ttl_of_its_lookup() {
-        let front = Front::new(Duration::from_secs(30), Duration::from_secs(5));
-        let slot = Slot([3; 4]);
-        put(&front, slot, Duration::from_secs(31), front.epoch());
-        assert!(front.get(&slot, front.epoch()).is_none());
-        put(&front, slot, Duration::from_secs(29), front.epoch());
-        assert!(front.get(&slot, front.epoch()).is_some());
-        // Within the coarse clock's possible lag of the end: not served at all.
-        put(&front, slot, Duration::from_millis(29_990), front.epoch());
-        assert!(front.get(&slot, front.epoch()).is_none());
-        // Unknown digests follow the negative TTL.
-        let now = Instant::now();
-        front.put(
-            slot,
-            Lookup::Unknown,
-            now - Duration::from_secs(6),
-            front.epoch(),
-        );
-        assert!(front.get(&slot, front.epoch()).is_none());
-        front.put(
-            slot,
-            Lookup::Unknown,
-            now - Duration::from_secs(4),
-            front.epoch(),
-        );
-        assert!(matches!(
-            front.get(&slot, front.epoch()),
-            Some(Lookup::Unknown)
-        ));
     }
 
     #[test]
