@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
+use comfy_table::{presets, ContentArrangement, Table};
 use serde::Serialize;
 use tower_api_key::{CreatedKey, Rotation, StoredKey};
 
@@ -226,64 +227,53 @@ pub(crate) fn fields(key: &StoredKey, now: SystemTime) -> String {
 }
 
 /// The keys as a table, one a row, in the order given (the stores list newest first).
+///
+/// Columns are two spaces apart and as wide as their widest cell on screen, so that names in
+/// CJK or with emoji, two columns wide per character, keep them lined up.
 pub(crate) fn table(keys: &[StoredKey]) -> String {
     if keys.is_empty() {
         return "No keys.\n".to_owned();
     }
-    let header = [
-        "ID",
-        "NAME",
-        "OWNER",
-        "HINT",
-        "ENV",
-        "SCOPES",
-        "CREATED",
-        "EXPIRES",
-        "LAST USED",
-        "REVOKED",
-    ]
-    .map(str::to_owned);
+    let mut table = Table::new();
+    // No borders and no wrapping: the same lines on a terminal, in a pipe and in a file.
+    table
+        .load_style(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header([
+            "ID",
+            "NAME",
+            "OWNER",
+            "HINT",
+            "ENV",
+            "SCOPES",
+            "CREATED",
+            "EXPIRES",
+            "LAST USED",
+            "REVOKED",
+        ]);
     let never = || "-".to_owned();
-    let rows: Vec<[String; 10]> = keys
-        .iter()
-        .map(|key| {
-            let record = &key.record;
-            let scopes: Vec<&str> = record.scopes.iter().map(|scope| scope.as_str()).collect();
-            [
-                record.id.to_string(),
-                printable(&record.name),
-                or_none(&printable(&record.owner)),
-                key.hint.clone(),
-                record.environment.to_string(),
-                or_none(&scopes.join(",")),
-                format_utc(key.created_at),
-                record.expires_at.map_or_else(never, format_utc),
-                key.last_used_at.map_or_else(never, format_utc),
-                record.revoked_at.map_or_else(never, format_utc),
-            ]
-        })
-        .collect();
-
-    let mut widths = [0; 10];
-    for row in std::iter::once(&header).chain(&rows) {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
+    for key in keys {
+        let record = &key.record;
+        let scopes: Vec<&str> = record.scopes.iter().map(|scope| scope.as_str()).collect();
+        table.add_row([
+            record.id.to_string(),
+            printable(&record.name),
+            or_none(&printable(&record.owner)),
+            key.hint.clone(),
+            record.environment.to_string(),
+            or_none(&scopes.join(",")),
+            format_utc(key.created_at),
+            record.expires_at.map_or_else(never, format_utc),
+            key.last_used_at.map_or_else(never, format_utc),
+            record.revoked_at.map_or_else(never, format_utc),
+        ]);
     }
-    let mut text = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
-        let mut line = String::new();
-        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            line.push_str(cell);
-            let pad = width - cell.chars().count();
-            line.extend(std::iter::repeat_n(' ', pad));
-        }
-        text.push_str(line.trim_end());
-        text.push('\n');
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
     }
+    // `trim_fmt` leaves out the spaces that pad the last column of each line.
+    let mut text = table.trim_fmt();
+    text.push('\n');
     text
 }
 
@@ -363,6 +353,44 @@ mod tests {
         let revoked_at: String = lines[2].chars().skip(column).collect();
         assert_eq!(revoked_at, "2026-11-29T06:21:00Z", "{text}");
         assert!(lines.iter().all(|line| *line == line.trim_end()), "{text}");
+    }
+
+    #[test]
+    fn wide_characters_keep_the_columns_lined_up() {
+        use unicode_width::UnicodeWidthStr as _;
+
+        // CJK characters and these emoji take two columns on screen each.
+        let text = table(&[
+            key("key_1", "Production"),
+            key("key_2", "本番の鍵"),
+            key("key_3", "Deploy 🚀"),
+            key("key_4", "日本 🔑 prod"),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        // Each column starts at the same screen column in every row as in the header.
+        let header = lines[0];
+        for (column, cell) in [
+            ("OWNER", "acct_42"),
+            ("HINT", "om_live_…x7Qa"),
+            ("ENV", "live"),
+            ("CREATED", "2026-11-29T05:21:00Z"),
+        ] {
+            // Cells are two spaces apart; `live` is also in the hint.
+            let start = header[..header.find(column).unwrap()].width();
+            for line in &lines[1..] {
+                let at = line[..line.find(&format!("  {cell}  ")).unwrap() + 2].width();
+                assert_eq!(at, start, "{column} in {line:?}:\n{text}");
+            }
+        }
+        // The widest name, 12 columns on screen but 9 characters, sets its column's width.
+        assert_eq!(
+            header.find("OWNER"),
+            Some("key_1  ".len() + 12 + 2),
+            "{text}"
+        );
+        assert!(lines[4].contains("日本 🔑 prod  acct_42"), "{text}");
+        assert!(lines[2].contains("本番の鍵      acct_42"), "{text}");
     }
 
     #[test]
