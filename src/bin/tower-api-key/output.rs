@@ -146,7 +146,7 @@ pub(crate) fn rotated_text(rotation: &Rotation, now: SystemTime) -> String {
     let mut text = format!(
         "Rotated {} ({}). The old key keeps working until {}, then it is refused.\n\n\
          The new key:\n\n",
-        old.id,
+        printable(old.id.as_str()),
         quoted(&old.name),
         old.expires_at.map_or_else(|| "now".to_owned(), format_utc),
     );
@@ -160,7 +160,7 @@ pub(crate) fn rotated_text(rotation: &Rotation, now: SystemTime) -> String {
 pub(crate) fn renamed_text(key: &StoredKey) -> String {
     format!(
         "Renamed {} to {}.\n",
-        key.record.id,
+        printable(key.record.id.as_str()),
         quoted(&key.record.name)
     )
 }
@@ -172,13 +172,13 @@ pub(crate) fn revoked_text(key: &StoredKey) -> String {
         .map_or_else(|| "now".to_owned(), format_utc);
     format!(
         "Revoked {} ({}) at {at}.\n{OTHER_PROCESSES}\n",
-        record.id,
+        printable(record.id.as_str()),
         quoted(&record.name)
     )
 }
 
 pub(crate) fn deleted_text(id: &str) -> String {
-    format!("Deleted {id}.\n{OTHER_PROCESSES}\n")
+    format!("Deleted {}.\n{OTHER_PROCESSES}\n", printable(id))
 }
 
 /// Every field of one key, one a line: what `show` prints.
@@ -190,11 +190,11 @@ pub(crate) fn fields(key: &StoredKey, now: SystemTime) -> String {
         record.scopes.to_string()
     };
     let rows = [
-        ("id", record.id.to_string()),
+        ("id", printable(record.id.as_str())),
         ("name", printable(&record.name)),
         ("owner", or_none(&printable(&record.owner))),
         ("environment", record.environment.to_string()),
-        ("hint", key.hint.clone()),
+        ("hint", printable(&key.hint)),
         ("scopes", scopes),
         ("status", status(key, now).to_owned()),
         ("created", format_utc(key.created_at)),
@@ -256,10 +256,10 @@ pub(crate) fn table(keys: &[StoredKey]) -> String {
         let record = &key.record;
         let scopes: Vec<&str> = record.scopes.iter().map(|scope| scope.as_str()).collect();
         table.add_row([
-            record.id.to_string(),
+            printable(record.id.as_str()),
             printable(&record.name),
             or_none(&printable(&record.owner)),
-            key.hint.clone(),
+            printable(&key.hint),
             record.environment.to_string(),
             or_none(&scopes.join(",")),
             format_utc(key.created_at),
@@ -282,8 +282,8 @@ fn quoted(text: &str) -> String {
     format!("\"{}\"", printable(text))
 }
 
-/// `text` with control characters escaped, so that a name edited into the database by hand
-/// cannot move the cursor or recolour the terminal.
+/// `text` with control characters escaped, so that an id, a hint or a name edited into the
+/// database by hand cannot move the cursor or recolour the terminal.
 fn printable(text: &str) -> String {
     if !text.chars().any(char::is_control) {
         return text.to_owned();
@@ -405,6 +405,90 @@ mod tests {
         assert!(!text.contains('\u{1b}'));
         let text = fields(&key("key_1", "bell\u{7}"), SystemTime::now());
         assert!(text.contains("name:        bell\\u{7}\n"), "{text}");
+    }
+
+    /// An id as a row edited by hand could hold it: clear the screen, set the window title,
+    /// ring the bell, break the line, then a C1 control (CSI) and DEL.
+    const HOSTILE_ID: &str = "key_\u{1b}[2J\u{1b}]0;pwned\u{7}\r\n\u{9b}31m\u{7f}";
+    /// [`HOSTILE_ID`] as the tool prints it.
+    const ESCAPED_ID: &str = r"key_\u{1b}[2J\u{1b}]0;pwned\u{7}\r\n\u{9b}31m\u{7f}";
+    /// A hint that turns the terminal red and backs over its last character.
+    const HOSTILE_HINT: &str = "om_live_…\u{1b}[31mx7Qa\u{8}";
+    /// [`HOSTILE_HINT`] as the tool prints it.
+    const ESCAPED_HINT: &str = r"om_live_…\u{1b}[31mx7Qa\u{8}";
+
+    /// Fails if `text` holds a control character other than the line breaks between lines.
+    fn assert_no_raw_control_character(text: &str) {
+        let raw: Vec<char> = text
+            .chars()
+            .filter(|&c| c.is_control() && c != '\n')
+            .collect();
+        assert!(raw.is_empty(), "raw {raw:?} in {text:?}");
+    }
+
+    fn hostile_key() -> StoredKey {
+        let mut stored = key(HOSTILE_ID, "Production");
+        stored.hint = HOSTILE_HINT.to_owned();
+        stored
+    }
+
+    #[test]
+    fn ids_and_hints_are_escaped_like_names() {
+        let stored = hostile_key();
+
+        let text = table(std::slice::from_ref(&stored));
+        assert_no_raw_control_character(&text);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        let row = text.lines().nth(1).unwrap();
+        assert!(
+            row.starts_with(&format!("{ESCAPED_ID}  Production  ")),
+            "{text}"
+        );
+        assert!(row.contains(&format!("  {ESCAPED_HINT}  live  ")), "{text}");
+
+        let text = fields(&stored, SystemTime::now());
+        assert_no_raw_control_character(&text);
+        assert_eq!(text.lines().count(), 12, "{text}");
+        assert!(
+            text.starts_with(&format!("id:          {ESCAPED_ID}\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("\nhint:        {ESCAPED_HINT}\n")),
+            "{text}"
+        );
+
+        let messages = [
+            (renamed_text(&stored), "Renamed"),
+            (revoked_text(&stored), "Revoked"),
+            (deleted_text(HOSTILE_ID), "Deleted"),
+        ];
+        for (text, verb) in messages {
+            assert_no_raw_control_character(&text);
+            assert!(text.starts_with(&format!("{verb} {ESCAPED_ID}")), "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rotated_keys_id_is_escaped() {
+        use tower_api_key::{KeyFormat, KeyId, KeyStore as _, MemoryStore, NewKey};
+
+        let store = MemoryStore::new(KeyFormat::new("om").unwrap());
+        let created = store
+            .create(NewKey::new("Production", Environment::Live))
+            .await
+            .unwrap();
+        let mut rotation = store
+            .rotate(created.id(), Duration::from_secs(3600))
+            .await
+            .unwrap();
+        rotation.old.record.id = KeyId::from(HOSTILE_ID);
+        let text = rotated_text(&rotation, SystemTime::now());
+        assert_no_raw_control_character(&text);
+        assert!(
+            text.starts_with(&format!("Rotated {ESCAPED_ID} (\"Production\").")),
+            "{text}"
+        );
     }
 
     #[test]
