@@ -492,6 +492,15 @@ async fn control_characters_in_a_hand_edited_row_are_escaped() {
         "{show:?}"
     );
 
+    // JSON escapes them too, and a script reads back what the row holds.
+    for args in [&["show", id][..], &["list"]] {
+        let (value, run) = sandbox.json(args);
+        assert_no_raw_control_character(&run.stdout);
+        let key = value.get(0).unwrap_or(&value);
+        assert_eq!(key["id"], id, "{run:?}");
+        assert_eq!(key["hint"], hint, "{run:?}");
+    }
+
     // The messages that name the key.
     for (args, start) in [
         (&["rename", id, "Renamed"][..], "Renamed"),

@@ -85,9 +85,23 @@ fn status(key: &StoredKey, now: SystemTime) -> &'static str {
     }
 }
 
-/// `value` as indented JSON, ending with a newline.
+/// `value` as indented JSON, ending with a newline, with no control character left raw.
+///
+/// serde_json escapes the control characters below U+0020 but writes DEL and the C1 controls
+/// (U+007F to U+009F, among them the one-character CSI) as they are, and some terminals act on
+/// those too. Outside strings JSON holds only ASCII below DEL, so they can only be in a string,
+/// where `\uXXXX` reads back as the same character.
 fn json(value: &impl Serialize) -> Result<String, serde_json::Error> {
-    let mut text = serde_json::to_string_pretty(value)?;
+    let raw = serde_json::to_string_pretty(value)?;
+    let mut text = String::with_capacity(raw.len() + 1);
+    for c in raw.chars() {
+        if ('\u{7f}'..='\u{9f}').contains(&c) {
+            // Writing to a `String` cannot fail.
+            let _ = write!(text, "\\u{:04x}", u32::from(c));
+        } else {
+            text.push(c);
+        }
+    }
     text.push('\n');
     Ok(text)
 }
@@ -489,6 +503,23 @@ mod tests {
             text.starts_with(&format!("Rotated {ESCAPED_ID} (\"Production\").")),
             "{text}"
         );
+    }
+
+    #[test]
+    fn json_escapes_every_control_character() {
+        let mut stored = hostile_key();
+        stored.record.name = "bell\u{7}, CSI\u{9b}".into();
+        let text = key_json(&stored, SystemTime::now()).unwrap();
+        assert_no_raw_control_character(&text);
+        assert!(
+            text.contains(r#""id": "key_\u001b[2J\u001b]0;pwned\u0007\r\n\u009b31m\u007f","#),
+            "{text}"
+        );
+        // Scripts read back exactly what the store holds.
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["id"], HOSTILE_ID);
+        assert_eq!(value["hint"], HOSTILE_HINT);
+        assert_eq!(value["name"], "bell\u{7}, CSI\u{9b}");
     }
 
     #[test]
