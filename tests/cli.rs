@@ -433,6 +433,90 @@ async fn a_key_goes_through_its_whole_life() {
     }
 }
 
+/// Fails if `text` holds a control character other than the line breaks between lines.
+fn assert_no_raw_control_character(text: &str) {
+    let raw: Vec<char> = text
+        .chars()
+        .filter(|&c| c.is_control() && c != '\n')
+        .collect();
+    assert!(raw.is_empty(), "raw {raw:?} reached the output: {text:?}");
+}
+
+#[tokio::test]
+async fn control_characters_in_a_hand_edited_row_are_escaped() {
+    use tower_api_key::store::sqlx;
+
+    // Clear the screen, set the window title, ring the bell, break the line, a C1 CSI, DEL.
+    let id = "key_\u{1b}[2J\u{1b}]0;pwned\u{7}\r\n\u{9b}31m\u{7f}";
+    let escaped_id = r"key_\u{1b}[2J\u{1b}]0;pwned\u{7}\r\n\u{9b}31m\u{7f}";
+    // Turn the terminal red, back over the last character.
+    let hint = "om_live_…\u{1b}[31mx7Qa\u{8}";
+    let escaped_hint = r"om_live_…\u{1b}[31mx7Qa\u{8}";
+
+    let sandbox = Sandbox::new();
+    let (_, created) = sandbox.create(&["--name", "Production"]);
+    let store = sandbox.store().await;
+    let updated = sqlx::query("UPDATE api_keys SET id = ?, hint = ? WHERE id = ?")
+        .bind(id)
+        .bind(hint)
+        .bind(&created)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(updated.rows_affected(), 1);
+    store.pool().close().await;
+
+    let list = sandbox.ok(&["list"]);
+    assert_no_raw_control_character(&list.stdout);
+    let lines: Vec<&str> = list.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{list:?}");
+    assert!(
+        lines[1].starts_with(&format!("{escaped_id}  Production  ")),
+        "{list:?}"
+    );
+    assert!(
+        lines[1].contains(&format!("  {escaped_hint}  live  ")),
+        "{list:?}"
+    );
+
+    let show = sandbox.ok(&["show", id]);
+    assert_no_raw_control_character(&show.stdout);
+    assert!(
+        show.stdout
+            .starts_with(&format!("id:          {escaped_id}\n")),
+        "{show:?}"
+    );
+    assert!(
+        show.stdout
+            .contains(&format!("\nhint:        {escaped_hint}\n")),
+        "{show:?}"
+    );
+
+    // JSON escapes them too, and a script reads back what the row holds.
+    for args in [&["show", id][..], &["list"]] {
+        let (value, run) = sandbox.json(args);
+        assert_no_raw_control_character(&run.stdout);
+        let key = value.get(0).unwrap_or(&value);
+        assert_eq!(key["id"], id, "{run:?}");
+        assert_eq!(key["hint"], hint, "{run:?}");
+    }
+
+    // The messages that name the key.
+    for (args, start) in [
+        (&["rename", id, "Renamed"][..], "Renamed"),
+        (&["rotate", id, "--grace", "1h"], "Rotated"),
+        (&["revoke", id], "Revoked"),
+        (&["delete", id, "--yes"], "Deleted"),
+    ] {
+        let run = sandbox.ok(args);
+        assert_no_raw_control_character(&run.stdout);
+        assert!(
+            run.stdout.starts_with(&format!("{start} {escaped_id}")),
+            "{run:?}"
+        );
+    }
+}
+
 #[test]
 fn unknown_ids_exit_with_3() {
     let sandbox = Sandbox::new();

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
+use comfy_table::{presets, ContentArrangement, Table};
 use serde::Serialize;
 use tower_api_key::{CreatedKey, Rotation, StoredKey};
 
@@ -84,9 +85,23 @@ fn status(key: &StoredKey, now: SystemTime) -> &'static str {
     }
 }
 
-/// `value` as indented JSON, ending with a newline.
+/// `value` as indented JSON, ending with a newline, with no control character left raw.
+///
+/// serde_json escapes the control characters below U+0020 but writes DEL and the C1 controls
+/// (U+007F to U+009F, among them the one-character CSI) as they are, and some terminals act on
+/// those too. Outside strings JSON holds only ASCII below DEL, so they can only be in a string,
+/// where `\uXXXX` reads back as the same character.
 fn json(value: &impl Serialize) -> Result<String, serde_json::Error> {
-    let mut text = serde_json::to_string_pretty(value)?;
+    let raw = serde_json::to_string_pretty(value)?;
+    let mut text = String::with_capacity(raw.len() + 1);
+    for c in raw.chars() {
+        if ('\u{7f}'..='\u{9f}').contains(&c) {
+            // Writing to a `String` cannot fail.
+            let _ = write!(text, "\\u{:04x}", u32::from(c));
+        } else {
+            text.push(c);
+        }
+    }
     text.push('\n');
     Ok(text)
 }
@@ -145,7 +160,7 @@ pub(crate) fn rotated_text(rotation: &Rotation, now: SystemTime) -> String {
     let mut text = format!(
         "Rotated {} ({}). The old key keeps working until {}, then it is refused.\n\n\
          The new key:\n\n",
-        old.id,
+        printable(old.id.as_str()),
         quoted(&old.name),
         old.expires_at.map_or_else(|| "now".to_owned(), format_utc),
     );
@@ -159,7 +174,7 @@ pub(crate) fn rotated_text(rotation: &Rotation, now: SystemTime) -> String {
 pub(crate) fn renamed_text(key: &StoredKey) -> String {
     format!(
         "Renamed {} to {}.\n",
-        key.record.id,
+        printable(key.record.id.as_str()),
         quoted(&key.record.name)
     )
 }
@@ -171,13 +186,13 @@ pub(crate) fn revoked_text(key: &StoredKey) -> String {
         .map_or_else(|| "now".to_owned(), format_utc);
     format!(
         "Revoked {} ({}) at {at}.\n{OTHER_PROCESSES}\n",
-        record.id,
+        printable(record.id.as_str()),
         quoted(&record.name)
     )
 }
 
 pub(crate) fn deleted_text(id: &str) -> String {
-    format!("Deleted {id}.\n{OTHER_PROCESSES}\n")
+    format!("Deleted {}.\n{OTHER_PROCESSES}\n", printable(id))
 }
 
 /// Every field of one key, one a line: what `show` prints.
@@ -189,11 +204,11 @@ pub(crate) fn fields(key: &StoredKey, now: SystemTime) -> String {
         record.scopes.to_string()
     };
     let rows = [
-        ("id", record.id.to_string()),
+        ("id", printable(record.id.as_str())),
         ("name", printable(&record.name)),
         ("owner", or_none(&printable(&record.owner))),
         ("environment", record.environment.to_string()),
-        ("hint", key.hint.clone()),
+        ("hint", printable(&key.hint)),
         ("scopes", scopes),
         ("status", status(key, now).to_owned()),
         ("created", format_utc(key.created_at)),
@@ -226,64 +241,53 @@ pub(crate) fn fields(key: &StoredKey, now: SystemTime) -> String {
 }
 
 /// The keys as a table, one a row, in the order given (the stores list newest first).
+///
+/// Columns are two spaces apart and as wide as their widest cell on screen, so that names in
+/// CJK or with emoji, two columns wide per character, keep them lined up.
 pub(crate) fn table(keys: &[StoredKey]) -> String {
     if keys.is_empty() {
         return "No keys.\n".to_owned();
     }
-    let header = [
-        "ID",
-        "NAME",
-        "OWNER",
-        "HINT",
-        "ENV",
-        "SCOPES",
-        "CREATED",
-        "EXPIRES",
-        "LAST USED",
-        "REVOKED",
-    ]
-    .map(str::to_owned);
+    let mut table = Table::new();
+    // No borders and no wrapping: the same lines on a terminal, in a pipe and in a file.
+    table
+        .load_style(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header([
+            "ID",
+            "NAME",
+            "OWNER",
+            "HINT",
+            "ENV",
+            "SCOPES",
+            "CREATED",
+            "EXPIRES",
+            "LAST USED",
+            "REVOKED",
+        ]);
     let never = || "-".to_owned();
-    let rows: Vec<[String; 10]> = keys
-        .iter()
-        .map(|key| {
-            let record = &key.record;
-            let scopes: Vec<&str> = record.scopes.iter().map(|scope| scope.as_str()).collect();
-            [
-                record.id.to_string(),
-                printable(&record.name),
-                or_none(&printable(&record.owner)),
-                key.hint.clone(),
-                record.environment.to_string(),
-                or_none(&scopes.join(",")),
-                format_utc(key.created_at),
-                record.expires_at.map_or_else(never, format_utc),
-                key.last_used_at.map_or_else(never, format_utc),
-                record.revoked_at.map_or_else(never, format_utc),
-            ]
-        })
-        .collect();
-
-    let mut widths = [0; 10];
-    for row in std::iter::once(&header).chain(&rows) {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
+    for key in keys {
+        let record = &key.record;
+        let scopes: Vec<&str> = record.scopes.iter().map(|scope| scope.as_str()).collect();
+        table.add_row([
+            printable(record.id.as_str()),
+            printable(&record.name),
+            or_none(&printable(&record.owner)),
+            printable(&key.hint),
+            record.environment.to_string(),
+            or_none(&scopes.join(",")),
+            format_utc(key.created_at),
+            record.expires_at.map_or_else(never, format_utc),
+            key.last_used_at.map_or_else(never, format_utc),
+            record.revoked_at.map_or_else(never, format_utc),
+        ]);
     }
-    let mut text = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
-        let mut line = String::new();
-        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            line.push_str(cell);
-            let pad = width - cell.chars().count();
-            line.extend(std::iter::repeat_n(' ', pad));
-        }
-        text.push_str(line.trim_end());
-        text.push('\n');
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
     }
+    // `trim_fmt` leaves out the spaces that pad the last column of each line.
+    let mut text = table.trim_fmt();
+    text.push('\n');
     text
 }
 
@@ -292,8 +296,8 @@ fn quoted(text: &str) -> String {
     format!("\"{}\"", printable(text))
 }
 
-/// `text` with control characters escaped, so that a name edited into the database by hand
-/// cannot move the cursor or recolour the terminal.
+/// `text` with control characters escaped, so that an id, a hint or a name edited into the
+/// database by hand cannot move the cursor or recolour the terminal.
 fn printable(text: &str) -> String {
     if !text.chars().any(char::is_control) {
         return text.to_owned();
@@ -366,6 +370,44 @@ mod tests {
     }
 
     #[test]
+    fn wide_characters_keep_the_columns_lined_up() {
+        use unicode_width::UnicodeWidthStr as _;
+
+        // CJK characters and these emoji take two columns on screen each.
+        let text = table(&[
+            key("key_1", "Production"),
+            key("key_2", "本番の鍵"),
+            key("key_3", "Deploy 🚀"),
+            key("key_4", "日本 🔑 prod"),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        // Each column starts at the same screen column in every row as in the header.
+        let header = lines[0];
+        for (column, cell) in [
+            ("OWNER", "acct_42"),
+            ("HINT", "om_live_…x7Qa"),
+            ("ENV", "live"),
+            ("CREATED", "2026-11-29T05:21:00Z"),
+        ] {
+            // Cells are two spaces apart; `live` is also in the hint.
+            let start = header[..header.find(column).unwrap()].width();
+            for line in &lines[1..] {
+                let at = line[..line.find(&format!("  {cell}  ")).unwrap() + 2].width();
+                assert_eq!(at, start, "{column} in {line:?}:\n{text}");
+            }
+        }
+        // The widest name, 12 columns on screen but 9 characters, sets its column's width.
+        assert_eq!(
+            header.find("OWNER"),
+            Some("key_1  ".len() + 12 + 2),
+            "{text}"
+        );
+        assert!(lines[4].contains("日本 🔑 prod  acct_42"), "{text}");
+        assert!(lines[2].contains("本番の鍵      acct_42"), "{text}");
+    }
+
+    #[test]
     fn no_keys_is_said_in_words() {
         assert_eq!(table(&[]), "No keys.\n");
     }
@@ -377,6 +419,107 @@ mod tests {
         assert!(!text.contains('\u{1b}'));
         let text = fields(&key("key_1", "bell\u{7}"), SystemTime::now());
         assert!(text.contains("name:        bell\\u{7}\n"), "{text}");
+    }
+
+    /// An id as a row edited by hand could hold it: clear the screen, set the window title,
+    /// ring the bell, break the line, then a C1 control (CSI) and DEL.
+    const HOSTILE_ID: &str = "key_\u{1b}[2J\u{1b}]0;pwned\u{7}\r\n\u{9b}31m\u{7f}";
+    /// [`HOSTILE_ID`] as the tool prints it.
+    const ESCAPED_ID: &str = r"key_\u{1b}[2J\u{1b}]0;pwned\u{7}\r\n\u{9b}31m\u{7f}";
+    /// A hint that turns the terminal red and backs over its last character.
+    const HOSTILE_HINT: &str = "om_live_…\u{1b}[31mx7Qa\u{8}";
+    /// [`HOSTILE_HINT`] as the tool prints it.
+    const ESCAPED_HINT: &str = r"om_live_…\u{1b}[31mx7Qa\u{8}";
+
+    /// Fails if `text` holds a control character other than the line breaks between lines.
+    fn assert_no_raw_control_character(text: &str) {
+        let raw: Vec<char> = text
+            .chars()
+            .filter(|&c| c.is_control() && c != '\n')
+            .collect();
+        assert!(raw.is_empty(), "raw {raw:?} in {text:?}");
+    }
+
+    fn hostile_key() -> StoredKey {
+        let mut stored = key(HOSTILE_ID, "Production");
+        stored.hint = HOSTILE_HINT.to_owned();
+        stored
+    }
+
+    #[test]
+    fn ids_and_hints_are_escaped_like_names() {
+        let stored = hostile_key();
+
+        let text = table(std::slice::from_ref(&stored));
+        assert_no_raw_control_character(&text);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        let row = text.lines().nth(1).unwrap();
+        assert!(
+            row.starts_with(&format!("{ESCAPED_ID}  Production  ")),
+            "{text}"
+        );
+        assert!(row.contains(&format!("  {ESCAPED_HINT}  live  ")), "{text}");
+
+        let text = fields(&stored, SystemTime::now());
+        assert_no_raw_control_character(&text);
+        assert_eq!(text.lines().count(), 12, "{text}");
+        assert!(
+            text.starts_with(&format!("id:          {ESCAPED_ID}\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("\nhint:        {ESCAPED_HINT}\n")),
+            "{text}"
+        );
+
+        let messages = [
+            (renamed_text(&stored), "Renamed"),
+            (revoked_text(&stored), "Revoked"),
+            (deleted_text(HOSTILE_ID), "Deleted"),
+        ];
+        for (text, verb) in messages {
+            assert_no_raw_control_character(&text);
+            assert!(text.starts_with(&format!("{verb} {ESCAPED_ID}")), "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rotated_keys_id_is_escaped() {
+        use tower_api_key::{KeyFormat, KeyId, KeyStore as _, MemoryStore, NewKey};
+
+        let store = MemoryStore::new(KeyFormat::new("om").unwrap());
+        let created = store
+            .create(NewKey::new("Production", Environment::Live))
+            .await
+            .unwrap();
+        let mut rotation = store
+            .rotate(created.id(), Duration::from_secs(3600))
+            .await
+            .unwrap();
+        rotation.old.record.id = KeyId::from(HOSTILE_ID);
+        let text = rotated_text(&rotation, SystemTime::now());
+        assert_no_raw_control_character(&text);
+        assert!(
+            text.starts_with(&format!("Rotated {ESCAPED_ID} (\"Production\").")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_escapes_every_control_character() {
+        let mut stored = hostile_key();
+        stored.record.name = "bell\u{7}, CSI\u{9b}".into();
+        let text = key_json(&stored, SystemTime::now()).unwrap();
+        assert_no_raw_control_character(&text);
+        assert!(
+            text.contains(r#""id": "key_\u001b[2J\u001b]0;pwned\u0007\r\n\u009b31m\u007f","#),
+            "{text}"
+        );
+        // Scripts read back exactly what the store holds.
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["id"], HOSTILE_ID);
+        assert_eq!(value["hint"], HOSTILE_HINT);
+        assert_eq!(value["name"], "bell\u{7}, CSI\u{9b}");
     }
 
     #[test]

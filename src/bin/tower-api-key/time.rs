@@ -1,45 +1,54 @@
-//! Times and durations as people type and read them: RFC 3339 in UTC (`2026-11-29T05:21:00Z`)
-//! and short durations (`30d`, `24h`, `15m`, `90s`). Small enough not to need a date crate.
+//! Times and durations as people type and read them: RFC 3339 (`2026-11-29T05:21:00Z`, or with
+//! an offset such as `2026-11-29T00:21:00-05:00`) and short durations (`30d`, `24h`, `15m`,
+//! `90s`).
+//!
+//! [jiff] reads and writes them and does all the calendar arithmetic. What is left here is the
+//! tool's own syntax, narrower than jiff's (jiff also reads `2026-11-29T05:21Z`, `+0100`,
+//! `[Europe/Paris]`, `1h30m`, `1.5h`, `1 hour` and more, which the tool refuses), and the step
+//! between `SystemTime` and jiff's civil time in UTC.
+//!
+//! Times go through jiff's civil `DateTime` in UTC rather than its `Timestamp`: a `Timestamp`
+//! ends at 9999-12-30T22:00:00Z, 26 hours before the last second the stores keep.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const SECS_PER_MINUTE: u64 = 60;
-const SECS_PER_HOUR: u64 = 60 * SECS_PER_MINUTE;
-const SECS_PER_DAY: u64 = 24 * SECS_PER_HOUR;
+use jiff::civil::DateTime;
+use jiff::fmt::{strtime, temporal::DateTimeParser};
+use jiff::{SignedDuration, Span, SpanRelativeTo};
 
-/// Days from 0000-03-01 to 1970-01-01 in the proleptic Gregorian calendar.
-const DAYS_FROM_MARCH_0000_TO_EPOCH: i64 = 719_468;
-/// Days in one 400-year cycle of the Gregorian calendar.
-const DAYS_PER_ERA: i64 = 146_097;
+/// `UNIX_EPOCH` as a civil time in UTC.
+const EPOCH: DateTime = DateTime::constant(1970, 1, 1, 0, 0, 0, 0);
+
+/// The latest time the SQL stores keep as it is, to the second.
+const LATEST_STORABLE: DateTime = DateTime::constant(9999, 12, 31, 23, 59, 59, 0);
+
+/// How the tool prints a time: UTC, to the second.
+const UTC_FORMAT: &str = "%Y-%m-%dT%H:%M:%SZ";
+
+/// An RFC 3339 time up to its seconds, byte by byte: `0` is a digit, `T` the separator between
+/// date and time (`T`, `t` or a space).
+const DATE_AND_TIME: &[u8; 19] = b"0000-00-00T00:00:00";
 
 /// The latest time the SQL stores keep as it is: 9999-12-31T23:59:59Z.
 pub(crate) fn latest_storable() -> SystemTime {
-    let secs = days_from_civil(9999, 12, 31) * 86_400 + 86_399;
-    // Positive and far below `u64::MAX`, so the conversion and the addition cannot fail.
-    UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
+    // 253,402,300,799 s after the epoch: within `SystemTime` on every platform Rust supports.
+    UNIX_EPOCH + LATEST_STORABLE.duration_since(EPOCH).unsigned_abs()
 }
 
 /// `at` in UTC, to the second (cut, not rounded): `2026-11-29T05:21:00Z`.
 pub(crate) fn format_utc(at: SystemTime) -> String {
-    let secs: i64 = match at.duration_since(UNIX_EPOCH) {
-        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
-        Err(before) => {
-            let before = before.duration();
-            // Towards the past, like times after the epoch: 0.5 s before is second -1.
-            let whole = i64::try_from(before.as_secs()).unwrap_or(i64::MAX);
-            let partial = i64::from(before.subsec_nanos() != 0);
-            whole.saturating_add(partial).saturating_neg()
+    // `%S` writes whole seconds: the fraction is cut, towards the past before 1970 too.
+    let formatted = SignedDuration::system_until(UNIX_EPOCH, at)
+        .and_then(|since_epoch| EPOCH.checked_add(since_epoch))
+        .and_then(|utc| strtime::format(UTC_FORMAT, utc));
+    // No store keeps such a time; it can only come from a clock gone wrong.
+    formatted.unwrap_or_else(|_| {
+        if at > UNIX_EPOCH {
+            "after 9999-12-31T23:59:59Z".to_owned()
+        } else {
+            "before -9999-01-01T00:00:00Z".to_owned()
         }
-    };
-    let days = secs.div_euclid(86_400);
-    let of_day = secs.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60
-    )
+    })
 }
 
 /// Parses an RFC 3339 time such as `2026-12-31T23:59:59Z` or `2026-12-31T18:00:00-05:00`
@@ -51,76 +60,83 @@ pub(crate) fn parse_rfc3339(text: &str) -> Result<SystemTime, String> {
              2026-12-31T18:00:00-05:00"
         )
     };
-    let bytes = text.as_bytes();
-    // `YYYY-MM-DDTHH:MM:SS`, then an optional fraction, then `Z` or `±HH:MM`.
-    if bytes.len() < 20
-        || bytes[4] != b'-'
-        || bytes[7] != b'-'
-        || !matches!(bytes[10], b'T' | b't' | b' ')
-        || bytes[13] != b':'
-        || bytes[16] != b':'
-    {
+    let parts = Rfc3339::split(text).ok_or_else(invalid)?;
+    // Nanoseconds are the finest jiff and `SystemTime` keep; further digits are cut.
+    let fraction = parts.fraction.get(..10).unwrap_or(parts.fraction);
+    let for_jiff = format!("{}{fraction}{}", parts.date_and_time, parts.offset);
+    let pieces = DateTimeParser::new()
+        .parse_pieces(&for_jiff)
+        .map_err(|_| invalid())?;
+    let (Some(time), Some(offset)) = (pieces.time(), pieces.to_numeric_offset()) else {
         return Err(invalid());
-    }
-    let year = digits(&bytes[0..4]).ok_or_else(invalid)?;
-    let month = digits(&bytes[5..7]).ok_or_else(invalid)?;
-    let day = digits(&bytes[8..10]).ok_or_else(invalid)?;
-    let hour = digits(&bytes[11..13]).ok_or_else(invalid)?;
-    let minute = digits(&bytes[14..16]).ok_or_else(invalid)?;
-    // 60 is a leap second; it is read as the first second of the next minute.
-    let second = digits(&bytes[17..19]).ok_or_else(invalid)?;
-    if !(1..=12).contains(&month)
-        || day == 0
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return Err(invalid());
-    }
-
-    let mut rest = &bytes[19..];
-    let mut nanos: u32 = 0;
-    if let Some(fraction) = rest.strip_prefix(b".") {
-        let len = fraction.iter().take_while(|b| b.is_ascii_digit()).count();
-        if len == 0 {
-            return Err(invalid());
-        }
-        // Nanoseconds are the finest a `SystemTime` keeps; further digits are cut.
-        for (i, &digit) in fraction[..len].iter().take(9).enumerate() {
-            nanos += u32::from(digit - b'0') * 10_u32.pow(8 - i as u32);
-        }
-        rest = &fraction[len..];
-    }
-    let offset_secs: i64 = match rest {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let hours = digits(&[*h1, *h2]).ok_or_else(invalid)?;
-            let minutes = digits(&[*m1, *m2]).ok_or_else(invalid)?;
-            if hours > 23 || minutes > 59 {
-                return Err(invalid());
-            }
-            let offset = i64::from(hours * 3600 + minutes * 60);
-            if *sign == b'-' {
-                -offset
-            } else {
-                offset
-            }
-        }
-        _ => return Err(invalid()),
     };
-
-    let local = days_from_civil(i64::from(year), month, day) * 86_400
-        + i64::from(hour * 3600 + minute * 60 + second);
-    let utc = local - offset_secs;
-    let whole = Duration::from_secs(utc.unsigned_abs());
-    let at = if utc >= 0 {
-        UNIX_EPOCH.checked_add(whole)
+    let offset = SignedDuration::from(offset);
+    // RFC 3339 offsets stay within a day; jiff reads up to 25:59.
+    if offset.abs() >= SignedDuration::from_hours(24) {
+        return Err(invalid());
+    }
+    // jiff reads the leap second 60 as 59; RFC 3339's 60 is the first second of the next minute.
+    let leap_second = SignedDuration::from_secs(i64::from(parts.date_and_time.ends_with("60")));
+    let since_epoch = pieces
+        .date()
+        .to_datetime(time)
+        .duration_since(EPOCH)
+        .checked_sub(offset)
+        .and_then(|since_epoch| since_epoch.checked_add(leap_second))
+        .ok_or_else(invalid)?;
+    let magnitude = since_epoch.unsigned_abs();
+    let at = if since_epoch.is_negative() {
+        UNIX_EPOCH.checked_sub(magnitude)
     } else {
-        UNIX_EPOCH.checked_sub(whole)
+        UNIX_EPOCH.checked_add(magnitude)
     };
-    at.and_then(|at| at.checked_add(Duration::from_nanos(u64::from(nanos))))
-        .ok_or_else(invalid)
+    at.ok_or_else(invalid)
+}
+
+/// An RFC 3339 time taken apart, before jiff reads its values.
+struct Rfc3339<'a> {
+    /// `2026-11-29T05:21:00`.
+    date_and_time: &'a str,
+    /// `.25`, or empty.
+    fraction: &'a str,
+    /// `Z`, `z`, or an offset such as `-05:00`.
+    offset: &'a str,
+}
+
+impl<'a> Rfc3339<'a> {
+    /// `text`'s parts if it is laid out as RFC 3339 says; `None` if not.
+    fn split(text: &'a str) -> Option<Self> {
+        let date_and_time = text.get(..DATE_AND_TIME.len())?;
+        let laid_out = date_and_time
+            .bytes()
+            .zip(DATE_AND_TIME)
+            .all(|(byte, expected)| match expected {
+                b'0' => byte.is_ascii_digit(),
+                b'T' => matches!(byte, b'T' | b't' | b' '),
+                _ => byte == *expected,
+            });
+        let rest = &text[DATE_AND_TIME.len()..];
+        let fraction_len = match rest.strip_prefix('.') {
+            Some(digits) => match digits.bytes().take_while(u8::is_ascii_digit).count() {
+                0 => return None,
+                count => 1 + count,
+            },
+            None => 0,
+        };
+        let (fraction, offset) = rest.split_at(fraction_len);
+        let offset_laid_out = match offset.as_bytes() {
+            [b'Z' | b'z'] => true,
+            [b'+' | b'-', h1, h2, b':', m1, m2] => {
+                [h1, h2, m1, m2].into_iter().all(u8::is_ascii_digit)
+            }
+            _ => false,
+        };
+        (laid_out && offset_laid_out).then_some(Rfc3339 {
+            date_and_time,
+            fraction,
+            offset,
+        })
+    }
 }
 
 /// Parses a duration of whole seconds, minutes, hours or days: `90s`, `15m`, `24h`, `30d`.
@@ -134,82 +150,27 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let Some(unit) = text.chars().last() else {
         return Err(invalid("it is empty"));
     };
+    if !matches!(unit, 's' | 'm' | 'h' | 'd') {
+        return Err(invalid("the unit is missing or unknown"));
+    }
     let number = &text[..text.len() - unit.len_utf8()];
-    let per_unit = match unit {
-        's' => 1,
-        'm' => SECS_PER_MINUTE,
-        'h' => SECS_PER_HOUR,
-        'd' => SECS_PER_DAY,
-        _ => return Err(invalid("the unit is missing or unknown")),
-    };
     if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
         return Err(invalid("the number is missing or not a whole number"));
     }
-    number
-        .parse::<u64>()
+    // jiff's "friendly" format reads this form. A day is 24 hours here: keys expire after a
+    // span of time, not at a time of day.
+    text.parse::<Span>()
+        .and_then(|span| span.to_duration(SpanRelativeTo::days_are_24_hours()))
         .ok()
-        .and_then(|count| count.checked_mul(per_unit))
-        .map(Duration::from_secs)
-        .ok_or_else(|| invalid("it is too long"))
-}
-
-/// The value of two to four ASCII digits.
-fn digits(bytes: &[u8]) -> Option<u32> {
-    bytes.iter().try_fold(0_u32, |value, &b| {
-        b.is_ascii_digit().then(|| value * 10 + u32::from(b - b'0'))
-    })
-}
-
-fn is_leap_year(year: u32) -> bool {
-    year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400))
-}
-
-fn days_in_month(year: u32, month: u32) -> u32 {
-    match month {
-        2 if is_leap_year(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a date in the proleptic Gregorian calendar.
-///
-/// Counts in years that start on 1 March, so that the leap day ends the year, and in eras of
-/// 400 years, which all have the same number of days.
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let (month, day) = (i64::from(month), i64::from(day));
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    // Months from March: March is 0, February is 11. Their lengths repeat 31 30 31 30 31,
-    // which `(153 * m + 2) / 5` counts.
-    let month_from_march = (month + 9) % 12;
-    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * DAYS_PER_ERA + day_of_era - DAYS_FROM_MARCH_0000_TO_EPOCH
-}
-
-/// The date `days` days after 1970-01-01 (before it, if negative): the inverse of
-/// [`days_from_civil`].
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let days = days + DAYS_FROM_MARCH_0000_TO_EPOCH;
-    let era = days.div_euclid(DAYS_PER_ERA);
-    let day_of_era = days - era * DAYS_PER_ERA;
-    // The leap days of the era so far are taken out before dividing by 365.
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    // `day` is 1 to 31 and `month` 1 to 12 by construction.
-    (year, month as u32, day as u32)
+        .and_then(|duration| Duration::try_from(duration).ok())
+        .ok_or_else(|| {
+            // jiff's limits (about 20,000 years of days, 2^63 seconds) are far past what a store
+            // keeps.
+            format!(
+                "invalid duration {text:?}: it is too long: it would end after \
+                 9999-12-31T23:59:59Z, the latest time a store keeps"
+            )
+        })
 }
 
 #[cfg(test)]
@@ -234,6 +195,11 @@ mod tests {
         assert_eq!(format_utc(at(1_735_689_599)), "2024-12-31T23:59:59Z");
         assert_eq!(format_utc(at(4_107_542_400)), "2100-03-01T00:00:00Z");
         assert_eq!(format_utc(latest_storable()), "9999-12-31T23:59:59Z");
+        // Beyond any calendar jiff keeps: said, not wrapped or clamped.
+        assert_eq!(
+            format_utc(latest_storable() + Duration::from_secs(1)),
+            "after 9999-12-31T23:59:59Z"
+        );
     }
 
     #[test]
@@ -247,24 +213,44 @@ mod tests {
         assert_eq!(format_utc(before(62_135_596_800)), "0001-01-01T00:00:00Z");
     }
 
+    /// The number of days in a month, worked out here by the Gregorian rules so that the test
+    /// does not check jiff against itself.
+    fn days_in_month(year: i64, month: u32) -> u32 {
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+        match month {
+            2 if leap => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        }
+    }
+
     #[test]
     fn every_day_of_five_centuries_goes_round_trip() {
-        let first = days_from_civil(1900, 1, 1);
-        let last = days_from_civil(2400, 12, 31);
-        let mut expected = (1900, 1, 1);
-        for days in first..=last {
-            let date = civil_from_days(days);
-            assert_eq!(date, expected, "day {days}");
-            assert_eq!(days_from_civil(date.0, date.1, date.2), days);
-            let (year, month, day) = expected;
-            expected = if day < days_in_month(year as u32, month) {
+        // 1900-01-01T00:00:00Z, before the epoch; 1900 and 2100 are not leap years, 2000 is.
+        let first: i64 = -2_208_988_800;
+        let (mut year, mut month, mut day) = (1900, 1, 1);
+        let mut secs = first;
+        while year <= 2400 {
+            let magnitude = Duration::from_secs(secs.unsigned_abs());
+            let midnight = if secs < 0 {
+                UNIX_EPOCH - magnitude
+            } else {
+                UNIX_EPOCH + magnitude
+            };
+            let text = format!("{year:04}-{month:02}-{day:02}T00:00:00Z");
+            assert_eq!(format_utc(midnight), text, "{secs}");
+            assert_eq!(parse_rfc3339(&text), Ok(midnight), "{text}");
+            (year, month, day) = if day < days_in_month(year, month) {
                 (year, month, day + 1)
             } else if month < 12 {
                 (year, month + 1, 1)
             } else {
                 (year + 1, 1, 1)
             };
+            secs += 86_400;
         }
+        assert_eq!(format_utc(at(secs.unsigned_abs())), "2401-01-01T00:00:00Z");
     }
 
     #[test]
@@ -276,6 +262,8 @@ mod tests {
             "2026-11-29 05:21:00Z",
             "2026-11-29T06:21:00+01:00",
             "2026-11-29T00:21:00-05:00",
+            "2026-11-29T05:21:00-00:00",
+            "2026-11-30T05:20:00+23:59",
         ] {
             assert_eq!(parse_rfc3339(text), Ok(expected), "{text}");
         }
@@ -292,10 +280,20 @@ mod tests {
             parse_rfc3339("1969-12-31T23:59:59Z"),
             Ok(UNIX_EPOCH - Duration::from_secs(1))
         );
+        assert_eq!(
+            parse_rfc3339("0001-01-01T00:00:00Z"),
+            Ok(UNIX_EPOCH - Duration::from_secs(62_135_596_800))
+        );
         // A leap second is the first second of the next minute.
         assert_eq!(
             parse_rfc3339("2016-12-31T23:59:60Z"),
             parse_rfc3339("2017-01-01T00:00:00Z")
+        );
+        // The last second a store keeps, and times after it, which the caller refuses.
+        assert_eq!(parse_rfc3339("9999-12-31T23:59:59Z"), Ok(latest_storable()));
+        assert_eq!(
+            parse_rfc3339("9999-12-31T23:59:59-01:00"),
+            Ok(latest_storable() + Duration::from_secs(3600))
         );
     }
 
@@ -317,11 +315,21 @@ mod tests {
             "2026-11-29T05:60:00Z",
             "2026-11-29T05:21:61Z",
             "2026-11-29T05:21:00+24:00",
+            "2026-11-29T05:21:00-25:00",
+            "2026-11-29T05:21:00+01:60",
             "+026-11-29T05:21:00Z",
             "2026-11-29T05:21:00Z ",
             "2026/11/29T05:21:00Z",
             "yesterday",
             "2026-11-29T05:21:00\u{e9}",
+            // Forms jiff reads but RFC 3339 does not have.
+            "2026-11-29T05Z",
+            "20261129T052100Z",
+            "2026-11-29T05:21:00,25Z",
+            "2026-11-29T05:21:00Z[UTC]",
+            "2026-11-29T05:21:00+01:00[Europe/Paris]",
+            "+002026-11-29T05:21:00Z",
+            "2026-11-29T05:21:00+01:00:00",
         ] {
             let err = parse_rfc3339(text).expect_err(text);
             assert!(err.contains("RFC 3339"), "{err}");
@@ -336,20 +344,33 @@ mod tests {
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
         assert_eq!(parse_duration("007m"), Ok(Duration::from_secs(7 * 60)));
+        // Far enough for any expiry a store keeps.
+        assert_eq!(
+            parse_duration("3000000d"),
+            Ok(Duration::from_secs(3_000_000 * 86_400))
+        );
     }
 
     #[test]
     fn refuses_malformed_durations() {
         for text in [
             "", "30", "d", "30x", "30D", "1.5h", "-1h", "+1h", " 1h", "1h ", "1h30m", "1 h", "h1",
-            "30é", "ten days",
+            "30é", "ten days", // Forms jiff reads that the tool does not take:
+            "1 hour", "1hr", "2 days", "P1D", "PT1H", "1d ago", "1_000s",
         ] {
             let err = parse_duration(text).expect_err(text);
             assert!(err.contains("such as 90s, 15m, 24h or 30d"), "{err}");
         }
-        let err = parse_duration("99999999999999999999d").unwrap_err();
-        assert!(err.contains("too long"), "{err}");
-        let err = parse_duration(&format!("{}d", u64::MAX / 86_400 + 1)).unwrap_err();
-        assert!(err.contains("too long"), "{err}");
+        for text in [
+            "99999999999999999999d".to_owned(),
+            format!("{}d", u64::MAX / 86_400 + 1),
+            // Past jiff's limits: about 20,000 years of days, 2^63 seconds.
+            "99999999d".to_owned(),
+            "9223372036854775808s".to_owned(),
+        ] {
+            let err = parse_duration(&text).unwrap_err();
+            assert!(err.contains("too long"), "{err}");
+            assert!(err.contains("9999-12-31T23:59:59Z"), "{err}");
+        }
     }
 }
