@@ -41,7 +41,7 @@
 //! ```
 //!
 //! There is no way to make a `Principal` outside the layer: no public constructor, no
-//! conversion from a [`KeyRecord`], no `Default`. Both of these fail to
+//! conversion from a [`KeyRecord`](crate::KeyRecord), no `Default`. Both of these fail to
 //! compile:
 //!
 //! ```compile_fail

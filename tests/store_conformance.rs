@@ -118,6 +118,16 @@ trait SqlBackend: Backend {
 
     /// Makes every later insert into the key table fail, with a trigger.
     async fn refuse_inserts(&self, store: &Self::Store);
+
+    /// The same database opened again for keys of `format`, and migrated.
+    async fn reopen(&self, format: KeyFormat) -> Result<Self::Store, StoreError>;
+
+    /// The same database opened with the key format recorded in it.
+    async fn open_recorded(&self) -> Result<Self::Store, StoreError>;
+
+    /// A database of the same kind that was never migrated, opened with the format recorded in
+    /// it.
+    async fn open_recorded_fresh() -> Result<Self::Store, StoreError>;
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -233,6 +243,19 @@ mod sqlite_backend {
 
     #[async_trait]
     impl SqlBackend for Sqlite {
+        async fn reopen(&self, format: KeyFormat) -> Result<SqliteStore, StoreError> {
+            let store = SqliteStore::open(&self.path, format).await.unwrap();
+            store.migrate().await.map(|()| store)
+        }
+
+        async fn open_recorded(&self) -> Result<SqliteStore, StoreError> {
+            SqliteStore::open_recorded(&self.path).await
+        }
+
+        async fn open_recorded_fresh() -> Result<SqliteStore, StoreError> {
+            SqliteStore::open_recorded(&Sqlite::new().path).await
+        }
+
         async fn corrupt(&self, store: &SqliteStore, id: &KeyId, corruption: Corruption) {
             let assignment = match corruption {
                 Corruption::Environment => "environment = 'prod'",
@@ -456,6 +479,25 @@ mod postgres_backend {
 
     #[async_trait]
     impl SqlBackend for Postgres {
+        async fn reopen(&self, format: KeyFormat) -> Result<PostgresStore, StoreError> {
+            let store = PostgresStore::connect(&url(), format)
+                .await
+                .unwrap()
+                .with_schema(&self.schema);
+            store.migrate().await.map(|()| store)
+        }
+
+        async fn open_recorded(&self) -> Result<PostgresStore, StoreError> {
+            PostgresStore::connect_recorded(&url(), &self.schema).await
+        }
+
+        async fn open_recorded_fresh() -> Result<PostgresStore, StoreError> {
+            let fresh = Postgres {
+                schema: new_schema(),
+            };
+            PostgresStore::connect_recorded(&url(), &fresh.schema).await
+        }
+
         async fn corrupt(&self, store: &PostgresStore, id: &KeyId, corruption: Corruption) {
             let table = format!("\"{}\".api_keys", self.schema);
             let assignment = match corruption {
@@ -988,6 +1030,7 @@ mod rules {
         assert_close(old_expiry, grace_end);
         let mut expected_old = old.stored.clone();
         expected_old.record.expires_at = Some(old_expiry);
+        expected_old.replaced_by = Some(rotation.new.id().clone());
         assert_eq!(rotation.old, expected_old);
 
         // Both read back as handed out.
@@ -1074,6 +1117,45 @@ mod rules {
         let rotation = t.store.rotate(old.id(), Duration::ZERO).await.unwrap();
         assert_eq!(status(&t.app, &old).await, StatusCode::UNAUTHORIZED);
         assert_eq!(status(&t.app, &rotation.new).await, StatusCode::OK);
+    }
+
+    pub(crate) async fn a_key_in_its_grace_period_cannot_be_rotated_again<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let old = t
+            .create(NewKey::new("Production", Environment::Live).scopes([ORDERS_READ]))
+            .await;
+        let rotation = t.store.rotate(old.id(), HOUR).await.unwrap();
+        let replacement = rotation.new.id().clone();
+        assert_eq!(
+            t.store.get(old.id()).await.unwrap().replaced_by.as_ref(),
+            Some(&replacement)
+        );
+        assert_eq!(t.store.get(&replacement).await.unwrap().replaced_by, None);
+
+        // A second "Rotate" on the old key would give a key that dies with the old one.
+        t.clock.advance(MINUTE);
+        let before = t.store.list(None).await.unwrap();
+        let err = t.store.rotate(old.id(), HOUR).await.unwrap_err();
+        match &err {
+            StoreError::AlreadyRotated {
+                id,
+                replacement: named,
+            } => {
+                assert_eq!(id, old.id());
+                assert_eq!(named, &replacement);
+            }
+            other => panic!("expected AlreadyRotated, got {other:?}"),
+        }
+        let message = err.to_string();
+        assert!(message.contains(replacement.as_str()), "{message}");
+        assert!(message.contains(old.id().as_str()), "{message}");
+        assert_eq!(t.store.list(None).await.unwrap(), before, "nothing changed");
+
+        // The replacement rotates as any key does, and keeps its own expiry (none).
+        let next = t.store.rotate(&replacement, HOUR).await.unwrap();
+        assert_eq!(next.new.stored.record.expires_at, None);
+        assert_eq!(next.old.replaced_by.as_ref(), Some(next.new.id()));
+        assert_eq!(status(&t.app, &next.new).await, StatusCode::OK);
     }
 
     pub(crate) async fn a_revoked_or_expired_key_cannot_be_rotated<B: Backend>() {
@@ -1273,6 +1355,48 @@ mod rules {
 
     // --- SQL stores only -----------------------------------------------------------------------
 
+    pub(crate) async fn migrate_records_the_key_format_and_refuses_another<B: SqlBackend>() {
+        let t = Test::<B>::new().await;
+        let kept = t.create(NewKey::new("Kept", Environment::Live)).await;
+
+        // Opened again for another product's keys: refused before any key is refused.
+        let Err(err) = t.backend.reopen(KeyFormat::new("acme").unwrap()).await else {
+            panic!("a store for other keys was migrated");
+        };
+        match &err {
+            StoreError::FormatMismatch {
+                recorded,
+                configured,
+            } => assert_eq!((recorded.as_str(), configured.as_str()), ("om", "acme")),
+            other => panic!("expected FormatMismatch, got {other:?}"),
+        }
+        let message = err.to_string();
+        assert!(
+            message.contains("`om`") && message.contains("`acme`"),
+            "{message}"
+        );
+
+        // Opened with the same format, or with the recorded one: as before.
+        assert!(t.backend.reopen(om()).await.is_ok());
+        let recorded = t.backend.open_recorded().await.unwrap();
+        assert_eq!(recorded.format(), &om());
+        assert_eq!(recorded.get(kept.id()).await.unwrap(), kept.stored);
+        assert_eq!(
+            recorded.resolve(&kept.key.digest()).await.unwrap(),
+            Some(kept.stored.record.clone())
+        );
+
+        // A database never migrated has no format to open with.
+        let fresh = B::open_recorded_fresh().await.map(|_| ());
+        assert!(
+            matches!(fresh, Err(StoreError::NoRecordedFormat)),
+            "{fresh:?}"
+        );
+        assert!(StoreError::NoRecordedFormat
+            .to_string()
+            .contains("no key format recorded"));
+    }
+
     /// Rotation shortens the old key and inserts the new one in one transaction: when the insert
     /// fails, the old key keeps its expiry.
     pub(crate) async fn a_failed_rotation_changes_nothing<B: SqlBackend>() {
@@ -1450,6 +1574,7 @@ macro_rules! suite {
             the_old_key_works_through_the_grace_period_then_dies,
             the_grace_period_never_outlives_the_old_keys_expiry,
             a_revoked_or_expired_key_cannot_be_rotated,
+            a_key_in_its_grace_period_cannot_be_rotated_again,
             delete_removes_the_key_for_good,
             record_use_only_moves_forward,
             the_resolver_reports_revoked_and_expired_keys_as_they_are,
@@ -1478,6 +1603,7 @@ mod sqlite {
     tests!(Sqlite;
         a_corrupted_row_gives_a_clear_error_never_a_panic,
         a_failed_rotation_changes_nothing,
+        migrate_records_the_key_format_and_refuses_another,
     );
 
     #[tokio::test]
@@ -1517,7 +1643,7 @@ mod sqlite {
             .fetch_all(store.pool())
             .await
             .unwrap();
-        assert_eq!(versions, [1]);
+        assert_eq!(versions, [1, 2]);
         // Two processes migrating at once wait for each other.
         let other = SqliteStore::open(&backend.path, om()).await.unwrap();
         let (a, b) = tokio::join!(store.migrate(), other.migrate());
@@ -1641,13 +1767,14 @@ mod postgres {
     use tower_api_key::store::sqlx::{self};
     use tower_api_key::PostgresStore;
 
-    use super::postgres_backend::{connect_options, new_schema, Postgres};
+    use super::postgres_backend::{connect_options, new_schema, url, Postgres};
     use super::*;
 
     suite!(Postgres);
     tests!(Postgres;
         a_corrupted_row_gives_a_clear_error_never_a_panic,
         a_failed_rotation_changes_nothing,
+        migrate_records_the_key_format_and_refuses_another,
     );
 
     /// Skips the test (or fails it under CI) when PostgreSQL is not there.
@@ -1685,7 +1812,7 @@ mod postgres {
         .fetch_all(&pool)
         .await
         .unwrap();
-        assert_eq!(versions, [1]);
+        assert_eq!(versions, [1, 2]);
         // The tables are where they were asked to be, and nowhere else.
         let schemas: Vec<String> = sqlx::query_scalar(
             "SELECT table_schema::text FROM information_schema.tables \
@@ -1696,6 +1823,80 @@ mod postgres {
         .await
         .unwrap();
         assert_eq!(schemas, [backend.schema.as_str()]);
+    }
+
+    #[tokio::test]
+    async fn schema_names_that_postgresql_would_cut_are_refused_and_never_share_a_table() {
+        if !postgres().await {
+            return;
+        }
+        // Two tenants whose schema names share their first 63 bytes: PostgreSQL would cut both
+        // to one name, and tenant A's keys would work on tenant B's API.
+        let base = new_schema();
+        let long = |tenant: char| format!("{base}_{}{tenant}", "x".repeat(63 - base.len()));
+        let (a, b) = (long('a'), long('b'));
+        assert!(a.len() > 63 && a[..63] == b[..63]);
+        let cut = Postgres {
+            schema: a[..63].to_owned(),
+        };
+        let nul = format!("{base}\0tenant");
+        for name in [&a, &b, &nul] {
+            let clock = TestClock::new();
+            let store = PostgresStore::connect(&url(), om())
+                .await
+                .unwrap()
+                .with_schema(name.as_str());
+            let refused = |result: Result<(), StoreError>| match result {
+                Err(StoreError::InvalidSchemaName(reason)) => reason,
+                other => panic!("{name:?}: expected InvalidSchemaName, got {other:?}"),
+            };
+            let reason = refused(store.migrate().await);
+            assert!(
+                reason.contains("63 bytes") || reason.contains("NUL"),
+                "{reason}"
+            );
+            refused(
+                store
+                    .create(NewKey::new("A", Environment::Live))
+                    .await
+                    .map(drop),
+            );
+            refused(store.list(None).await.map(drop));
+            // A layer on it answers 503: the store cannot tell whether a key is valid.
+            let key = om().generate(Environment::Live).unwrap();
+            let response = call_with(&app(store, &clock), key.expose_secret()).await;
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        }
+        let refused = PostgresStore::connect_recorded(&url(), &a).await;
+        assert!(
+            matches!(refused, Err(StoreError::InvalidSchemaName(_))),
+            "{refused:?}"
+        );
+        // Nothing was created under the cut name.
+        let pool = PgPoolOptions::new()
+            .connect_with(connect_options())
+            .await
+            .unwrap();
+        let found: Vec<String> =
+            sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname = $1")
+                .bind(&cut.schema)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert!(found.is_empty(), "{found:?}");
+
+        // 63 bytes exactly is kept whole and works.
+        let whole = Postgres {
+            schema: cut.schema.clone(),
+        };
+        let store = PostgresStore::from_pool(pool, om()).with_schema(&whole.schema);
+        store.migrate().await.unwrap();
+        let created = store
+            .create(NewKey::new("Tenant", Environment::Live))
+            .await
+            .unwrap();
+        assert_eq!(store.get(created.id()).await.unwrap(), created.stored);
+        drop(cut);
     }
 
     #[tokio::test]

@@ -26,7 +26,8 @@ const SHA256_INITIAL_STATE: [u32; 8] = [
 pub struct KeyDigest([u8; 32]);
 
 impl KeyDigest {
-    /// The digest of `key`'s bytes. Prefer [`ParsedKey::digest`] or [`PlaintextKey::digest`].
+    /// The digest of `key`'s bytes. Prefer [`ParsedKey::digest`](crate::ParsedKey::digest) or
+    /// [`PlaintextKey::digest`](crate::PlaintextKey::digest).
     pub fn of(key: &[u8]) -> Self {
         // Keys fit in one SHA-256 block (up to 55 bytes with the padding): pad by hand and run
         // the compression function once, without the streaming API's buffering.

@@ -5,26 +5,22 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
+use super::settings::{settings_methods, StoreSettings};
 use super::{
     plan_rotation, prepare, validate_name, CreatedKey, KeyStore, NewKey, Rotation, StoreError,
     StoredKey,
 };
-use crate::clock::{Clock, SystemClock};
 use crate::invalidation::Invalidations;
 use crate::key::{KeyDigest, KeyFormat};
 use crate::resolver::{KeyId, KeyRecord, KeyResolver, ResolveError};
-use crate::scope::ScopeCatalog;
 
 /// Keys in memory. Clones share the keys.
 ///
 /// See the [module docs](crate::store) for an example.
 #[derive(Clone)]
 pub struct MemoryStore {
-    format: KeyFormat,
-    catalog: Option<ScopeCatalog>,
+    settings: StoreSettings,
     keys: Arc<RwLock<Keys>>,
-    invalidations: Invalidations,
-    clock: Arc<dyn Clock>,
 }
 
 #[derive(Default)]
@@ -59,28 +55,15 @@ impl Keys {
 }
 
 impl MemoryStore {
-    /// An empty store that creates keys of `format`.
-    pub fn new(format: KeyFormat) -> Self {
+    /// An empty store for keys as `settings` says (a [`KeyFormat`](crate::KeyFormat) is enough).
+    pub fn new(settings: impl Into<StoreSettings>) -> Self {
         MemoryStore {
-            format,
-            catalog: None,
+            settings: settings.into(),
             keys: Arc::default(),
-            invalidations: Invalidations::new(),
-            clock: Arc::new(SystemClock),
         }
     }
 
-    /// Only accepts keys whose scopes are in `catalog`.
-    pub fn with_catalog(mut self, catalog: ScopeCatalog) -> Self {
-        self.catalog = Some(catalog);
-        self
-    }
-
-    /// Uses `clock` for creation, revocation and rotation times.
-    pub fn with_clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
-        self
-    }
+    settings_methods!();
 
     /// Changes the key with id `id` under the write lock, then announces its digest.
     fn change(
@@ -95,7 +78,7 @@ impl MemoryStore {
             (digest, stored.clone())
         };
         // After the write: a lookup that starts now reads the new state.
-        self.invalidations.invalidate(&digest);
+        self.settings.invalidations.invalidate(&digest);
         Ok(stored)
     }
 
@@ -115,11 +98,17 @@ impl MemoryStore {
 #[async_trait]
 impl KeyStore for MemoryStore {
     fn format(&self) -> &KeyFormat {
-        &self.format
+        &self.settings.format
     }
 
     async fn create(&self, new: NewKey) -> Result<CreatedKey, StoreError> {
-        let created = prepare(&self.format, new, self.clock.now(), self.catalog.as_ref())?;
+        let settings = &self.settings;
+        let created = prepare(
+            &settings.format,
+            new,
+            settings.now(),
+            settings.catalog.as_ref(),
+        )?;
         self.write().insert(&created);
         Ok(created)
     }
@@ -158,7 +147,7 @@ impl KeyStore for MemoryStore {
     }
 
     async fn revoke(&self, id: &KeyId) -> Result<StoredKey, StoreError> {
-        let now = self.clock.now();
+        let now = self.settings.now();
         self.change(id, |stored| {
             stored.record.revoked_at.get_or_insert(now);
             Ok(())
@@ -166,17 +155,18 @@ impl KeyStore for MemoryStore {
     }
 
     async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<Rotation, StoreError> {
-        let now = self.clock.now();
+        let now = self.settings.now();
         let (old_digest, rotation) = {
             let mut keys = self.write();
             let (old_digest, old) = keys.entry(id)?;
-            let (new, old_expires_at) = plan_rotation(&self.format, old, grace, now)?;
+            let (new, old_expires_at) = plan_rotation(&self.settings.format, old, grace, now)?;
             old.record.expires_at = Some(old_expires_at);
+            old.replaced_by = Some(new.id().clone());
             let old = old.clone();
             keys.insert(&new);
             (old_digest, Rotation { new, old })
         };
-        self.invalidations.invalidate(&old_digest);
+        self.settings.invalidations.invalidate(&old_digest);
         Ok(rotation)
     }
 
@@ -188,7 +178,7 @@ impl KeyStore for MemoryStore {
             keys.by_digest.remove(&digest);
             digest
         };
-        self.invalidations.invalidate(&digest);
+        self.settings.invalidations.invalidate(&digest);
         Ok(())
     }
 
@@ -213,14 +203,14 @@ impl KeyResolver for MemoryStore {
     }
 
     fn invalidations(&self) -> Option<Invalidations> {
-        Some(self.invalidations.clone())
+        Some(self.settings.invalidations.clone())
     }
 }
 
 impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("format", &self.format)
+            .field("format", &self.settings.format)
             .field("keys", &self.read().by_digest.len())
             .finish_non_exhaustive()
     }

@@ -50,6 +50,7 @@
 mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod settings;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 #[cfg(feature = "sqlite")]
@@ -65,6 +66,9 @@ use async_trait::async_trait;
 pub use self::memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresStore;
+pub use self::settings::StoreSettings;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use self::sql::{SqlDatabase, SqlStore};
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::SqliteStore;
 use crate::key::{push_random_base62, Environment, KeyFormat, KeyGenerationError, PlaintextKey};
@@ -89,7 +93,8 @@ pub const MAX_NAME_LEN: usize = 100;
 /// - `revoke` is idempotent and records when the key was first revoked.
 /// - `rotate` creates a key with the same name, owner, environment, scopes and metadata, expiring
 ///   no later than the old one; the old key keeps working for `grace` (never past its own
-///   expiry) and is then rejected. A revoked or expired key cannot be rotated.
+///   expiry) and is then rejected, and records its replacement. A revoked or expired key cannot
+///   be rotated, nor one rotated already ([`StoreError::AlreadyRotated`]).
 /// - A failed operation changes nothing.
 /// - `revoke`, `rotate`, `rename` and `delete` announce the key on the store's
 ///   [`Invalidations`](crate::Invalidations) before returning.
@@ -256,6 +261,9 @@ pub struct StoredKey {
     pub last_used_at: Option<SystemTime>,
     /// Free-form metadata given at creation.
     pub metadata: BTreeMap<String, String>,
+    /// The key that replaced this one in a rotation: this one then works only until the end of
+    /// its grace period.
+    pub replaced_by: Option<KeyId>,
 }
 
 impl StoredKey {
@@ -267,6 +275,7 @@ impl StoredKey {
             created_at,
             last_used_at: None,
             metadata: BTreeMap::new(),
+            replaced_by: None,
         }
     }
 }
@@ -291,6 +300,27 @@ pub enum StoreError {
     Revoked(KeyId),
     /// The key is expired, so it cannot be rotated.
     Expired(KeyId),
+    /// The key was rotated already and is in its grace period: rotating it again would give a
+    /// new key that dies with the old one. Rotate its replacement instead.
+    AlreadyRotated {
+        /// The key asked for.
+        id: KeyId,
+        /// The key that replaced it.
+        replacement: KeyId,
+    },
+    /// The database's keys have another format than the store was configured with: the store
+    /// would refuse every one of them.
+    FormatMismatch {
+        /// The prefix recorded in the database.
+        recorded: String,
+        /// The prefix of the store's format.
+        configured: String,
+    },
+    /// The database has no key format recorded yet: it is new, or was not migrated by a version
+    /// that records it. Open it with a format and migrate it.
+    NoRecordedFormat,
+    /// A PostgreSQL schema name that PostgreSQL cannot hold exactly.
+    InvalidSchemaName(String),
     /// The random number generator failed.
     KeyGeneration(KeyGenerationError),
     /// The store could not be reached or failed; nothing was changed.
@@ -319,6 +349,25 @@ impl fmt::Display for StoreError {
             StoreError::UnknownKey(id) => write!(f, "no key has the id `{id}`"),
             StoreError::Revoked(id) => write!(f, "key `{id}` is revoked"),
             StoreError::Expired(id) => write!(f, "key `{id}` is expired"),
+            StoreError::AlreadyRotated { id, replacement } => write!(
+                f,
+                "key `{id}` was rotated already and is in its grace period: its replacement is \
+                 `{replacement}`; rotate that one instead"
+            ),
+            StoreError::FormatMismatch {
+                recorded,
+                configured,
+            } => write!(
+                f,
+                "the store's keys have the prefix `{recorded}`, but it was opened for keys with \
+                 the prefix `{configured}`: open it with the format it was created with"
+            ),
+            StoreError::NoRecordedFormat => f.write_str(
+                "the store has no key format recorded yet: open it with a format and migrate it",
+            ),
+            StoreError::InvalidSchemaName(reason) => {
+                write!(f, "invalid PostgreSQL schema name: {reason}")
+            }
             StoreError::KeyGeneration(err) => err.fmt(f),
             StoreError::Unavailable(err) => write!(f, "the key store is unavailable: {err}"),
         }
@@ -423,6 +472,12 @@ pub(crate) fn plan_rotation(
     }
     if record.is_expired_at(now) {
         return Err(StoreError::Expired(record.id.clone()));
+    }
+    if let Some(replacement) = &old.replaced_by {
+        return Err(StoreError::AlreadyRotated {
+            id: record.id.clone(),
+            replacement: replacement.clone(),
+        });
     }
     let grace_end = now.checked_add(grace).unwrap_or(now);
     let old_expires_at = match record.expires_at {

@@ -1,0 +1,514 @@
+//! The key table, described once for both databases: its columns (what each holds, how it is
+//! written from a key and read back), its migrations, and the decoding of a row.
+//!
+//! Adding a column is one change here: an entry in [`KEY_COLUMNS`] (with how to write it), a
+//! field read in [`RawRow::read`] and decoded in [`RawRow::decode`], and a step in
+//! [`MIGRATIONS`]. Both databases take the column from these.
+//!
+//! Decoding never trusts the database: a row someone edited by hand, with an unknown
+//! environment, a malformed scope or a digest of the wrong length, gives a [`CorruptRow`] error
+//! naming the key and the column, never a panic.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::backend::{Cell, ColumnType, Param, Read};
+use crate::key::{Environment, KeyDigest};
+use crate::resolver::{KeyId, KeyRecord, ResolveError};
+use crate::scope::{Scope, ScopeSet};
+use crate::store::{CreatedKey, StoreError, StoredKey};
+
+/// The table of keys.
+pub(super) const KEYS: &str = "api_keys";
+/// The table of migrations applied.
+pub(super) const MIGRATIONS_TABLE: &str = "api_key_migrations";
+/// The table of the store's own settings, such as the key format it was migrated with.
+pub(super) const SETTINGS: &str = "api_key_settings";
+
+/// The setting that records the product prefix of the store's keys.
+pub(super) const KEY_PREFIX_SETTING: &str = "key_prefix";
+
+/// A column of the key table.
+pub(super) struct Column {
+    pub(super) name: &'static str,
+    pub(super) ty: ColumnType,
+    /// The column's value for a key being inserted.
+    pub(super) write: for<'a> fn(&'a KeyValues<'a>) -> Param<'a>,
+}
+
+/// A key being inserted, with the values its columns need computed once.
+pub(super) struct KeyValues<'a> {
+    stored: &'a StoredKey,
+    digest: &'a [u8],
+    scopes: String,
+    metadata: String,
+}
+
+impl<'a> KeyValues<'a> {
+    pub(super) fn new(created: &'a CreatedKey, digest: &'a KeyDigest) -> Result<Self, StoreError> {
+        Ok(KeyValues {
+            stored: &created.stored,
+            digest: digest.as_bytes(),
+            // Scope names, space-separated, in sorted order.
+            scopes: created.stored.record.scopes.to_string(),
+            // A JSON object of strings.
+            metadata: serde_json::to_string(&created.stored.metadata)
+                .map_err(StoreError::unavailable)?,
+        })
+    }
+
+    /// The parameters of an insert, in the order of [`KEY_COLUMNS`].
+    pub(super) fn params(&'a self) -> Vec<Param<'a>> {
+        KEY_COLUMNS
+            .iter()
+            .map(|column| (column.write)(self))
+            .collect()
+    }
+}
+
+fn text(text: &str) -> Param<'_> {
+    Param::Text(Some(text))
+}
+
+fn time(at: Option<SystemTime>) -> Param<'static> {
+    Param::Int(at.map(to_micros))
+}
+
+/// The columns of the key table, in the order statements list them.
+pub(super) const KEY_COLUMNS: &[Column] = &[
+    Column {
+        name: "id",
+        ty: ColumnType::Text,
+        write: |k| text(k.stored.record.id.as_str()),
+    },
+    Column {
+        name: "digest",
+        ty: ColumnType::Bytes,
+        write: |k| Param::Bytes(k.digest),
+    },
+    Column {
+        name: "hint",
+        ty: ColumnType::Text,
+        write: |k| text(&k.stored.hint),
+    },
+    Column {
+        name: "name",
+        ty: ColumnType::Text,
+        write: |k| text(&k.stored.record.name),
+    },
+    Column {
+        name: "owner",
+        ty: ColumnType::Text,
+        write: |k| text(&k.stored.record.owner),
+    },
+    Column {
+        name: "environment",
+        ty: ColumnType::Text,
+        write: |k| text(k.stored.record.environment.as_str()),
+    },
+    Column {
+        name: "scopes",
+        ty: ColumnType::Text,
+        write: |k| text(&k.scopes),
+    },
+    Column {
+        name: "metadata",
+        ty: ColumnType::Json,
+        write: |k| text(&k.metadata),
+    },
+    Column {
+        name: "created_at",
+        ty: ColumnType::Time,
+        write: |k| time(Some(k.stored.created_at)),
+    },
+    Column {
+        name: "expires_at",
+        ty: ColumnType::Time,
+        write: |k| time(k.stored.record.expires_at),
+    },
+    Column {
+        name: "revoked_at",
+        ty: ColumnType::Time,
+        write: |k| time(k.stored.record.revoked_at),
+    },
+    Column {
+        name: "last_used_at",
+        ty: ColumnType::Time,
+        write: |k| time(k.stored.last_used_at),
+    },
+    Column {
+        name: "replaced_by",
+        ty: ColumnType::Text,
+        write: |k| Param::Text(k.stored.replaced_by.as_ref().map(KeyId::as_str)),
+    },
+];
+
+/// How each column of [`KEY_COLUMNS`] is read.
+pub(super) fn key_reads() -> Vec<Read> {
+    KEY_COLUMNS.iter().map(|column| column.ty.read()).collect()
+}
+
+/// A schema change shipped with the crate, applied once by a store's `migrate`.
+pub(super) struct Migration {
+    /// Applied in increasing order; recorded once applied.
+    pub(super) version: i64,
+    pub(super) description: &'static str,
+    pub(super) steps: &'static [Step],
+}
+
+/// One step of a [`Migration`].
+pub(super) enum Step {
+    /// Statements written for each database (with unqualified table names).
+    Script {
+        sqlite: &'static str,
+        postgres: &'static str,
+    },
+    /// Statements that read the same in both databases.
+    Both(&'static str),
+    /// Adds the column of [`KEY_COLUMNS`] with this name, nullable, to the key table.
+    AddKeyColumn(&'static str),
+}
+
+/// The migrations shipped with the crate, in order.
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "create api_keys",
+        steps: &[Step::Script {
+            sqlite: include_str!("../../../migrations/sqlite/0001_create_api_keys.sql"),
+            postgres: include_str!("../../../migrations/postgres/0001_create_api_keys.sql"),
+        }],
+    },
+    Migration {
+        version: 2,
+        description: "api_keys.replaced_by; api_key_settings",
+        steps: &[
+            // The key that replaced this one in a rotation, while this one is in its grace.
+            Step::AddKeyColumn("replaced_by"),
+            // The store's settings, such as the format of its keys.
+            Step::Both(
+                "CREATE TABLE api_key_settings (\
+                 name TEXT NOT NULL PRIMARY KEY, \
+                 value TEXT NOT NULL)",
+            ),
+        ],
+    },
+];
+
+/// A database failure, as the lifecycle calls report it.
+pub(crate) fn unavailable(err: sqlx::Error) -> StoreError {
+    StoreError::unavailable(err)
+}
+
+/// The earliest time the SQL stores keep: 0001-01-01T00:00:00Z, in microseconds since the epoch.
+const MIN_MICROS: i64 = -62_135_596_800_000_000;
+/// The latest time the SQL stores keep: 9999-12-31T23:59:59.999999Z, in microseconds.
+const MAX_MICROS: i64 = 253_402_300_799_999_999;
+
+/// `at` as microseconds since the Unix epoch, rounded down and clamped to years 1 to 9999,
+/// which both SQLite integers and PostgreSQL `timestamptz` hold exactly.
+pub(super) fn to_micros(at: SystemTime) -> i64 {
+    let micros = match at.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_micros()).unwrap_or(i64::MAX),
+        Err(before) => {
+            let before = before.duration();
+            // Round towards the past, as for times after the epoch.
+            let whole = i64::try_from(before.as_micros()).unwrap_or(i64::MAX);
+            let partial = i64::from(before.subsec_nanos() % 1_000 != 0);
+            whole.saturating_add(partial).saturating_neg()
+        }
+    };
+    micros.clamp(MIN_MICROS, MAX_MICROS)
+}
+
+/// The time `micros` microseconds after the Unix epoch (before it, if negative).
+pub(super) fn from_micros(micros: i64) -> Option<SystemTime> {
+    let magnitude = Duration::from_micros(micros.unsigned_abs());
+    if micros >= 0 {
+        UNIX_EPOCH.checked_add(magnitude)
+    } else {
+        UNIX_EPOCH.checked_sub(magnitude)
+    }
+}
+
+/// `at` as the SQL stores keep it: to the microsecond, within years 1 to 9999.
+pub(super) fn normalize(at: SystemTime) -> SystemTime {
+    // Every value `to_micros` returns is in range for `SystemTime` on the platforms Rust
+    // supports; should one not be, the time is kept as it was.
+    from_micros(to_micros(at)).unwrap_or(at)
+}
+
+/// The digest in a `digest` column; `None` if it is not 32 bytes long, as no key's is.
+pub(super) fn digest_of(bytes: &[u8]) -> Option<KeyDigest> {
+    <[u8; 32]>::try_from(bytes).ok().map(KeyDigest::from_bytes)
+}
+
+/// A key's row as read from the database, before any of it is trusted.
+#[derive(Debug)]
+pub(super) struct RawRow {
+    pub(super) id: String,
+    pub(super) digest: Vec<u8>,
+    pub(super) hint: String,
+    pub(super) name: String,
+    pub(super) owner: String,
+    pub(super) environment: String,
+    pub(super) scopes: String,
+    pub(super) metadata: String,
+    pub(super) created_at: i64,
+    pub(super) expires_at: Option<i64>,
+    pub(super) revoked_at: Option<i64>,
+    pub(super) last_used_at: Option<i64>,
+    pub(super) replaced_by: Option<String>,
+}
+
+/// The cells of one row of [`KEY_COLUMNS`], by column name.
+struct Cells<'a> {
+    id: Option<&'a str>,
+    cells: &'a [Cell],
+}
+
+impl<'a> Cells<'a> {
+    fn get(&self, name: &'static str) -> Result<&'a Cell, CorruptRow> {
+        KEY_COLUMNS
+            .iter()
+            .position(|column| column.name == name)
+            .and_then(|index| self.cells.get(index))
+            .ok_or_else(|| self.corrupt(name, "missing from the result".to_owned()))
+    }
+
+    fn corrupt(&self, column: &'static str, problem: String) -> CorruptRow {
+        CorruptRow {
+            id: self.id.unwrap_or("?").to_owned(),
+            column,
+            problem,
+        }
+    }
+
+    fn optional_text(&self, name: &'static str) -> Result<Option<String>, CorruptRow> {
+        match self.get(name)? {
+            Cell::Text(text) => Ok(text.clone()),
+            other => Err(self.corrupt(name, format!("{other:?} is not text"))),
+        }
+    }
+
+    fn text(&self, name: &'static str) -> Result<String, CorruptRow> {
+        self.optional_text(name)?
+            .ok_or_else(|| self.corrupt(name, "NULL".to_owned()))
+    }
+
+    fn bytes(&self, name: &'static str) -> Result<Vec<u8>, CorruptRow> {
+        match self.get(name)? {
+            Cell::Bytes(Some(bytes)) => Ok(bytes.clone()),
+            other => Err(self.corrupt(name, format!("{other:?} is not bytes"))),
+        }
+    }
+
+    fn optional_int(&self, name: &'static str) -> Result<Option<i64>, CorruptRow> {
+        match self.get(name)? {
+            Cell::Int(int) => Ok(*int),
+            other => Err(self.corrupt(name, format!("{other:?} is not an integer"))),
+        }
+    }
+
+    fn int(&self, name: &'static str) -> Result<i64, CorruptRow> {
+        self.optional_int(name)?
+            .ok_or_else(|| self.corrupt(name, "NULL".to_owned()))
+    }
+}
+
+impl RawRow {
+    /// The row in `cells`, read as [`key_reads`] describes.
+    pub(super) fn read(cells: &[Cell]) -> Result<RawRow, CorruptRow> {
+        let id = match cells.first() {
+            Some(Cell::Text(Some(id))) => Some(id.as_str()),
+            _ => None,
+        };
+        let cells = Cells { id, cells };
+        Ok(RawRow {
+            id: cells.text("id")?,
+            digest: cells.bytes("digest")?,
+            hint: cells.text("hint")?,
+            name: cells.text("name")?,
+            owner: cells.text("owner")?,
+            environment: cells.text("environment")?,
+            scopes: cells.text("scopes")?,
+            metadata: cells.text("metadata")?,
+            created_at: cells.int("created_at")?,
+            expires_at: cells.optional_int("expires_at")?,
+            revoked_at: cells.optional_int("revoked_at")?,
+            last_used_at: cells.optional_int("last_used_at")?,
+            replaced_by: cells.optional_text("replaced_by")?,
+        })
+    }
+
+    /// The key's digest and everything the store keeps about it.
+    pub(super) fn decode(self) -> Result<(KeyDigest, StoredKey), CorruptRow> {
+        let corrupt = |column: &'static str, problem: String| CorruptRow {
+            id: self.id.clone(),
+            column,
+            problem,
+        };
+        let digest = digest_of(&self.digest).ok_or_else(|| {
+            corrupt(
+                "digest",
+                format!("{} bytes instead of 32", self.digest.len()),
+            )
+        })?;
+        let environment: Environment = self.environment.parse().map_err(|_| {
+            corrupt(
+                "environment",
+                format!("{:?} is neither `live` nor `test`", self.environment),
+            )
+        })?;
+        let scopes = self
+            .scopes
+            .split_ascii_whitespace()
+            .map(|name| Scope::new(name.to_owned()))
+            .collect::<Result<ScopeSet, _>>()
+            .map_err(|err| corrupt("scopes", err.to_string()))?;
+        let metadata: BTreeMap<String, String> = serde_json::from_str(&self.metadata)
+            .map_err(|err| corrupt("metadata", format!("not a JSON object of strings: {err}")))?;
+        let time = |column: &'static str, micros: i64| {
+            from_micros(micros).ok_or_else(|| corrupt(column, format!("{micros} is out of range")))
+        };
+        let optional_time = |column: &'static str, micros: Option<i64>| {
+            micros.map(|micros| time(column, micros)).transpose()
+        };
+        let created_at = time("created_at", self.created_at)?;
+        let expires_at = optional_time("expires_at", self.expires_at)?;
+        let revoked_at = optional_time("revoked_at", self.revoked_at)?;
+        let last_used_at = optional_time("last_used_at", self.last_used_at)?;
+
+        let record = KeyRecord::new(KeyId::from(self.id), environment, scopes)
+            .with_name(self.name)
+            .with_owner(self.owner)
+            .with_expires_at(expires_at)
+            .with_revoked_at(revoked_at);
+        let mut stored = StoredKey::new(record, self.hint, created_at);
+        stored.last_used_at = last_used_at;
+        stored.metadata = metadata;
+        stored.replaced_by = self.replaced_by.map(KeyId::from);
+        Ok((digest, stored))
+    }
+}
+
+/// A row that cannot be a key: edited by hand, or written by something other than this crate.
+///
+/// Stores report it as [`StoreError::Unavailable`] and resolvers as a [`ResolveError`] (so the
+/// layer answers `503`, never `401`), with this message.
+#[derive(Debug)]
+pub(super) struct CorruptRow {
+    id: String,
+    column: &'static str,
+    problem: String,
+}
+
+impl fmt::Display for CorruptRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the stored key {:?} is corrupted: column `{}`: {}",
+            self.id, self.column, self.problem
+        )
+    }
+}
+
+impl std::error::Error for CorruptRow {}
+
+impl From<CorruptRow> for StoreError {
+    fn from(err: CorruptRow) -> Self {
+        StoreError::unavailable(err)
+    }
+}
+
+impl From<CorruptRow> for ResolveError {
+    fn from(err: CorruptRow) -> Self {
+        ResolveError::new(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> RawRow {
+        RawRow {
+            id: "key_1".to_owned(),
+            digest: vec![7; 32],
+            hint: "om_live_…abcd".to_owned(),
+            name: "Production".to_owned(),
+            owner: "acct_1".to_owned(),
+            environment: "live".to_owned(),
+            scopes: "orders:read products:read".to_owned(),
+            metadata: r#"{"team":"integrations"}"#.to_owned(),
+            created_at: 1_700_000_000_000_000,
+            expires_at: Some(1_800_000_000_000_001),
+            revoked_at: None,
+            last_used_at: Some(-1),
+            replaced_by: None,
+        }
+    }
+
+    #[test]
+    fn a_sound_row_decodes() {
+        let (digest, stored) = row().decode().unwrap();
+        assert_eq!(digest.as_bytes(), &[7; 32]);
+        assert_eq!(stored.record.scopes.len(), 2);
+        assert_eq!(stored.metadata["team"], "integrations");
+        assert_eq!(
+            stored.record.expires_at,
+            Some(UNIX_EPOCH + Duration::from_micros(1_800_000_000_000_001))
+        );
+        assert_eq!(
+            stored.last_used_at,
+            Some(UNIX_EPOCH - Duration::from_micros(1))
+        );
+    }
+
+    #[test]
+    fn each_corruption_names_the_key_and_the_column() {
+        type Corrupt = fn(&mut RawRow);
+        let cases: [(Corrupt, &str); 5] = [
+            (|r| r.digest = vec![1; 31], "column `digest`: 31 bytes"),
+            (
+                |r| r.environment = "prod".to_owned(),
+                "column `environment`",
+            ),
+            (
+                |r| r.scopes = "orders:read bad".to_owned(),
+                "column `scopes`",
+            ),
+            (|r| r.metadata = "[1]".to_owned(), "column `metadata`"),
+            (
+                |r| r.metadata = r#"{"a":1}"#.to_owned(),
+                "column `metadata`",
+            ),
+        ];
+        for (corrupt, expected) in cases {
+            let mut raw = row();
+            corrupt(&mut raw);
+            let message = raw.decode().unwrap_err().to_string();
+            assert!(message.contains("\"key_1\""), "{message}");
+            assert!(message.contains(expected), "{message}");
+        }
+    }
+
+    #[test]
+    fn times_round_down_to_the_microsecond_on_both_sides_of_the_epoch() {
+        let after = UNIX_EPOCH + Duration::from_nanos(1_500);
+        assert_eq!(to_micros(after), 1);
+        let before = UNIX_EPOCH - Duration::from_nanos(1_500);
+        assert_eq!(to_micros(before), -2);
+        assert_eq!(normalize(before), UNIX_EPOCH - Duration::from_micros(2));
+        for micros in [0, 1, -1, MIN_MICROS, MAX_MICROS, 1_700_000_000_123_456] {
+            assert_eq!(to_micros(from_micros(micros).unwrap()), micros);
+        }
+    }
+
+    #[test]
+    fn times_beyond_year_9999_are_clamped() {
+        let far = UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+        assert_eq!(to_micros(far), MAX_MICROS);
+    }
+}
