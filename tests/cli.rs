@@ -66,9 +66,14 @@ impl Sandbox {
         (value, run)
     }
 
-    /// Creates a key with `create --json`; returns the key and its id.
+    /// Creates a key with `create --json`; returns the key and its id. The first key of the
+    /// sandbox's store is created with `--prefix om`, which the store then records; later
+    /// commands find the prefix there, as they would for a user.
     fn create(&self, args: &[&str]) -> (String, String) {
         let mut all = vec!["create"];
+        if !self.db.exists() {
+            all.extend_from_slice(&["--prefix", "om"]);
+        }
         all.extend_from_slice(args);
         let (created, run) = self.json(&all);
         assert!(run.stderr.contains(WARNING), "{run:?}");
@@ -174,9 +179,12 @@ async fn a_key_goes_through_its_whole_life() {
     let sandbox = Sandbox::new();
     let mut outputs = Vec::new();
 
-    // create, as a person would: the fields, then the key on a line of its own.
+    // create, as a person would: the fields, then the key on a line of its own. A new store needs
+    // the prefix of its keys; it records it, and later commands read it from there.
     let created = sandbox.ok(&[
         "create",
+        "--prefix",
+        "om",
         "--name",
         "Webhook Server",
         "--owner",
@@ -659,8 +667,11 @@ fn an_unreachable_store_exits_with_5() {
     // A directory that does not exist: the file cannot be created.
     let nowhere = sandbox.dir.path().join("missing").join("keys.db");
     let nowhere = nowhere.to_str().unwrap();
-    run_in(&sandbox.dir, &["--db", nowhere, "create", "--name", "x"])
-        .fails(5, "the key store is unavailable");
+    run_in(
+        &sandbox.dir,
+        &["--db", nowhere, "create", "--prefix", "om", "--name", "x"],
+    )
+    .fails(5, "the key store is unavailable");
 
     // Only `create` starts a new file; the others say the file is missing and leave no file.
     for args in [&["list"][..], &["show", "key_x"], &["revoke", "key_x"]] {
@@ -690,7 +701,10 @@ fn an_empty_store_lists_no_keys() {
 #[test]
 fn the_default_database_is_the_demos_file_in_the_current_directory() {
     let sandbox = Sandbox::new();
-    let created = run_in(&sandbox.dir, &["create", "--name", "Default"]);
+    let created = run_in(
+        &sandbox.dir,
+        &["create", "--prefix", "om", "--name", "Default"],
+    );
     assert_eq!(created.code, 0, "{created:?}");
     assert!(sandbox.dir.path().join("ordermonk.db").is_file());
 
@@ -840,6 +854,8 @@ mod postgres {
 
         let created = run(&[
             "create",
+            "--prefix",
+            "om",
             "--name",
             "Replica",
             "--scope",
@@ -889,4 +905,76 @@ mod postgres {
         assert_eq!(tables, 1);
         conn.close().await.unwrap();
     }
+}
+
+#[test]
+fn the_prefix_is_read_from_the_store_and_another_one_is_refused() {
+    let sandbox = Sandbox::new();
+    // A new store: the tool does not guess its keys' prefix, and creates no file.
+    sandbox
+        .run(&["create", "--name", "First"])
+        .fails(2, "give the prefix of its keys with --prefix");
+    assert!(!sandbox.db.exists());
+
+    // Created with --prefix acme: the store records it, and every later command reads it.
+    let created = sandbox.ok(&["create", "--prefix", "acme", "--name", "First", "--json"]);
+    let created: Value = serde_json::from_str(&created.stdout).unwrap();
+    assert!(created["plaintext_key"]
+        .as_str()
+        .unwrap()
+        .starts_with("acme_live_"));
+    let (second, _) = sandbox.create(&["--name", "Second"]);
+    assert!(second.starts_with("acme_live_"), "the recorded prefix");
+    let (listed, _) = sandbox.json(&["list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+
+    // Another prefix is refused, naming both, and changes nothing.
+    sandbox
+        .run(&["create", "--prefix", "om", "--name", "Third"])
+        .fails(
+            4,
+            "the prefix `acme`, but it was opened for keys with the prefix `om`",
+        );
+    sandbox.run(&["list", "--prefix", "om"]).fails(4, "`acme`");
+    assert_eq!(sandbox.json(&["list"]).0.as_array().unwrap().len(), 2);
+
+    // A service opening the file with the recorded format finds the keys the tool made.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = SqliteStore::open(&sandbox.db, KeyFormat::new("acme").unwrap())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let digest = KeyDigest::of(second.as_bytes());
+        assert!(store.resolve(&digest).await.unwrap().is_some());
+        let other = SqliteStore::open(&sandbox.db, om()).await.unwrap();
+        assert!(matches!(
+            other.migrate().await,
+            Err(tower_api_key::StoreError::FormatMismatch { .. })
+        ));
+    });
+}
+
+#[test]
+fn a_key_rotated_already_cannot_be_rotated_again() {
+    let sandbox = Sandbox::new();
+    let (_, id) = sandbox.create(&["--name", "Production"]);
+    let (rotated, _) = sandbox.json(&["rotate", &id, "--grace", "1h"]);
+    let replacement = rotated["new"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(rotated["old"]["replaced_by"], replacement.as_str());
+    assert!(sandbox
+        .ok(&["show", &id])
+        .stdout
+        .contains(&format!("replaced by: {replacement}\n")));
+
+    // A second "rotate" on the old key would give a key that dies with it: refused, naming the
+    // replacement, with nothing created.
+    let run = sandbox.run(&["rotate", &id, "--grace", "1h"]);
+    run.fails(4, &format!("its replacement is `{replacement}`"));
+    assert!(run.stdout.is_empty(), "{run:?}");
+    assert_eq!(sandbox.json(&["list"]).0.as_array().unwrap().len(), 2);
+
+    // The replacement rotates as usual.
+    let (again, _) = sandbox.json(&["rotate", &replacement, "--grace", "1h"]);
+    assert_eq!(again["old"]["id"], replacement.as_str());
 }

@@ -36,10 +36,11 @@ Exit codes:
   0  success
   1  any other failure
   2  usage error: unknown command or flag, missing argument, a value not among the choices,
-     conflicting flags, `delete` without --yes
+     conflicting flags, `delete` without --yes, no --prefix for a store that records none
   3  no key has this id
-  4  invalid input: a name, scope, duration, time or metadata entry, an expiry in the past, or
-     a revoked or expired key given to `rotate`
+  4  invalid input: a name, scope, duration, time or metadata entry, an expiry in the past, a
+     revoked, expired or already rotated key given to `rotate`, a --prefix other than the
+     store's, or a PostgreSQL schema name over 63 bytes
   5  the key store is unavailable: the database cannot be opened or reached, or it failed
 
 Errors are one line on stderr, starting with `tower-api-key: `.";
@@ -101,16 +102,17 @@ struct StoreArgs {
     )]
     schema: String,
 
-    /// The product prefix of new keys, as in `om_live_…`.
+    /// The product prefix of the store's keys, as `om` in `om_live_…`. Needed only for a new
+    /// store: the store records it when its tables are created, and the tool reads it from
+    /// there. A prefix other than the recorded one is refused.
     #[arg(
         long,
         global = true,
         value_name = "PREFIX",
         env = "TOWER_API_KEY_PREFIX",
-        hide_env_values = true,
-        default_value = "om"
+        hide_env_values = true
     )]
-    prefix: String,
+    prefix: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -160,7 +162,8 @@ enum Command {
     ///
     /// The new key has the old one's name, owner, environment, scopes, metadata and expiry; it
     /// is printed once, like `create` does. The old key is refused after the grace period (or
-    /// its own expiry, if sooner). Revoked and expired keys cannot be rotated.
+    /// its own expiry, if sooner). Revoked and expired keys cannot be rotated, nor a key rotated
+    /// already: rotate its replacement, which the error names.
     Rotate {
         /// The key's id.
         id: String,
@@ -275,7 +278,11 @@ fn exit_code(err: &StoreError) -> u8 {
         | StoreError::InvalidScope(_)
         | StoreError::ExpiryInPast
         | StoreError::Revoked(_)
-        | StoreError::Expired(_) => Failure::INVALID,
+        | StoreError::Expired(_)
+        | StoreError::AlreadyRotated { .. }
+        | StoreError::FormatMismatch { .. }
+        | StoreError::InvalidSchemaName(_) => Failure::INVALID,
+        StoreError::NoRecordedFormat => Failure::USAGE,
         StoreError::Unavailable(_) => Failure::UNAVAILABLE,
         // Random number generator failures, and errors added to the library later.
         _ => Failure::OTHER,
@@ -381,54 +388,91 @@ impl StoreSource {
 
     /// Opens the store and brings its tables up to date. `create_file` lets a missing SQLite
     /// file be created; other commands have nothing to do in a new file.
+    ///
+    /// With a prefix, the store is opened for keys of that format (migrating refuses it if the
+    /// store records another); without one, with the format the store records.
     async fn open(
         &self,
-        format: KeyFormat,
+        prefix: Option<&str>,
         create_file: bool,
     ) -> Result<Box<dyn KeyStore>, Failure> {
         let place = self.describe();
+        let format = prefix
+            .map(|prefix| KeyFormat::new(prefix.to_owned()).map_err(Failure::invalid))
+            .transpose()?;
+        let opening = |err| Failure::store(&format!("cannot open {place}"), err);
+        let migrating = |err| Failure::store(&format!("cannot use {place}"), err);
         let store: Box<dyn KeyStore> = match self {
             StoreSource::Sqlite(path) => {
-                if !create_file && !path.exists() {
+                // Only `create` starts a file, and only when it knows the prefix of its keys.
+                let may_start = create_file && format.is_some();
+                if !path.exists() && !may_start {
                     return Err(Failure::new(
-                        Failure::UNAVAILABLE,
-                        format_args!(
-                            "{place} does not exist: give the right file with --db (or \
-                             TOWER_API_KEY_DB), or create a key to start one"
-                        ),
+                        if create_file {
+                            Failure::USAGE
+                        } else {
+                            Failure::UNAVAILABLE
+                        },
+                        if create_file {
+                            format!(
+                                "{place} does not exist yet: give the prefix of its keys with \
+                                 --prefix (as `om` in `om_live_…`) to create it"
+                            )
+                        } else {
+                            format!(
+                                "{place} does not exist: give the right file with --db (or \
+                                 TOWER_API_KEY_DB), or create a key to start one"
+                            )
+                        },
                     ));
                 }
-                let store = SqliteStore::open(path, format)
-                    .await
-                    .map_err(|err| Failure::store(&format!("cannot open {place}"), err))?;
-                store.migrate().await.map_err(|err| {
-                    Failure::store(&format!("cannot create the tables in {place}"), err)
-                })?;
+                let store = match format {
+                    Some(format) => SqliteStore::open(path, format).await,
+                    None => SqliteStore::open_recorded(path).await,
+                }
+                .map_err(|err| self.no_prefix(err).unwrap_or_else(opening))?;
+                store.migrate().await.map_err(migrating)?;
                 Box::new(store)
             }
             StoreSource::Postgres { url, schema } => {
-                let store = PostgresStore::connect(url, format)
-                    .await
-                    .map_err(|err| Failure::store(&format!("cannot connect to {place}"), err))?
-                    .with_schema(schema.clone());
-                store.migrate().await.map_err(|err| {
-                    Failure::store(&format!("cannot create the tables in {place}"), err)
-                })?;
+                let store = match format {
+                    Some(format) => PostgresStore::connect(url, format)
+                        .await
+                        .map(|store| store.with_schema(schema.clone())),
+                    None => PostgresStore::connect_recorded(url, schema).await,
+                }
+                .map_err(|err| self.no_prefix(err).unwrap_or_else(opening))?;
+                store.migrate().await.map_err(migrating)?;
                 Box::new(store)
             }
         };
         Ok(store)
     }
+
+    /// The failure for a store that records no key format, opened without --prefix.
+    fn no_prefix(&self, err: StoreError) -> Result<Failure, StoreError> {
+        match err {
+            StoreError::NoRecordedFormat => Ok(Failure::new(
+                Failure::USAGE,
+                format_args!(
+                    "{} records no key format yet: give the prefix of its keys with --prefix (as \
+                     `om` in `om_live_…`)",
+                    self.describe()
+                ),
+            )),
+            other => Err(other),
+        }
+    }
 }
 
 async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
-    let format = KeyFormat::new(cli.store.prefix.clone()).map_err(Failure::invalid)?;
+    let prefix = cli.store.prefix.as_deref();
     let json = cli.json;
     match cli.command {
         Command::Create(args) => {
             // Everything the tool can check is checked before the store is touched.
             let new = new_key(args)?;
-            let store = source.open(format, true).await?;
+            let store = source.open(prefix, true).await?;
             let created = store.create(new).await?;
             let now = SystemTime::now();
             let stdout = if json {
@@ -442,7 +486,7 @@ async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
             })
         }
         Command::List { owner, environment } => {
-            let store = source.open(format, false).await?;
+            let store = source.open(prefix, false).await?;
             let mut keys = store.list(owner.as_deref()).await?;
             if let Some(environment) = environment {
                 let environment = Environment::from(environment);
@@ -455,7 +499,7 @@ async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
             }))
         }
         Command::Show { id } => {
-            let store = source.open(format, false).await?;
+            let store = source.open(prefix, false).await?;
             let key = store.get(&KeyId::from(id)).await?;
             let now = SystemTime::now();
             Ok(Printed::text(if json {
@@ -465,7 +509,7 @@ async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
             }))
         }
         Command::Rename { id, name } => {
-            let store = source.open(format, false).await?;
+            let store = source.open(prefix, false).await?;
             let key = store.rename(&KeyId::from(id), &name).await?;
             Ok(Printed::text(if json {
                 json_text(output::key_json(&key, SystemTime::now()))?
@@ -474,7 +518,7 @@ async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
             }))
         }
         Command::Revoke { id } => {
-            let store = source.open(format, false).await?;
+            let store = source.open(prefix, false).await?;
             let key = store.revoke(&KeyId::from(id)).await?;
             Ok(Printed::text(if json {
                 json_text(output::key_json(&key, SystemTime::now()))?
@@ -484,7 +528,7 @@ async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
         }
         Command::Rotate { id, grace } => {
             let grace = parse_duration(&grace).map_err(Failure::invalid)?;
-            let store = source.open(format, false).await?;
+            let store = source.open(prefix, false).await?;
             let rotation = store.rotate(&KeyId::from(id), grace).await?;
             let now = SystemTime::now();
             let stdout = if json {
@@ -507,7 +551,7 @@ async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
                     ),
                 ));
             }
-            let store = source.open(format, false).await?;
+            let store = source.open(prefix, false).await?;
             store.delete(&KeyId::from(id.as_str())).await?;
             Ok(Printed::text(if json {
                 json_text(output::deleted_json(&id))?

@@ -36,6 +36,8 @@ struct KeyJson<'a> {
     expires_at: Option<String>,
     last_used_at: Option<String>,
     revoked_at: Option<String>,
+    /// The key that replaced this one in a rotation.
+    replaced_by: Option<&'a str>,
     metadata: &'a BTreeMap<String, String>,
 }
 
@@ -54,6 +56,7 @@ impl<'a> KeyJson<'a> {
             expires_at: record.expires_at.map(format_utc),
             last_used_at: key.last_used_at.map(format_utc),
             revoked_at: record.revoked_at.map(format_utc),
+            replaced_by: key.replaced_by.as_ref().map(|id| id.as_str()),
             metadata: &key.metadata,
         }
     }
@@ -223,6 +226,12 @@ pub(crate) fn fields(key: &StoredKey, now: SystemTime) -> String {
         (
             "revoked",
             record.revoked_at.map_or("no".to_owned(), format_utc),
+        ),
+        (
+            "replaced by",
+            key.replaced_by
+                .as_ref()
+                .map_or("no".to_owned(), |id| printable(id.as_str())),
         ),
     ];
     let mut text = String::new();
@@ -462,7 +471,7 @@ mod tests {
 
         let text = fields(&stored, SystemTime::now());
         assert_no_raw_control_character(&text);
-        assert_eq!(text.lines().count(), 12, "{text}");
+        assert_eq!(text.lines().count(), 13, "{text}");
         assert!(
             text.starts_with(&format!("id:          {ESCAPED_ID}\n")),
             "{text}"
@@ -541,6 +550,7 @@ mod tests {
              expires:     never\n\
              last used:   never\n\
              revoked:     no\n\
+             replaced by: no\n\
              metadata:    region=eu\n\
              \x20            team=integrations\n"
         );
@@ -566,6 +576,7 @@ mod tests {
                 "expires_at": "2026-11-29T05:21:01Z",
                 "last_used_at": null,
                 "revoked_at": null,
+                "replaced_by": null,
                 "metadata": {},
             })
         );
