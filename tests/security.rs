@@ -1,21 +1,23 @@
-//! The claims of SECURITY.md that no other test file backs: path tricks around route layers,
-//! what a stolen database or a forged row gives an attacker, and what reaches rejections,
-//! challenges and hints. Each test names the claim it backs.
+//! The claims of SECURITY.md that no other test file backs: what `Router::layer` covers, path
+//! tricks around route layers, what a stolen database or a forged row gives an attacker, and
+//! what reaches rejections, challenges and hints. Each test names the claim it backs.
 
 mod common;
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::handler::Handler;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
+use bytes::Bytes;
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
-use http::{Method, Request, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
-use tower::{Layer, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_api_key::ManualClock;
 use tower_api_key::{
     ApiKeyLayer, Environment, KeyDigest, KeyFormat, KeyRecord, KeyStore, MemoryStore, NewKey,
@@ -162,6 +164,162 @@ async fn route_layer_leaves_unmatched_paths_and_the_fallback_unauthenticated() {
     }
     assert_eq!(call(&with_fallback, "/v1/products", None).await.0, 401);
     assert_eq!(runs.load(Ordering::SeqCst), TRICKS.len());
+}
+
+/// The challenge sent with a `401` to a request without credentials, under the default realm.
+const CHALLENGE: &str = r#"Bearer realm="api""#;
+
+/// Sends `GET path` to any service, with `key` as a bearer token if given: the status, every
+/// `WWW-Authenticate` value as bytes, and the body.
+async fn probe<S>(service: &S, path: &str, key: Option<&str>) -> (u16, Vec<Bytes>, String)
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone,
+{
+    let mut request = Request::get(path);
+    if let Some(key) = key {
+        request = request.header(AUTHORIZATION, format!("Bearer {key}"));
+    }
+    let response = service
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let challenges = response
+        .headers()
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .map(|value| Bytes::copy_from_slice(value.as_bytes()))
+        .collect();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body).into_owned();
+    (status, challenges, body)
+}
+
+/// Claim: `Router::layer(ApiKeyLayer)` covers only what the router holds when it is called.
+/// Under axum 0.8 a route or a method added after it, a router merged or nested after it, and a
+/// fallback set after it answer without any key. Merging after it also swaps the layered
+/// default fallback for the merged router's own, so unmatched paths answer `404` instead of
+/// `401`, without a key.
+#[tokio::test]
+async fn routes_merges_nests_and_fallbacks_added_after_router_layer_need_no_key() {
+    let keys = keys().await;
+    let guarded = || {
+        Router::new()
+            .route("/v1/products", get(|| async { "products" }))
+            .layer(ApiKeyLayer::new(keys.store.clone()))
+    };
+    // What the router held when `.layer` was called stays guarded, unmatched paths included.
+    assert_eq!(call(&guarded(), "/v1/products", None).await.0, 401);
+    assert_eq!(call(&guarded(), "/nowhere", None).await.0, 401);
+
+    let route_after = guarded()
+        .route("/v1/orders", get(|| async { "orders" }))
+        .route("/v1/products", post(|| async { "created" }));
+    assert_eq!(
+        call(&route_after, "/v1/orders", None).await,
+        (200, "orders".into())
+    );
+    // A method added after the layer to a guarded path: `GET` needs a key, `POST` does not.
+    assert_eq!(
+        call_as(&route_after, Method::POST, "/v1/products", None).await,
+        (200, "created".into())
+    );
+    assert_eq!(call(&route_after, "/v1/products", None).await.0, 401);
+    assert_eq!(call(&route_after, "/nowhere", None).await.0, 401);
+
+    let merged_after =
+        guarded().merge(Router::new().route("/v1/invoices", get(|| async { "invoices" })));
+    assert_eq!(
+        call(&merged_after, "/v1/invoices", None).await,
+        (200, "invoices".into())
+    );
+    assert_eq!(call(&merged_after, "/v1/products", None).await.0, 401);
+    // The merged router's unlayered fallback now answers unmatched paths.
+    assert_eq!(call(&merged_after, "/nowhere", None).await.0, 404);
+
+    let nested_after = guarded().nest(
+        "/admin",
+        Router::new().route("/users", get(|| async { "users" })),
+    );
+    assert_eq!(
+        call(&nested_after, "/admin/users", None).await,
+        (200, "users".into())
+    );
+    assert_eq!(call(&nested_after, "/v1/products", None).await.0, 401);
+    assert_eq!(call(&nested_after, "/nowhere", None).await.0, 401);
+
+    let fallback_after = guarded().fallback(|| async { "fallback" });
+    for path in TRICKS.iter().chain(&["/nowhere"]) {
+        assert_eq!(
+            call(&fallback_after, path, None).await,
+            (200, "fallback".into()),
+            "{path}"
+        );
+    }
+    assert_eq!(call(&fallback_after, "/v1/products", None).await.0, 401);
+}
+
+/// An API with a route, a merged router, a nested router and a fallback, each answering its
+/// name and counting its runs.
+fn whole_api(runs: &Arc<AtomicUsize>) -> Router {
+    Router::new()
+        .route("/v1/products", get(counted(runs, "products")))
+        .merge(Router::new().route("/v1/invoices", get(counted(runs, "invoices"))))
+        .nest(
+            "/admin",
+            Router::new().route("/users", get(counted(runs, "users"))),
+        )
+        .fallback(counted(runs, "fallback"))
+}
+
+/// Claim: with `Router::layer(ApiKeyLayer)` applied after every route, merge, nest and fallback,
+/// or with the layer wrapped around the finished router from outside, every piece needs a key,
+/// a path no route matches included: without one it gets `401` with the bare challenge and no
+/// handler runs; with one it gets the piece's answer.
+#[tokio::test]
+async fn a_layer_applied_last_or_around_the_router_guards_every_piece() {
+    let keys = keys().await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let layer = ApiKeyLayer::new(keys.store.clone());
+    let applied_last = whole_api(&runs).layer(layer.clone());
+    let service_builder = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(whole_api(&runs));
+    let wrapped = Layer::layer(&layer, whole_api(&runs));
+    let pieces = [
+        ("/v1/products", "products"),
+        ("/v1/invoices", "invoices"),
+        ("/admin/users", "users"),
+        // Unmatched paths, a trick path among them, go to the fallback.
+        ("/admin/nowhere", "fallback"),
+        ("/v1/products/", "fallback"),
+        ("/nowhere", "fallback"),
+    ];
+    let challenge = vec![Bytes::from_static(CHALLENGE.as_bytes())];
+    for (path, _) in pieces {
+        let without_key = [
+            probe(&applied_last, path, None).await,
+            probe(&service_builder, path, None).await,
+            probe(&wrapped, path, None).await,
+        ];
+        for (status, challenges, _) in without_key {
+            assert_eq!((status, challenges), (401, challenge.clone()), "{path}");
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 0, "{path} ran without a key");
+    }
+    for (path, answer) in pieces {
+        let with_key = [
+            probe(&applied_last, path, Some(&keys.reader)).await,
+            probe(&service_builder, path, Some(&keys.reader)).await,
+            probe(&wrapped, path, Some(&keys.reader)).await,
+        ];
+        for reply in with_key {
+            assert_eq!(reply, (200, vec![], answer.to_owned()), "{path}");
+        }
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 3 * pieces.len());
+    common::assert_logs_clean(&[&keys.reader, &keys.other]);
 }
 
 /// A path normaliser for the test: drops trailing slashes and collapses repeated ones.
