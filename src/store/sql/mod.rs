@@ -313,9 +313,8 @@ impl<DB: SqlDatabase> SqlStore<DB> {
             .transpose()
     }
 
-    /// The same store with `format` for the keys it creates and accepts: for a tool that learns
-    /// the format from [`recorded_format`](Self::recorded_format).
-    pub fn with_format(mut self, format: KeyFormat) -> Self {
+    /// The same store, for keys of `format`.
+    fn with_format(mut self, format: KeyFormat) -> Self {
         self.settings.format = format;
         self
     }
