@@ -2,7 +2,7 @@
 """Writes the committed seed corpus: fuzz/corpus/<target>/seed_<case>.
 
 Run from anywhere; it rewrites the seed files and leaves what libFuzzer added alone. The keys are
-fixed, checksum-valid keys of the `om` and `acme2` formats (CRC32 in base62, as src/key.rs does).
+fixed, checksum-valid keys of the `om` and `acme2` formats (CRC32 in base62, as src/key/checksum.rs does).
 """
 import os
 import zlib
