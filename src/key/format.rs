@@ -215,11 +215,42 @@ mod tests {
     }
 
     #[test]
+    fn formats_are_equal_exactly_when_their_prefixes_are() {
+        let owned = KeyFormat::new(String::from("om")).unwrap();
+        assert_eq!(om(), owned);
+        assert_eq!(om(), om().clone());
+        assert_ne!(om(), KeyFormat::new("acme2").unwrap());
+        assert_ne!(om(), KeyFormat::new("omm").unwrap());
+    }
+
+    #[test]
+    fn a_format_tells_its_prefix_and_key_length() {
+        let acme = KeyFormat::new("acme2").unwrap();
+        assert_eq!(acme.prefix(), "acme2");
+        assert_eq!(acme.key_len(), 5 + 6 + 32 + 6);
+        let longest = KeyFormat::new("abcdefghijklmnop").unwrap();
+        assert_eq!(longest.prefix(), "abcdefghijklmnop");
+        assert_eq!(longest.key_len(), 60);
+        assert_eq!(format!("{acme:?}"), r#"KeyFormat { prefix: "acme2", .. }"#);
+    }
+
+    #[test]
     fn prefixes_are_validated() {
         assert!(KeyFormat::new("om").is_ok());
         assert!(KeyFormat::new("acme2").is_ok());
+        assert!(KeyFormat::new("abcdefghijklmnop").is_ok());
         for bad in ["", "Om", "o_m", "2om", "om-", "abcdefghijklmnopq"] {
-            assert!(KeyFormat::new(bad).is_err(), "{bad:?} was accepted");
+            assert_eq!(
+                KeyFormat::new(bad)
+                    .err()
+                    .map(|error| error.to_string())
+                    .as_deref(),
+                Some(
+                    "invalid key prefix: expected 1 to 16 lowercase ASCII letters or digits, \
+                     starting with a letter"
+                ),
+                "{bad:?} was accepted"
+            );
         }
     }
 }
