@@ -25,7 +25,12 @@ fuzz_target!(|data: &[u8]| {
     }
     let credentials = bearer_token(&headers);
     let expected = header::credentials(&fields);
-    assert_eq!(credentials, expected, "for the fields {fields:?}");
+    assert_eq!(
+        credentials,
+        expected,
+        "for the fields {}",
+        header::show(&fields)
+    );
     if let Credentials::Bearer(token) = credentials {
         // No run of 9 token characters fits in `Bearer(<N bytes redacted>)`.
         let shown = format!("{credentials:?}");

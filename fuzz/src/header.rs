@@ -49,6 +49,15 @@ fn one_field(field: &[u8]) -> Credentials<'_> {
     }
 }
 
+/// `fields` in a readable form for assertion messages, such as `["Bearer a\tb", "Basic \xff"]`.
+pub fn show(fields: &[&[u8]]) -> String {
+    let shown: Vec<String> = fields
+        .iter()
+        .map(|field| format!("\"{}\"", field.escape_ascii()))
+        .collect();
+    format!("[{}]", shown.join(", "))
+}
+
 /// The field value without the leading and trailing `OWS`.
 fn field_value(field: &[u8]) -> &[u8] {
     let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
