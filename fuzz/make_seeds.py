@@ -2,7 +2,8 @@
 """Writes the committed seed corpus: fuzz/corpus/<target>/seed_<case>.
 
 Run from anywhere; it rewrites the seed files and leaves what libFuzzer added alone. The keys are
-fixed, checksum-valid keys of the `om` and `acme2` formats (CRC32 in base62, as src/key.rs does).
+fixed, checksum-valid keys of the `om`, `acme2` and `abcdefghijklmnop` formats (CRC32 in base62,
+as src/key/checksum.rs does).
 """
 import os
 import zlib
@@ -46,6 +47,13 @@ KEYS = {
     "non_utf8_right_length": LIVE[:8] + b"\xc3\xa9" * 19,
     "empty": b"",
     "prefix_only": b"om_live_",
+    "longest_prefix": key(b"abcdefghijklmnop", b"test", b"Zz9Yy8Xx7Ww6Vv5Uu4Tt3Ss2Rr1Qq0Pp"),
+    # A matching checksum over bytes outside base62: only the alphabet check refuses it.
+    "outside_base62_with_checksum": key(b"om", b"live", b"2Xb9kQ7fLmN4pR8s-.vW3yZ5aC6dE0gH"),
+    # Around SHA-256's one-block limit (55 bytes with the padding).
+    "sha256_55_bytes": LIVE + b"x" * 9,
+    "sha256_56_bytes": LIVE + b"x" * 10,
+    "sha256_64_bytes": LIVE + b"x" * 18,
 }
 
 
@@ -83,6 +91,11 @@ def header_cases(live: bytes, test: bytes, revoked: bytes, expired: bytes, unkno
         "latin1": b"Bearer caf\xe9",
         "very_long": b"Bearer " + b"a" * 4000,
         "b64token_chars": b"Bearer a-b.c_d~e+f/g==",
+        "padding_only": b"Bearer ==",
+        "padding_inside": b"Bearer a=b",
+        "tab_inside_token": b"Bearer a\tb",
+        "bearer_comma": b"Bearer, " + live,
+        "bearer_tab_only": b"Bearer\t",
     }
 
 
@@ -98,8 +111,11 @@ def write(target: str, cases: dict):
 write("authorization_header", header_cases(LIVE, TEST, ACME, BAD_CHECKSUM, WRONG_PREFIX))
 write("key_parse", KEYS)
 # The layer target replaces bytes 0x01..0x05 with its store's live, test, revoked, expired and
-# unknown keys (see fuzz_targets/layer.rs).
+# unknown keys, and 0x06 with a checksum (see fuzz_targets/layer.rs).
 layer = header_cases(b"\x01", b"\x02", b"\x03", b"\x04", b"\x05")
 layer["literal_key_not_in_store"] = b"Bearer " + LIVE
 layer["key_inside_key"] = b"Bearer \x01\x02"
+# 0x06 stands for the checksum of the 40 bytes before it: well-formed keys the store does not hold.
+layer["recomputed_checksum"] = b"Bearer om_test_Zz9Yy8Xx7Ww6Vv5Uu4Tt3Ss2Rr1Qq0Pp\x06"
+layer["recomputed_checksum_outside_base62"] = b"Bearer om_live_2Xb9kQ7fLmN4pR8s-.vW3yZ5aC6dE0gH\x06"
 write("layer", layer)

@@ -1,53 +1,76 @@
-//! The key parser, `KeyFormat::parse_bytes`, with `digest` and `hint` on success.
+//! The key parser, `KeyFormat::parse_bytes`, with `digest` and `hint` on success, and
+//! `KeyDigest::of` on any bytes.
 //!
-//! Input: candidate key bytes, tried against the `om` format and a longer prefix. Besides "never
-//! panics", an accepted key must have the format's shape, its digest must be SHA-256 of the
-//! bytes, and neither the hint nor `Debug` may show the random part.
+//! Input: candidate key bytes, tried against three formats: `om`, a longer prefix and the
+//! longest allowed. For each format the target also tries the input's first bytes up to the
+//! checksum followed by their correct checksum, so that checksum-valid candidates are not limited
+//! to the seeds' few keys: the fuzzer reaches accepted keys with any random part, and bytes
+//! outside base62 behind a matching checksum.
+//!
+//! Every answer must be the one the model in `tower_api_key_fuzz::key` gives: accepted exactly
+//! when the model accepts, refused for the same reason, with the model's environment and hint. A
+//! digest, of an accepted key or of any input, must be SHA-256 by `sha2`'s streaming API. The hint
+//! and `Debug` must show the head and the last four characters (all of them checksum), nothing of
+//! the random part.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use tower_api_key::{KeyDigest, KeyFormat};
+use tower_api_key_fuzz::key;
 
-fn formats() -> &'static [KeyFormat; 2] {
-    static FORMATS: OnceLock<[KeyFormat; 2]> = OnceLock::new();
+fn formats() -> &'static [KeyFormat; 3] {
+    static FORMATS: OnceLock<[KeyFormat; 3]> = OnceLock::new();
     FORMATS.get_or_init(|| {
-        [
-            KeyFormat::new("om").expect("valid prefix"),
-            KeyFormat::new("acme2").expect("valid prefix"),
-        ]
+        ["om", "acme2", "abcdefghijklmnop"].map(|prefix| KeyFormat::new(prefix).expect("valid"))
     })
 }
 
-fuzz_target!(|data: &[u8]| {
-    for format in formats() {
-        let key = match format.parse_bytes(data) {
-            Ok(key) => key,
-            Err(reason) => {
-                let _ = reason.to_string();
-                continue;
-            }
-        };
-        assert_eq!(data.len(), format.key_len());
-        let text = std::str::from_utf8(data).expect("an accepted key is ASCII");
-        let head = format!("{}_{}_", format.prefix(), key.environment());
-        assert!(text.starts_with(&head));
-        assert!(text[head.len()..]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric()));
-        assert_eq!(key.digest(), KeyDigest::of(data));
-        assert_eq!(
-            format.parse(text).map(|k| k.digest()).ok(),
-            Some(key.digest())
-        );
+fn check(format: &KeyFormat, candidate: &[u8]) {
+    let prefix = format.prefix();
+    assert_eq!(format.key_len(), key::key_len(prefix));
+    let expected = key::parse(prefix, candidate);
+    let parsed = match (format.parse_bytes(candidate), expected) {
+        (Ok(parsed), Ok(environment)) => {
+            assert_eq!(parsed.environment(), environment);
+            parsed
+        }
+        (Err(reason), Err(expected)) => {
+            assert_eq!(reason, expected, "{prefix}: {candidate:?}");
+            assert!(!reason.to_string().is_empty());
+            return;
+        }
+        (answer, expected) => panic!(
+            "{prefix}: parse_bytes answered {:?}, the model {expected:?}, for {candidate:?}",
+            answer.map(|parsed| parsed.environment())
+        ),
+    };
+    let text = std::str::from_utf8(candidate).expect("an accepted key is ASCII");
+    assert_eq!(parsed.digest().as_bytes(), &key::sha256(candidate));
+    assert_eq!(
+        format.parse(text).map(|k| k.digest()).ok(),
+        Some(parsed.digest())
+    );
 
-        // The hint is the head and the last four characters, all of them checksum.
-        let hint = key.hint();
-        assert_eq!(hint, format!("{head}…{}", &text[text.len() - 4..]));
-        let random = &text[head.len()..text.len() - 6];
-        assert!(!hint.contains(&random[random.len() - 8..]));
-        let debug = format!("{key:?}");
-        assert!(!debug.contains(&random[..8]) && !debug.contains(&random[random.len() - 8..]));
+    // The head and four characters of the checksum: nothing of the random part.
+    let hint = parsed.hint();
+    assert_eq!(hint, key::hint(prefix, parsed.environment(), candidate));
+    assert_eq!(format!("{parsed:?}"), format!("ParsedKey({hint:?})"));
+}
+
+fuzz_target!(|data: &[u8]| {
+    assert_eq!(
+        KeyDigest::of(data).as_bytes(),
+        &key::sha256(data),
+        "{} bytes",
+        data.len()
+    );
+    for format in formats() {
+        check(format, data);
+        let body_len = key::key_len(format.prefix()) - key::CHECKSUM_LEN;
+        if let Some(body) = data.get(..body_len) {
+            check(format, &key::with_checksum(body));
+        }
     }
 });

@@ -3,20 +3,23 @@
 //!
 //! Input: the values of the `Authorization` fields, separated by `\n`; pieces that are not valid
 //! header values are dropped, and an empty input sends no field. Since no fuzzer can forge a
-//! checksum-valid key that the store holds, the control bytes `0x01` to `0x05` (which no header
-//! value can hold) stand for the store's keys:
+//! key that the store holds, or easily a checksum, control bytes (which no header value can
+//! hold) stand for them:
 //!
-//! | byte | key |
+//! | byte | replaced by |
 //! |---|---|
-//! | `0x01` | a live key |
-//! | `0x02` | a test (sandbox) key |
+//! | `0x01` | the store's live key |
+//! | `0x02` | the store's test (sandbox) key |
 //! | `0x03` | a revoked key |
 //! | `0x04` | an expired key |
 //! | `0x05` | a well-formed key the store does not hold |
+//! | `0x06` | the base62 CRC32 checksum of the (at most 40) bytes before it, by the model |
 //!
-//! The answer must be `200`, `400` or `401`; `200` only for exactly one field that reads
-//! `OWS bearer 1*SP key OWS` (scheme in any case) with the live or the test key; every refusal
-//! carries the layer's challenge.
+//! so `Bearer om_test_<32 characters>\x06` is a key with a valid checksum whatever the 32
+//! characters are. Each answer must be the one the models in `tower_api_key_fuzz` predict: the
+//! fields read as RFC 9110 and RFC 6750 say; no credentials or another scheme get `401` with a
+//! bare challenge; malformed ones `400 invalid_request`; a Bearer token `200` with the handler's
+//! answer (the key's name) if it is the live or the test key, and `401 invalid_token` otherwise.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -30,15 +33,23 @@ use http::{Request, StatusCode};
 use libfuzzer_sys::fuzz_target;
 use tokio::runtime::Runtime;
 use tower::ServiceExt;
-use tower_api_key::clock::{Clock, ManualClock};
-use tower_api_key::{ApiKeyLayer, Environment, KeyFormat, KeyStore, MemoryStore, NewKey};
+use tower_api_key::{Clock, ManualClock};
+use tower_api_key::Credentials;
+use tower_api_key::{
+    ApiKeyLayer, Environment, KeyFormat, KeyStore, MemoryStore, NewKey, Principal,
+};
+use tower_api_key_fuzz::{header, key};
 
 struct Fixture {
     runtime: Runtime,
     app: Router,
-    /// The keys `0x01` to `0x05` stand for; the first two are the only ones that authenticate.
+    /// The keys `0x01` to `0x05` stand for.
     keys: [String; 5],
 }
+
+/// The names of the keys `0x01` and `0x02` stand for, the only ones that authenticate: the
+/// handler answers with the name.
+const GOOD: [&str; 2] = ["Live", "Test"];
 
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
@@ -52,8 +63,8 @@ fn fixture() -> &'static Fixture {
         let store = MemoryStore::new(format.clone()).with_clock(clock.clone());
         let keys = runtime.block_on(async {
             let create = |new: NewKey| async { store.create(new).await.expect("created") };
-            let live = create(NewKey::new("Live", Environment::Live)).await;
-            let test = create(NewKey::new("Test", Environment::Test)).await;
+            let live = create(NewKey::new(GOOD[0], Environment::Live)).await;
+            let test = create(NewKey::new(GOOD[1], Environment::Test)).await;
             let revoked = create(NewKey::new("Revoked", Environment::Live)).await;
             store.revoke(revoked.id()).await.expect("revoked");
             let expiring = NewKey::new("Expired", Environment::Live)
@@ -64,80 +75,116 @@ fn fixture() -> &'static Fixture {
             [&live.key, &test.key, &revoked.key, &expired.key, &unknown]
                 .map(|key| key.expose_secret().to_owned())
         });
-        let layer = ApiKeyLayer::builder(format, store)
+        let layer = ApiKeyLayer::builder(store)
             .realm("fuzz")
             .clock(clock)
             .build();
         let app = Router::new()
-            .route("/", get(|| async { "ok" }))
+            .route(
+                "/",
+                get(|principal: Principal| async move { principal.name().to_owned() }),
+            )
             .layer(layer);
         Fixture { runtime, app, keys }
     })
 }
 
-fn trim_ows(mut bytes: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = bytes {
-        bytes = rest;
+/// `data` with the control bytes replaced, as the module docs say.
+fn expand(data: &[u8], keys: &[String; 5]) -> Vec<u8> {
+    let mut expanded = Vec::with_capacity(data.len() + 64);
+    for &byte in data {
+        match byte {
+            0x01..=0x05 => expanded.extend_from_slice(keys[usize::from(byte - 1)].as_bytes()),
+            0x06 => {
+                let body = &expanded[expanded.len().saturating_sub(40)..];
+                let checksum = key::checksum_of(body);
+                expanded.extend_from_slice(&checksum);
+            }
+            _ => expanded.push(byte),
+        }
     }
-    while let [rest @ .., b' ' | b'\t'] = bytes {
-        bytes = rest;
-    }
-    bytes
+    expanded
 }
 
-/// Whether `value` is `OWS bearer 1*SP key OWS` for one of the keys that authenticate.
-fn presents_a_good_key(value: &[u8], good: &[String]) -> bool {
-    let value = trim_ows(value);
-    good.iter().any(|key| {
-        let Some(head) = value.strip_suffix(key.as_bytes()) else {
-            return false;
-        };
-        head.len() > 6
-            && head[..6].eq_ignore_ascii_case(b"bearer")
-            && head[6..].iter().all(|&b| b == b' ')
-    })
+/// What the layer must answer.
+enum Answer {
+    /// `200` with the handler's body: the key's name.
+    Ok(&'static str),
+    /// A refusal with this status and `WWW-Authenticate` challenge.
+    Refused(StatusCode, &'static str),
+}
+
+/// The answer the header model and the store's keys predict for `fields`.
+fn expected(fields: &[&[u8]], keys: &[String; 5]) -> Answer {
+    const BARE: &str = r#"Bearer realm="fuzz""#;
+    const INVALID_REQUEST: &str = r#"Bearer realm="fuzz", error="invalid_request""#;
+    const INVALID_TOKEN: &str = r#"Bearer realm="fuzz", error="invalid_token""#;
+    match header::credentials(fields) {
+        Credentials::Missing | Credentials::OtherScheme => {
+            Answer::Refused(StatusCode::UNAUTHORIZED, BARE)
+        }
+        Credentials::Malformed(_) => Answer::Refused(StatusCode::BAD_REQUEST, INVALID_REQUEST),
+        Credentials::Bearer(token) => {
+            match GOOD
+                .into_iter()
+                .zip(keys)
+                .find(|(_, key)| key.as_bytes() == token)
+            {
+                Some((name, _)) => Answer::Ok(name),
+                None => Answer::Refused(StatusCode::UNAUTHORIZED, INVALID_TOKEN),
+            }
+        }
+        other => panic!("the model gave {other:?}"),
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
     let f = fixture();
-    let mut expanded = Vec::with_capacity(data.len());
-    for &byte in data {
-        match byte {
-            0x01..=0x05 => expanded.extend_from_slice(f.keys[usize::from(byte - 1)].as_bytes()),
-            _ => expanded.push(byte),
-        }
-    }
+    let expanded = expand(data, &f.keys);
     let mut request = Request::get("/").body(Body::empty()).expect("a request");
-    let mut values = Vec::new();
+    let mut fields = Vec::new();
     if !expanded.is_empty() {
         for piece in expanded.split(|&b| b == b'\n') {
             if let Ok(value) = HeaderValue::from_bytes(piece) {
-                request.headers_mut().append(AUTHORIZATION, value.clone());
-                values.push(value);
+                request.headers_mut().append(AUTHORIZATION, value);
+                fields.push(piece);
             }
         }
     }
+    let answer = expected(&fields, &f.keys);
     let response = f
         .runtime
         .block_on(f.app.clone().oneshot(request))
         .unwrap_or_else(|never| match never {});
-    let status = response.status();
-    match status {
-        StatusCode::OK => {
-            assert_eq!(values.len(), 1, "200 with {} fields", values.len());
-            assert!(
-                presents_a_good_key(values[0].as_bytes(), &f.keys[..2]),
-                "200 for a value that is not a good key: {:?}",
-                values[0]
+    let challenge = response.headers().get(WWW_AUTHENTICATE).cloned();
+    match answer {
+        Answer::Ok(name) => {
+            assert_eq!(
+                response.status(),
+                StatusCode::OK,
+                "for the fields {}",
+                header::show(&fields)
+            );
+            assert_eq!(challenge, None);
+            let body = f
+                .runtime
+                .block_on(axum::body::to_bytes(response.into_body(), 1024))
+                .expect("a body");
+            assert_eq!(body, name.as_bytes());
+        }
+        Answer::Refused(status, expected) => {
+            assert_eq!(
+                response.status(),
+                status,
+                "for the fields {}",
+                header::show(&fields)
+            );
+            assert_eq!(
+                challenge.as_ref().map(HeaderValue::as_bytes),
+                Some(expected.as_bytes()),
+                "for the fields {}",
+                header::show(&fields)
             );
         }
-        StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED => {
-            let challenge = response
-                .headers()
-                .get(WWW_AUTHENTICATE)
-                .expect("a challenge");
-            assert!(challenge.as_bytes().starts_with(br#"Bearer realm="fuzz""#));
-        }
-        other => panic!("unexpected status {other}"),
     }
 });

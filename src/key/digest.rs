@@ -143,6 +143,16 @@ mod tests {
     }
 
     #[test]
+    fn digests_hash_by_their_bytes() {
+        use std::hash::{BuildHasher, RandomState};
+        let state = RandomState::new();
+        let a = KeyDigest::of(b"om_live_a");
+        let b = KeyDigest::of(b"om_live_b");
+        assert_eq!(state.hash_one(a), state.hash_one(a.as_bytes()));
+        assert_ne!(state.hash_one(a), state.hash_one(b));
+    }
+
+    #[test]
     fn digest_equality_compares_every_byte() {
         let digest = KeyDigest::of(b"om_live_example");
         assert_eq!(digest, KeyDigest::from_bytes(*digest.as_bytes()));

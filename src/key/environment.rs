@@ -61,3 +61,24 @@ impl fmt::Display for UnknownEnvironment {
 }
 
 impl std::error::Error for UnknownEnvironment {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environments_read_and_print_as_in_key_text() {
+        for (environment, name) in [(Environment::Live, "live"), (Environment::Test, "test")] {
+            assert_eq!(environment.as_str(), name);
+            assert_eq!(environment.to_string(), name);
+            assert_eq!(name.parse::<Environment>(), Ok(environment));
+        }
+        for other in ["", "Live", "TEST", "prod", "live ", "lives"] {
+            assert_eq!(other.parse::<Environment>(), Err(UnknownEnvironment(())));
+        }
+        assert_eq!(
+            UnknownEnvironment(()).to_string(),
+            "unknown environment: expected `live` or `test`"
+        );
+    }
+}

@@ -113,10 +113,14 @@ impl KeyFormat {
 
     /// A regular expression that matches keys of this format in text, for secret scanners.
     ///
-    /// Confirm a match with [`KeyFormat::parse`], which also checks the checksum.
+    /// It has no word boundaries, so it finds keys glued to other text: in URL-encoded access
+    /// logs (`?auth=Bearer%20om_live_…`, `?api_key%3Dom_live_…`), in names (`OM_TOKEN_om_live_…`,
+    /// `om_live_…_old`) and before more letters or digits. It matches look-alikes too; confirm
+    /// each match with [`KeyFormat::parse`], whose checksum lets through only about one random
+    /// string in 5 × 10¹⁰. See the [module docs](crate::key).
     pub fn scanner_regex(&self) -> String {
         format!(
-            r"\b{}_(?:live|test)_[0-9A-Za-z]{{{}}}\b",
+            r"{}_(?:live|test)_[0-9A-Za-z]{{{}}}",
             self.prefix,
             RANDOM_LEN + CHECKSUM_LEN
         )
@@ -141,13 +145,14 @@ impl std::error::Error for InvalidPrefix {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::MalformedKey;
 
     fn om() -> KeyFormat {
         KeyFormat::new("om").unwrap()
     }
 
     #[test]
-    fn scanner_regex_finds_generated_keys_and_nothing_else() {
+    fn scanner_regex_finds_generated_keys_but_not_hints_or_other_environments() {
         let format = om();
         let regex = regex::Regex::new(&format.scanner_regex()).unwrap();
         for environment in Environment::ALL {
@@ -159,18 +164,93 @@ mod tests {
             }
         }
         let key = format.generate(Environment::Live).unwrap();
-        let longer = format!("{}x", key.expose_secret());
-        assert!(!regex.is_match(&longer));
         assert!(!regex.is_match(&key.hint()));
         assert!(!regex.is_match("om_prod_0123456789abcdefghij0123456789abcdefgh"));
+        // One character short.
+        assert!(!regex.is_match(&key.expose_secret()[..45]));
+    }
+
+    #[test]
+    fn scanner_regex_finds_keys_glued_to_other_text() {
+        let format = om();
+        let regex = regex::Regex::new(&format.scanner_regex()).unwrap();
+        for environment in Environment::ALL {
+            let key = format.generate(environment).unwrap();
+            let key = key.expose_secret();
+            for text in [
+                format!("GET /orders?auth=Bearer%20{key} HTTP/1.1"),
+                format!("GET /orders?auth=bearer%20{key}&page=2"),
+                format!("GET /orders?api_key%3D{key}"),
+                format!("GET /orders?api_key%3d{key}"),
+                format!("OM_TOKEN_{key}"),
+                format!("{key}_old"),
+                format!("{key}0Zz9"),
+                format!("token{key}"),
+            ] {
+                let found = regex
+                    .find(&text)
+                    .unwrap_or_else(|| panic!("missed in {text:?}"));
+                assert_eq!(found.as_str(), key, "in {text:?}");
+                assert!(format.parse(found.as_str()).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn the_checksum_rejects_what_the_scanner_regex_overmatches() {
+        let format = om();
+        let regex = regex::Regex::new(&format.scanner_regex()).unwrap();
+        // A key of a product whose prefix ends in `om`, and a made-up key: both match, and the
+        // checksum refuses both.
+        let other_product = KeyFormat::new("bloom").unwrap().generate(Environment::Live);
+        let made_up = format!("om_live_{}", "a".repeat(38));
+        for text in [other_product.unwrap().expose_secret(), &made_up] {
+            let found = regex.find(text).unwrap();
+            assert_eq!(found.end(), text.len());
+            assert_eq!(
+                format.parse(found.as_str()).err(),
+                Some(MalformedKey::Checksum)
+            );
+        }
+    }
+
+    #[test]
+    fn formats_are_equal_exactly_when_their_prefixes_are() {
+        let owned = KeyFormat::new(String::from("om")).unwrap();
+        assert_eq!(om(), owned);
+        assert_eq!(om(), om().clone());
+        assert_ne!(om(), KeyFormat::new("acme2").unwrap());
+        assert_ne!(om(), KeyFormat::new("omm").unwrap());
+    }
+
+    #[test]
+    fn a_format_tells_its_prefix_and_key_length() {
+        let acme = KeyFormat::new("acme2").unwrap();
+        assert_eq!(acme.prefix(), "acme2");
+        assert_eq!(acme.key_len(), 5 + 6 + 32 + 6);
+        let longest = KeyFormat::new("abcdefghijklmnop").unwrap();
+        assert_eq!(longest.prefix(), "abcdefghijklmnop");
+        assert_eq!(longest.key_len(), 60);
+        assert_eq!(format!("{acme:?}"), r#"KeyFormat { prefix: "acme2", .. }"#);
     }
 
     #[test]
     fn prefixes_are_validated() {
         assert!(KeyFormat::new("om").is_ok());
         assert!(KeyFormat::new("acme2").is_ok());
+        assert!(KeyFormat::new("abcdefghijklmnop").is_ok());
         for bad in ["", "Om", "o_m", "2om", "om-", "abcdefghijklmnopq"] {
-            assert!(KeyFormat::new(bad).is_err(), "{bad:?} was accepted");
+            assert_eq!(
+                KeyFormat::new(bad)
+                    .err()
+                    .map(|error| error.to_string())
+                    .as_deref(),
+                Some(
+                    "invalid key prefix: expected 1 to 16 lowercase ASCII letters or digits, \
+                     starting with a letter"
+                ),
+                "{bad:?} was accepted"
+            );
         }
     }
 }

@@ -36,20 +36,27 @@ pub(crate) fn push_random_base62(
     text: &mut String,
     count: usize,
 ) -> Result<(), KeyGenerationError> {
-    // Rejection sampling: bytes below 248 (= 4 × 62) map onto base62 without bias.
     let mut random = Zeroizing::new([0u8; 64]);
     let mut produced = 0;
     while produced < count {
         getrandom::fill(&mut random[..]).map_err(|_| KeyGenerationError(()))?;
-        for &byte in random.iter().filter(|&&byte| byte < 248) {
+        for character in random.iter().filter_map(|&byte| base62_of(byte)) {
             if produced == count {
                 break;
             }
-            text.push(char::from(BASE62[usize::from(byte % 62)]));
+            text.push(char::from(character));
             produced += 1;
         }
     }
     Ok(())
+}
+
+/// The base62 character a random byte stands for, or `None` for a byte to draw again.
+///
+/// Rejection sampling: the bytes below 248 (= 4 × 62) map onto base62 without bias, each
+/// character from exactly four of them.
+fn base62_of(byte: u8) -> Option<u8> {
+    (byte < 248).then(|| BASE62[usize::from(byte % 62)])
 }
 
 /// The error from [`KeyFormat::generate`] when the operating system's random source fails.
@@ -86,6 +93,44 @@ mod tests {
             assert_eq!(parsed.digest(), key.digest());
             assert_eq!(parsed.digest(), KeyDigest::of(text.as_bytes()));
         }
+    }
+
+    #[test]
+    fn every_character_stands_for_exactly_four_bytes_and_the_top_eight_are_drawn_again() {
+        let mut sources = [0usize; 62];
+        for byte in 0..=u8::MAX {
+            match base62_of(byte) {
+                Some(character) => {
+                    assert!(byte < 248, "byte {byte} was used");
+                    let index = BASE62.iter().position(|&c| c == character).unwrap();
+                    sources[index] += 1;
+                }
+                None => assert!(byte >= 248, "byte {byte} was drawn again"),
+            }
+        }
+        for (index, &count) in sources.iter().enumerate() {
+            assert_eq!(count, 4, "{} from {count} bytes", char::from(BASE62[index]));
+        }
+    }
+
+    #[test]
+    fn random_characters_are_appended_exactly_as_many_as_asked() {
+        // Around the 64-byte batches drawn from the OS, where a second draw begins.
+        for count in [0, 1, 32, 59, 60, 64, 65, 200] {
+            let mut text = String::from("om_live_");
+            push_random_base62(&mut text, count).unwrap();
+            assert_eq!(text.len(), 8 + count);
+            assert!(text.starts_with("om_live_"));
+            assert!(text[8..].bytes().all(|b| BASE62.contains(&b)), "{text}");
+        }
+    }
+
+    #[test]
+    fn generation_error_says_what_failed() {
+        assert_eq!(
+            KeyGenerationError(()).to_string(),
+            "the operating system's random number generator failed"
+        );
     }
 
     #[test]

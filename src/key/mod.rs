@@ -40,11 +40,31 @@
 //! prefix it is:
 //!
 //! ```text
-//! \bom_(?:live|test)_[0-9A-Za-z]{38}\b
+//! om_(?:live|test)_[0-9A-Za-z]{38}
 //! ```
 //!
-//! A match can be confirmed without any store by [`KeyFormat::parse`], which verifies the
-//! checksum.
+//! It has no word boundaries (`\b`), because keys leak glued to other text: URL-encoded in access
+//! logs (`?auth=Bearer%20om_live_…`, `?api_key%3Dom_live_…`, where `0` and `D` are word
+//! characters), in names such as `OM_TOKEN_om_live_…` or `om_live_…_old`, or followed by more
+//! letters and digits. So it also matches look-alikes: a key of another product whose prefix ends
+//! in `om`, or any 38 letters and digits after `om_live_`. The checksum filters them out: confirm
+//! every match without any store by [`KeyFormat::parse`]: six random base62 characters match a
+//! checksum once in 62⁶ ≈ 5.7 × 10¹⁰.
+//!
+//! ```
+//! use tower_api_key::{Environment, KeyFormat};
+//!
+//! let format = KeyFormat::new("om").unwrap();
+//! let scanner = regex::Regex::new(&format.scanner_regex()).unwrap();
+//! let key = format.generate(Environment::Live).unwrap();
+//! let log = format!("GET /orders?auth=Bearer%20{} 200", key.expose_secret());
+//! let found = scanner.find(&log).unwrap().as_str();
+//! assert!(format.parse(found).is_ok());
+//! assert_eq!(found, key.expose_secret());
+//!
+//! let look_alike = format!("om_test_{}", "x".repeat(38));
+//! assert!(scanner.is_match(&look_alike) && format.parse(&look_alike).is_err());
+//! ```
 
 mod checksum;
 mod digest;

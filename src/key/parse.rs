@@ -136,10 +136,76 @@ pub(super) fn hint_of(text: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::checksum::BASE62;
+    use crate::key::checksum::{encode_checksum, BASE62};
 
     fn om() -> KeyFormat {
         KeyFormat::new("om").unwrap()
+    }
+
+    /// `head` and `random`, followed by their correct checksum whatever `random` holds.
+    fn with_checksum(head: &str, random: &[u8]) -> Vec<u8> {
+        let mut key = [head.as_bytes(), random].concat();
+        let checksum = encode_checksum(crc32fast::hash(&key));
+        key.extend_from_slice(&checksum);
+        key
+    }
+
+    #[test]
+    fn characters_outside_base62_are_refused_even_with_a_matching_checksum() {
+        let format = om();
+        let random = *b"2Xb9kQ7fLmN4pR8sT1vW3yZ5aC6dE0gH";
+        assert!(format
+            .parse_bytes(&with_checksum("om_live_", &random))
+            .is_ok());
+        // One, two and three bad bytes: an even number must not cancel out.
+        for positions in [&[0][..], &[0, 31], &[5, 6], &[3, 17, 30]] {
+            for bad in [b'-', b'.', b'_', b'~', b'+', b'/', b'=', b' ', 0x80, 0xff] {
+                let mut changed = random;
+                for &at in positions {
+                    changed[at] = bad;
+                }
+                let key = with_checksum("om_live_", &changed);
+                assert_eq!(
+                    format.parse_bytes(&key).err(),
+                    Some(MalformedKey::Alphabet),
+                    "{bad:#x} at {positions:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_hint_is_the_head_and_the_last_four_characters() {
+        for (format, head) in [
+            (om(), "om_test_"),
+            (
+                KeyFormat::new("abcdefghijklmnop").unwrap(),
+                "abcdefghijklmnop_test_",
+            ),
+        ] {
+            let key = with_checksum(head, b"2Xb9kQ7fLmN4pR8sT1vW3yZ5aC6dE0gH");
+            let text = std::str::from_utf8(&key).unwrap();
+            let parsed = format.parse(text).unwrap();
+            let hint = format!("{head}…{}", &text[text.len() - 4..]);
+            assert_eq!(parsed.hint(), hint);
+            assert_eq!(format!("{parsed:?}"), format!("ParsedKey({hint:?})"));
+        }
+    }
+
+    #[test]
+    fn each_reason_has_its_own_message() {
+        let messages = [
+            (MalformedKey::Length, "key has the wrong length"),
+            (
+                MalformedKey::Prefix,
+                "key has the wrong prefix or environment",
+            ),
+            (MalformedKey::Alphabet, "key has characters outside base62"),
+            (MalformedKey::Checksum, "key checksum does not match"),
+        ];
+        for (reason, message) in messages {
+            assert_eq!(reason.to_string(), message);
+        }
     }
 
     #[test]
