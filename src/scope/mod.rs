@@ -290,13 +290,13 @@ impl fmt::Display for ScopeSet {
 }
 
 /// What a route requires of a key: all of some scopes, or at least one of them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ScopeRequirement {
     scopes: ScopeSet,
     mode: Mode,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Mode {
     All,
     Any,
