@@ -1,13 +1,16 @@
-//! The cost of the layer per request, side by side with a bare router and two baselines, in one
-//! run. Each variant sends one request through `Router::oneshot` on a `current_thread` runtime,
-//! building the request in each iteration with the same `Authorization` header length.
+//! The cost of the layer per request, side by side with a bare router and hand-written
+//! baselines, in one run. Each variant sends one request through `Router::oneshot` on a
+//! `current_thread` runtime, building the request in each iteration with the same
+//! `Authorization` header length.
 //!
 //! After criterion's own report, a table gives each variant's median and its ratio to the bare
 //! router measured in the same run. Criterion measures one variant after another, so on a shared
 //! machine whose speed drifts the ratios drift with it; a second table therefore times the
 //! variants in interleaved passes (every variant once per pass, in a rotating order) and gives
-//! the median over the passes of each variant's ratio to the bare router of the same pass. See
-//! BENCHMARKS.md for figures and how to reproduce them.
+//! the median over the passes of each variant's ratio to the bare router of the same pass, and
+//! of its overhead over bare as a share of the strongest hand-written middleware's overhead in
+//! the same pass. Three probes of axum's own plumbing for a layer on one route (no work of
+//! ours) run only in the passes. See BENCHMARKS.md for figures and how to reproduce them.
 //!
 //! ```text
 //! cargo bench --bench layer
@@ -19,9 +22,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::handler::Handler;
 use axum::routing::get;
 use axum::Router;
-use baselines::{HandwrittenLayer, HandwrittenPrincipal, StaticBearerLayer};
+use baselines::{
+    HandwrittenLayer, HandwrittenPrincipal, HandwrittenSyncLayer, PassthroughLayer,
+    StaticBearerLayer,
+};
 use criterion::{BatchSize, Criterion};
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, StatusCode};
@@ -89,8 +96,12 @@ struct Variant {
 const PASSES: usize = 41;
 const SLICE: Duration = Duration::from_millis(20);
 
+/// The baseline whose overhead the others are compared with.
+const STRONGEST: &str = "handwritten_strongest";
+
 /// Times every variant in each of [`PASSES`] passes, rotating which goes first, and prints the
-/// median over the passes of each variant's time divided by the bare router's in the same pass.
+/// median over the passes of each variant's time divided by the bare router's in the same pass,
+/// and of its overhead divided by [`STRONGEST`]'s in the same pass.
 fn interleaved_passes(variants: &[Variant]) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -104,7 +115,12 @@ fn interleaved_passes(variants: &[Variant]) {
         runtime.block_on(send(&bare.app, &bare.authorization, bare.expected));
         calibration += 1;
     }
+    let strongest = variants
+        .iter()
+        .position(|variant| variant.name == STRONGEST)
+        .expect("the strongest baseline is measured");
     let mut ratios = vec![Vec::with_capacity(PASSES); variants.len()];
+    let mut shares = vec![Vec::with_capacity(PASSES); variants.len()];
     let mut bare_ns = Vec::with_capacity(PASSES);
     // Each variant's fastest slice: interference only ever adds time, so the fastest slices are
     // the ones it touched least.
@@ -123,8 +139,15 @@ fn interleaved_passes(variants: &[Variant]) {
             times[index] = started.elapsed().as_nanos() as f64 / f64::from(calibration);
         }
         bare_ns.push(times[0]);
-        for ((ratios, best), time) in ratios.iter_mut().zip(&mut best).zip(&times) {
+        let strongest_overhead = times[strongest] - times[0];
+        for (((ratios, shares), best), time) in ratios
+            .iter_mut()
+            .zip(&mut shares)
+            .zip(&mut best)
+            .zip(&times)
+        {
             ratios.push(time / times[0]);
+            shares.push((time - times[0]) / strongest_overhead);
             *best = best.min(*time);
         }
     }
@@ -135,18 +158,25 @@ fn interleaved_passes(variants: &[Variant]) {
     let bare = median(&mut bare_ns);
     let best_bare = best[0];
     println!();
+    let best_strongest = best[strongest] - best_bare;
     println!(
         "{PASSES} interleaved passes: median ratio to bare in the same pass (range); \
-         fastest slice against bare's fastest"
+         fastest slice against bare's fastest;"
     );
     println!(
-        "{:<26} {:>12} {:>8} {:>17} {:>12} {:>8}",
-        "variant", "over bare", "ratio", "range", "best over", "ratio"
+        "overhead over bare as a share of {STRONGEST}'s: median over the passes, and of the \
+         fastest slices"
     );
-    for ((variant, ratios), best) in variants.iter().zip(&mut ratios).zip(&best) {
+    println!(
+        "{:<30} {:>12} {:>8} {:>17} {:>12} {:>8} {:>9} {:>9}",
+        "variant", "over bare", "ratio", "range", "best over", "ratio", "share", "best"
+    );
+    for (((variant, ratios), shares), best) in
+        variants.iter().zip(&mut ratios).zip(&mut shares).zip(&best)
+    {
         let ratio = median(ratios);
         println!(
-            "{:<26} {:>9.0} ns {:>7.2}x {:>8.2}-{:.2}x {:>9.0} ns {:>7.2}x",
+            "{:<30} {:>9.0} ns {:>7.2}x {:>8.2}-{:.2}x {:>9.0} ns {:>7.2}x {:>9.2} {:>9.2}",
             variant.name,
             (ratio - 1.0) * bare,
             ratio,
@@ -154,6 +184,8 @@ fn interleaved_passes(variants: &[Variant]) {
             ratios[PASSES - 1],
             best - best_bare,
             best / best_bare,
+            median(shares),
+            (best - best_bare) / best_strongest,
         );
     }
     println!("(bare: median {bare:.0} ns, fastest {best_bare:.0} ns per request)");
@@ -227,12 +259,46 @@ fn benches(c: &mut Criterion) -> Vec<Variant> {
             .iter(|| send(&handwritten, &good, StatusCode::OK))
     });
 
+    let strongest_cache = moka::sync::Cache::new(10_000);
+    strongest_cache.insert(
+        Sha256::digest(key.as_bytes()).into(),
+        Arc::new(HandwrittenPrincipal {
+            key_id: "key_1".into(),
+            scopes: vec!["products:read".into()],
+        }),
+    );
+    let strongest = route()
+        .layer(HandwrittenSyncLayer(Arc::new(strongest_cache)))
+        .with_state(());
+    group.bench_function("handwritten_strongest", |b| {
+        b.to_async(&runtime)
+            .iter(|| send(&strongest, &good, StatusCode::OK))
+    });
+
     let layer = ApiKeyLayer::new(store.clone());
+    let no_scope = route().layer(layer.clone()).with_state(());
+    runtime.block_on(send(&no_scope, &good, StatusCode::OK));
+    group.bench_function("hit_no_scope", |b| {
+        b.to_async(&runtime)
+            .iter(|| send(&no_scope, &good, StatusCode::OK))
+    });
+
     let hit = scoped().layer(layer.clone()).with_state(());
-    runtime.block_on(send(&hit, &good, StatusCode::OK));
-    group.bench_function("hit_with_scope", |b| {
+    group.bench_function("hit_with_scope_route_layer", |b| {
         b.to_async(&runtime)
             .iter(|| send(&hit, &good, StatusCode::OK))
+    });
+
+    let handler_layer = Router::new()
+        .route(
+            "/v1/products",
+            get(handler.layer(RequireScopes::all([PRODUCTS_READ]))),
+        )
+        .layer(layer.clone())
+        .with_state(());
+    group.bench_function("hit_with_scope_handler_layer", |b| {
+        b.to_async(&runtime)
+            .iter(|| send(&handler_layer, &good, StatusCode::OK))
     });
 
     tower_api_key::scope_requirement! { struct ReadProducts = all(PRODUCTS_READ); }
@@ -315,6 +381,22 @@ fn benches(c: &mut Criterion) -> Vec<Variant> {
     });
     parts.finish();
 
+    // Probes of axum's own cost for a layer on one route, behind the same `ApiKeyLayer`: a
+    // zero-sized layer on the handler (axum builds the layered handler's service per request),
+    // a layer holding a value on the handler (axum also clones the route holding it), and the
+    // same on the method router (axum boxes another route). Only in the interleaved passes.
+    let probe = |method_router| {
+        let app = Router::new()
+            .route("/v1/products", method_router)
+            .layer(layer.clone())
+            .with_state(());
+        runtime.block_on(send(&app, &good, StatusCode::OK));
+        app
+    };
+    let handler_identity = probe(get(handler.layer(tower::layer::util::Identity::new())));
+    let handler_passthrough = probe(get(handler.layer(PassthroughLayer("products:read"))));
+    let route_passthrough = probe(get(handler).route_layer(PassthroughLayer("products:read")));
+
     let variant = |name, app: &Router, authorization: &HeaderValue, expected| Variant {
         name,
         app: app.clone(),
@@ -330,10 +412,36 @@ fn benches(c: &mut Criterion) -> Vec<Variant> {
             &good,
             StatusCode::OK,
         ),
-        variant("hit_with_scope", &hit, &good, StatusCode::OK),
+        variant("handwritten_strongest", &strongest, &good, StatusCode::OK),
+        variant("hit_no_scope", &no_scope, &good, StatusCode::OK),
+        variant("hit_with_scope_route_layer", &hit, &good, StatusCode::OK),
+        variant(
+            "hit_with_scope_handler_layer",
+            &handler_layer,
+            &good,
+            StatusCode::OK,
+        ),
         variant(
             "hit_with_scope_extractor",
             &extractor,
+            &good,
+            StatusCode::OK,
+        ),
+        variant(
+            "probe_handler_identity",
+            &handler_identity,
+            &good,
+            StatusCode::OK,
+        ),
+        variant(
+            "probe_handler_passthrough",
+            &handler_passthrough,
+            &good,
+            StatusCode::OK,
+        ),
+        variant(
+            "probe_route_passthrough",
+            &route_passthrough,
             &good,
             StatusCode::OK,
         ),
@@ -358,7 +466,8 @@ fn benches(c: &mut Criterion) -> Vec<Variant> {
     ]
 }
 
-/// Each variant's median, and its ratio to `bare`, from criterion's estimates of this run.
+/// Each variant's median, its ratio to `bare`, and its overhead as a share of [`STRONGEST`]'s,
+/// from criterion's estimates of this run.
 fn print_ratios() {
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_owned());
     let dir = std::path::Path::new(&target).join("criterion").join(GROUP);
@@ -370,28 +479,35 @@ fn print_ratios() {
     let Some(bare) = median("bare") else {
         return;
     };
+    let strongest = median(STRONGEST).map(|ns| ns - bare);
     println!();
     println!(
-        "{:<26} {:>12} {:>12} {:>8}",
-        "variant", "median", "over bare", "ratio"
+        "{:<30} {:>12} {:>12} {:>8} {:>9}",
+        "variant", "median", "over bare", "ratio", "share"
     );
     for name in [
         "bare",
         "static_bearer",
         "handwritten_middleware",
-        "hit_with_scope",
+        STRONGEST,
+        "hit_no_scope",
         "hit_with_scope_extractor",
+        "hit_with_scope_handler_layer",
+        "hit_with_scope_route_layer",
         "miss_memory_store",
         "unknown_negative_hit",
         "malformed_checksum",
         "unavailable_503",
     ] {
         if let Some(ns) = median(name) {
+            // The overhead over bare as a share of the strongest baseline's.
+            let share = strongest.map_or(f64::NAN, |strongest| (ns - bare) / strongest);
             println!(
-                "{name:<26} {:>9.0} ns {:>9.0} ns {:>7.2}x",
+                "{name:<30} {:>9.0} ns {:>9.0} ns {:>7.2}x {:>9.2}",
                 ns,
                 ns - bare,
-                ns / bare
+                ns / bare,
+                share
             );
         }
     }

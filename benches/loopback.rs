@@ -1,22 +1,30 @@
-//! Throughput over loopback HTTP: an authenticated route against a bare one, on a server with
-//! one worker thread, loaded by `wrk` (Debian package `wrk`) from a second process.
+//! Throughput over loopback HTTP: an authenticated route against a bare one and against the
+//! strongest hand-written middleware, on a server with one worker thread, loaded by `wrk`
+//! (Debian package `wrk`) from a second process.
 //!
 //! ```text
 //! cargo bench --bench loopback
 //! ```
 //!
-//! Both routes get the same `Authorization` header; only `/v1/products` is behind the layer (with
-//! a scope check through the `Scoped` extractor). Each round loads both routes back to back, in
-//! alternating order, and the figure is the median of the rounds' ratios: a shared machine's
-//! speed drifts over a run, and pairs close in time cancel most of that drift. Where `taskset`
-//! exists (util-linux), the server runs on CPU 0 and `wrk` on CPU 1, so they do not trade places.
-//! Every request goes to 127.0.0.1 and the run ends by itself.
+//! All three routes get the same `Authorization` header: `/bare` has no layer, `/v1/products` is
+//! behind the layer (with a scope check through the `Scoped` extractor), and `/handwritten` behind
+//! the strongest hand-written middleware (`benches/baselines`). Each round loads the three routes
+//! back to back, in a rotating order, and the figures are the medians of the rounds' ratios: a
+//! shared machine's speed drifts over a run, and routes loaded close in time cancel most of that
+//! drift. Where `taskset` exists (util-linux), the server runs on CPU 0 and `wrk` on CPU 1, so
+//! they do not trade places. Every request goes to 127.0.0.1 and the run ends by itself.
+
+// Only the strongest hand-written middleware is used here.
+#[allow(dead_code)]
+mod baselines;
 
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
+use sha2::{Digest, Sha256};
 use tower_api_key::{
     scope_requirement, ApiKeyLayer, Environment, KeyFormat, KeyStore, MemoryStore, NewKey, Scope,
     Scoped,
@@ -52,38 +60,50 @@ fn main() {
     let pinned = pin_to_cpu(0);
     let (addr, key) = start_server();
     let header = format!("Authorization: Bearer {key}");
-    let (bare_url, auth_url) = (
-        format!("http://{addr}/bare"),
-        format!("http://{addr}/v1/products"),
-    );
-    let mut bare_rates = Vec::new();
-    let mut auth_rates = Vec::new();
-    let mut ratios = Vec::new();
+    // Bare, the layer, the strongest hand-written middleware.
+    let urls = ["/bare", "/v1/products", "/handwritten"].map(|path| format!("http://{addr}{path}"));
+    let mut rates: [Vec<f64>; 3] = Default::default();
+    let mut auth_ratios = Vec::new();
+    let mut handwritten_ratios = Vec::new();
+    let mut against_handwritten = Vec::new();
     for round in 0..ROUNDS {
-        let (bare, auth) = if round % 2 == 0 {
-            let bare = load(&bare_url, &header, pinned);
-            (bare, load(&auth_url, &header, pinned))
-        } else {
-            let auth = load(&auth_url, &header, pinned);
-            (load(&bare_url, &header, pinned), auth)
-        };
-        bare_rates.push(bare);
-        auth_rates.push(auth);
-        ratios.push(auth / bare);
+        let mut rate = [0.0; 3];
+        for offset in 0..3 {
+            let route = (round + offset) % 3;
+            rate[route] = load(&urls[route], &header, pinned);
+        }
+        for (rates, rate) in rates.iter_mut().zip(rate) {
+            rates.push(rate);
+        }
+        auth_ratios.push(rate[1] / rate[0]);
+        handwritten_ratios.push(rate[2] / rate[0]);
+        against_handwritten.push(rate[1] / rate[2]);
     }
-    let (bare, auth) = (median(&mut bare_rates), median(&mut auth_rates));
+    let [bare, auth, handwritten] = rates.map(|mut rates| median(&mut rates));
     println!("bare route:          {bare:>10.0} requests/s  (median of {ROUNDS} runs)");
     println!("authenticated route: {auth:>10.0} requests/s  (median of {ROUNDS} runs)");
-    let ratio = median(&mut ratios);
+    println!("hand-written route:  {handwritten:>10.0} requests/s  (median of {ROUNDS} runs)");
+    for (name, ratios) in [
+        ("authenticated / bare", &mut auth_ratios),
+        ("hand-written / bare ", &mut handwritten_ratios),
+    ] {
+        let ratio = median(ratios);
+        println!(
+            "{name}: {:.1}%  (median of {ROUNDS} rounds; rounds from {:.1}% to {:.1}%); \
+             cost per request {:.2} µs",
+            100.0 * ratio,
+            100.0 * ratios[0],
+            100.0 * ratios[ROUNDS - 1],
+            1e6 * (1.0 / (ratio * bare) - 1.0 / bare),
+        );
+    }
+    let ratio = median(&mut against_handwritten);
     println!(
-        "authenticated / bare: {:.1}%  (median of {ROUNDS} rounds; rounds from {:.1}% to {:.1}%)",
+        "authenticated / hand-written: {:.1}%  (median of {ROUNDS} rounds; rounds from {:.1}% to \
+         {:.1}%)",
         100.0 * ratio,
-        100.0 * ratios[0],
-        100.0 * ratios[ROUNDS - 1],
-    );
-    println!(
-        "the layer's cost per request: {:.2} µs",
-        1e6 * (1.0 / (ratio * bare) - 1.0 / bare)
+        100.0 * against_handwritten[0],
+        100.0 * against_handwritten[ROUNDS - 1],
     );
 }
 
@@ -121,9 +141,23 @@ fn start_server() -> (std::net::SocketAddr, String) {
                 .create(NewKey::new("Load test", Environment::Live).scopes([PRODUCTS_READ]))
                 .await
                 .expect("a key");
+            let handwritten = moka::sync::Cache::new(10_000);
+            let digest = Sha256::digest(created.key.expose_secret().as_bytes()).into();
+            handwritten.insert(
+                digest,
+                Arc::new(baselines::HandwrittenPrincipal {
+                    key_id: created.id().to_string(),
+                    scopes: vec![PRODUCTS_READ.as_str().to_owned()],
+                }),
+            );
             let app = Router::new()
                 .route("/v1/products", get(products))
                 .route_layer(ApiKeyLayer::new(store))
+                .merge(
+                    Router::new()
+                        .route("/handwritten", get(bare))
+                        .route_layer(baselines::HandwrittenSyncLayer(Arc::new(handwritten))),
+                )
                 .route("/bare", get(bare));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await

@@ -1,27 +1,89 @@
 //! Runs one variant of the layer benchmark many times, for `valgrind --tool=callgrind`.
-//! Usage: `profile <variant> <iterations>` with variant one of `bare`, `static`, `handwritten`,
-//! `noscope`, `extractor`, `handlerscope`, `hit` (route layer), `unknown`, `malformed`.
-//! `scripts/bench.sh` shows how it is run.
+//! Usage: `profile <variant> <iterations>`, the variants as in `VARIANTS`.
+//! `scripts/bench.sh` shows how it is run, and how SHA-256 is left out of the counts.
 mod baselines;
 
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::routing::get;
+use axum::handler::Handler;
+use axum::routing::{get, MethodRouter};
 use axum::Router;
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request};
 use tower::ServiceExt;
 use tower_api_key::{
-    ApiKeyLayer, Environment, KeyFormat, KeyStore, MemoryStore, NewKey, RequireScopes, Scope,
+    scope_requirement, ApiKeyLayer, Environment, KeyFormat, KeyStore, MemoryStore, NewKey,
+    RequireScopes, Scope, Scoped,
 };
 
 const PRODUCTS_READ: Scope = Scope::from_static("products:read");
 
+/// Every variant, and what it sends a request through.
+const VARIANTS: &[(&str, &str)] = &[
+    ("bare", "a bare router"),
+    (
+        "static",
+        "a static bearer check written by hand (tower-http style)",
+    ),
+    (
+        "handwritten",
+        "the first hand-written middleware (moka future cache, boxed future)",
+    ),
+    (
+        "strongest",
+        "the strongest hand-written middleware (moka sync cache, nothing boxed)",
+    ),
+    ("noscope", "the layer, no scope check"),
+    (
+        "extractor",
+        "the layer, scope checked by the `Scoped` extractor",
+    ),
+    (
+        "handlerscope",
+        "the layer, `RequireScopes` on the handler (`Handler::layer`)",
+    ),
+    (
+        "routescope",
+        "the layer, `RequireScopes` with `route_layer`",
+    ),
+    (
+        "handleridentity",
+        "probe: the layer, a zero-sized layer on the handler",
+    ),
+    (
+        "handlerpassthrough",
+        "probe: the layer, a layer holding a value on the handler",
+    ),
+    (
+        "routepassthrough",
+        "probe: the layer, a layer holding a value with `route_layer`",
+    ),
+    ("unknown", "the layer, an unknown key (negative cache hit)"),
+    ("malformed", "the layer, a key with a broken checksum"),
+];
+
+scope_requirement! { struct ReadProducts = all(PRODUCTS_READ); }
+
+async fn handler() -> &'static str {
+    "ok"
+}
+
+async fn scoped_handler(_: Scoped<ReadProducts>) -> &'static str {
+    "ok"
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let variant = args.get(1).map(String::as_str).unwrap_or("hit").to_owned();
+    let variant = args.get(1).map(String::as_str).unwrap_or("routescope");
     let n: usize = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    if !VARIANTS.iter().any(|(name, _)| *name == variant) {
+        eprintln!("usage: profile <variant> <iterations>; variants:");
+        for (name, what) in VARIANTS {
+            eprintln!("  {name:<20} {what}");
+        }
+        std::process::exit(2);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -32,7 +94,7 @@ fn main() {
         .block_on(store.create(NewKey::new("P", Environment::Live).scopes([PRODUCTS_READ])))
         .unwrap();
     let key = created.key.expose_secret().to_owned();
-    let header = match variant.as_str() {
+    let header = match variant {
         "unknown" => format!(
             "Bearer {}",
             format.generate(Environment::Live).unwrap().expose_secret()
@@ -45,52 +107,46 @@ fn main() {
         _ => format!("Bearer {key}"),
     };
     let header = HeaderValue::try_from(header).unwrap();
-    let app = if variant == "static" {
-        Router::new()
-            .route("/v1/products", get(|| async { "ok" }))
-            .layer(baselines::StaticBearerLayer(header.clone()))
-    } else if variant == "handwritten" {
-        let cache = moka::future::Cache::new(10_000);
-        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()).into();
-        rt.block_on(cache.insert(
-            digest,
-            Arc::new(baselines::HandwrittenPrincipal {
-                key_id: "k".into(),
-                scopes: vec![],
-            }),
-        ));
-        Router::new()
-            .route("/v1/products", get(|| async { "ok" }))
-            .layer(baselines::HandwrittenLayer(cache))
-    } else if variant == "bare" {
-        Router::new().route("/v1/products", get(|| async { "ok" }))
-    } else if variant == "noscope" {
-        Router::new()
-            .route("/v1/products", get(|| async { "ok" }))
-            .layer(ApiKeyLayer::new(store))
-    } else if variant == "extractor" {
-        tower_api_key::scope_requirement! { struct Read = all(PRODUCTS_READ); }
-        async fn list(_: tower_api_key::Scoped<Read>) -> &'static str {
-            "ok"
+    let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()).into();
+    let principal = Arc::new(baselines::HandwrittenPrincipal {
+        key_id: "k".into(),
+        scopes: vec![],
+    });
+    let route = |method_router: MethodRouter| Router::new().route("/v1/products", method_router);
+    let layer = ApiKeyLayer::new(store);
+    let app = match variant {
+        "bare" => route(get(handler)),
+        "static" => route(get(handler)).layer(baselines::StaticBearerLayer(header.clone())),
+        "handwritten" => {
+            let cache = moka::future::Cache::new(10_000);
+            rt.block_on(cache.insert(digest, principal));
+            route(get(handler)).layer(baselines::HandwrittenLayer(cache))
         }
-        Router::new()
-            .route("/v1/products", get(list))
-            .layer(ApiKeyLayer::new(store))
-    } else if variant == "handlerscope" {
-        use axum::handler::Handler;
-        Router::new()
-            .route(
-                "/v1/products",
-                get((|| async { "ok" }).layer(RequireScopes::all([PRODUCTS_READ]))),
-            )
-            .layer(ApiKeyLayer::new(store))
-    } else {
-        Router::new()
-            .route(
-                "/v1/products",
-                get(|| async { "ok" }).route_layer(RequireScopes::all([PRODUCTS_READ])),
-            )
-            .layer(ApiKeyLayer::new(store))
+        "strongest" => {
+            let cache = moka::sync::Cache::new(10_000);
+            cache.insert(digest, principal);
+            route(get(handler)).layer(baselines::HandwrittenSyncLayer(Arc::new(cache)))
+        }
+        "extractor" => route(get(scoped_handler)).layer(layer),
+        "handlerscope" => {
+            route(get(handler.layer(RequireScopes::all([PRODUCTS_READ])))).layer(layer)
+        }
+        "routescope" => {
+            route(get(handler).route_layer(RequireScopes::all([PRODUCTS_READ]))).layer(layer)
+        }
+        "handleridentity" => {
+            route(get(handler.layer(tower::layer::util::Identity::new()))).layer(layer)
+        }
+        "handlerpassthrough" => route(get(
+            handler.layer(baselines::PassthroughLayer("products:read"))
+        ))
+        .layer(layer),
+        "routepassthrough" => {
+            route(get(handler).route_layer(baselines::PassthroughLayer("products:read")))
+                .layer(layer)
+        }
+        // `noscope`, `unknown`, `malformed`: the layer alone.
+        _ => route(get(handler)).layer(layer),
     };
     // As `axum::serve` does: turn every handler into a route once, not per request.
     let app = app.with_state(());

@@ -1,16 +1,49 @@
 #!/usr/bin/env bash
-# Reproduces the figures in BENCHMARKS.md, in about six minutes on two cores:
-#   1. in process: the layer against a bare router and hand-written baselines, with criterion and
-#      then in interleaved passes;
+# Reproduces the figures in BENCHMARKS.md, in about ten minutes on two cores:
+#   1. in process: the layer against a bare router, the strongest hand-written middleware and the
+#      other baselines, with criterion and then in interleaved passes (with probes of axum's own
+#      cost for layers on a route); overheads also as shares of the strongest baseline's;
 #   2. heap bytes per cached key, for one million keys;
 #   3. loopback HTTP throughput with wrk (apt-get install wrk), server on one worker thread,
 #      server and wrk pinned to CPUs 0 and 1 when taskset (util-linux) is there;
 #   4. one cache-miss resolution on each store (needs PostgreSQL, as the tests do);
 #   5. callgrind instruction counts per request (apt-get install valgrind), which stay the same
-#      however busy the machine is.
+#      however busy the machine is, with and without SHA-256's compression function.
 # Run it on an otherwise idle machine: the timings in 1 and 3 are only as quiet as the machine.
+#
+#   scripts/bench.sh passes [RUNS]
+# runs only step 1's interleaved passes, RUNS times (default 10), and prints each variant's median
+# over the runs: BENCHMARKS.md's time figures are these, and its "before" figures this script run
+# at the commit it names.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = passes ]; then
+    runs=${2:-10}
+    rows=$(mktemp)
+    trap 'rm -f "$rows"' EXIT
+    for run in $(seq "$runs"); do
+        echo "run $run of $runs" >&2
+        # A filter that matches no criterion benchmark leaves only the interleaved passes. Their
+        # table's rows: variant, over bare, ratio, range, best over, best ratio, share, best share.
+        cargo bench --bench layer -- no-criterion-benchmark 2>/dev/null |
+            sed -n '/^variant  *over bare/,/^(bare/p' |
+            awk 'NF >= 9 && $1 != "variant" && $1 !~ /^[(]/' >>"$rows"
+    done
+    median() { # of the numbers on standard input
+        sort -g | awk '{ v[NR] = $1 } END { print (v[int((NR + 1) / 2)] + v[int(NR / 2) + 1]) / 2 }'
+    }
+    field() { # field $2 (negative: from the end) of variant $1's rows, without a trailing x
+        awk -v v="$1" -v c="$2" '$1 == v { f = (c > 0 ? $c : $(NF + 1 + c)); sub(/x$/, "", f); print f }' \
+            "$rows" | median
+    }
+    printf '%-30s %8s %8s %8s   (medians of %d runs)\n' variant ratio share best "$runs"
+    for variant in $(awk '!seen[$1]++ { print $1 }' "$rows"); do
+        printf '%-30s %7.2fx %8.2f %8.2f\n' "$variant" \
+            "$(field "$variant" 4)" "$(field "$variant" -2)" "$(field "$variant" -1)"
+    done
+    exit 0
+fi
 
 echo "== 1. in process (criterion)"
 cargo bench --bench layer
@@ -29,17 +62,38 @@ if ! command -v valgrind >/dev/null; then
     echo "valgrind is not installed; skipping"
     exit 0
 fi
-cargo bench --bench profile --no-run 2>/dev/null
-profile=$(ls -t target/release/deps/profile-* | grep -v '\.d$' | head -n 1)
-count() { # instructions of one run of variant $1 with $2 requests
-    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$profile" "$1" "$2" 2>&1 |
+# The crate is built as one codegen unit here: with the default sixteen, a change in one module
+# moves which generic code lands in which unit, and so what is inlined along the whole request
+# path (134 instructions per request between two commits that differ in one file). One unit
+# keeps counts comparable across commits.
+profile=$(cargo bench --config 'profile.bench.package."tower-api-key".codegen-units=1' \
+    --bench profile --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p')
+count() { # instructions of one run of variant $1 with $2 requests; further arguments go to valgrind
+    local variant=$1 requests=$2
+    shift 2
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" "$profile" "$variant" "$requests" 2>&1 |
         sed -n 's/.*Collected : //p'
 }
+per_request() { # the difference between 11,000 and 1,000 requests leaves out start-up
+    local variant=$1
+    shift
+    echo $(( ($(count "$variant" 11000 "$@") - $(count "$variant" 1000 "$@")) / 10000 ))
+}
+# Valgrind does not emulate the SHA extensions, so SHA-256's compression function runs in
+# software, about 3,500 instructions where the machine takes about 50 ns. Every variant that
+# hashes calls it once per request; the last columns leave it out (callgrind stops counting
+# inside it), the rest of hashing (padding, buffering) stays counted.
+no_sha=(--toggle-collect='sha2::sha256::compress256' --collect-atstart=yes)
+printf '%-19s %12s %10s %12s %10s\n' variant instructions 'over bare' 'without SHA' 'share'
 bare=0
-for variant in bare static handwritten noscope extractor hit handlerscope unknown malformed; do
-    # The difference between 11,000 and 1,000 requests leaves out start-up.
-    per_request=$(( ($(count "$variant" 11000) - $(count "$variant" 1000)) / 10000 ))
-    [ "$variant" = bare ] && bare=$per_request
-    printf '%-14s %7d instructions per request  (+%d over bare)\n' \
-        "$variant" "$per_request" "$((per_request - bare))"
+strongest=0
+for variant in bare strongest handwritten static noscope extractor handlerscope routescope \
+    handleridentity handlerpassthrough routepassthrough unknown malformed; do
+    all=$(per_request "$variant")
+    without=$(( $(per_request "$variant" "${no_sha[@]}") - bare ))
+    [ "$variant" = bare ] && bare=$all && without=0
+    [ "$variant" = strongest ] && strongest=$without
+    # The overhead over bare, without SHA-256, as a share of the strongest baseline's.
+    share=$(awk -v a="$without" -v s="$strongest" 'BEGIN { if (s > 0) printf "%.2f", a / s }')
+    printf '%-19s %12d %+10d %+12d %10s\n' "$variant" "$all" "$((all - bare))" "$without" "$share"
 done

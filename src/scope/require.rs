@@ -1,7 +1,8 @@
+use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -21,10 +22,13 @@ use crate::rejection::{InsufficientScope, MissingLayer, Refused, Rejection};
 /// `layer` on a handler. Behind a layer in optional mode, an anonymous request gets the layer's
 /// `401`. With no `ApiKeyLayer` outside it at all, every request gets `500`, since that is a
 /// mistake in the program, and nothing gets through. See the [module docs](crate::scope).
+///
+/// Each distinct requirement is kept once for the life of the process, like a `static`: axum
+/// clones a route's layers several times per request, and a clone is then a pointer copy.
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct RequireScopes {
-    requirement: Arc<ScopeRequirement>,
+    requirement: &'static ScopeRequirement,
 }
 
 impl RequireScopes {
@@ -55,14 +59,30 @@ impl RequireScopes {
     /// [`ScopeCatalog`](super::ScopeCatalog).
     pub fn new(requirement: ScopeRequirement) -> Self {
         RequireScopes {
-            requirement: Arc::new(requirement),
+            requirement: intern(requirement),
         }
     }
 
     /// What this layer requires.
     pub fn requirement(&self) -> &ScopeRequirement {
-        &self.requirement
+        self.requirement
     }
+}
+
+/// The one `'static` copy of `requirement`. A program names a handful of requirements, each
+/// kept once however many routers are built with it; routes then clone a pointer, where an
+/// `Arc` took two atomic operations per clone, four clones per request behind `Handler::layer`.
+fn intern(requirement: ScopeRequirement) -> &'static ScopeRequirement {
+    static INTERNED: Mutex<Option<HashSet<&'static ScopeRequirement>>> = Mutex::new(None);
+    // An insertion completes or does not happen, so even a poisoned lock guards a whole set.
+    let mut interned = INTERNED.lock().unwrap_or_else(PoisonError::into_inner);
+    let interned = interned.get_or_insert_with(HashSet::new);
+    if let Some(&kept) = interned.get(&requirement) {
+        return kept;
+    }
+    let kept: &'static ScopeRequirement = Box::leak(Box::new(requirement));
+    interned.insert(kept);
+    kept
 }
 
 impl<S> Layer<S> for RequireScopes {
@@ -71,7 +91,7 @@ impl<S> Layer<S> for RequireScopes {
     fn layer(&self, inner: S) -> Self::Service {
         RequireScopesService {
             inner,
-            requirement: self.requirement.clone(),
+            requirement: self.requirement,
         }
     }
 }
@@ -80,7 +100,7 @@ impl<S> Layer<S> for RequireScopes {
 #[derive(Clone)]
 pub struct RequireScopesService<S> {
     inner: S,
-    requirement: Arc<ScopeRequirement>,
+    requirement: &'static ScopeRequirement,
 }
 
 impl<S: fmt::Debug> fmt::Debug for RequireScopesService<S> {
@@ -110,7 +130,7 @@ impl<S> RequireScopesService<S> {
 
     /// What this service requires.
     pub fn requirement(&self) -> &ScopeRequirement {
-        &self.requirement
+        self.requirement
     }
 }
 
@@ -160,7 +180,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        match authorize(request.extensions(), &self.requirement) {
+        match authorize(request.extensions(), self.requirement) {
             Ok(_) => RequireScopesResponseFuture::inner(self.inner.call(request)),
             Err(rejection) => RequireScopesResponseFuture::ready(rejection.into_http_response()),
         }
@@ -222,5 +242,27 @@ impl<F, B> fmt::Debug for RequireScopesResponseFuture<F, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequireScopesResponseFuture")
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const READ: Scope = Scope::from_static("products:read");
+    const WRITE: Scope = Scope::from_static("products:write");
+
+    #[test]
+    fn a_requirement_is_kept_once_however_often_it_is_built() {
+        let first = RequireScopes::all([READ, WRITE]);
+        let again = RequireScopes::all([WRITE, READ]);
+        assert!(std::ptr::eq(first.requirement(), again.requirement()));
+        let any = RequireScopes::any([READ, WRITE]);
+        assert!(!std::ptr::eq(first.requirement(), any.requirement()));
+        assert_eq!(
+            *first.requirement(),
+            ScopeRequirement::all([READ, WRITE]).unwrap()
+        );
+        assert!(!any.requirement().requires_all());
     }
 }
