@@ -28,7 +28,10 @@ pub mod store;
 pub use crate::cache::CacheStats;
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::credentials::Credentials;
-pub use crate::invalidation::Invalidations;
+pub use crate::invalidation::{
+    BusError, ChannelHealth, InvalidMessage, Invalidation, InvalidationBus, InvalidationStream,
+    Invalidations, Watcher, WatcherBuilder,
+};
 pub use crate::key::{
     Environment, InvalidPrefix, KeyDigest, KeyFormat, KeyGenerationError, MalformedKey, ParsedKey,
     PlaintextKey, UnknownEnvironment,

@@ -60,8 +60,13 @@ pub trait KeyResolver: Send + Sync + 'static {
     /// is unreachable.
     async fn resolve(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>, ResolveError>;
 
-    /// Where this resolver announces revocations, so that a layer built on it drops its cached
-    /// copy at once. Stores return theirs; the default is `None`.
+    /// Where this resolver announces changes to keys, so that a layer built on it drops its
+    /// cached copy at once. Stores return theirs (and start watching for changes made by other
+    /// processes).
+    ///
+    /// The default is `None`: a layer on such a resolver listens on
+    /// [`Invalidations::process_wide`], where every store of this crate announces its changes,
+    /// so a resolver that wraps a store keeps the store's invalidations.
     fn invalidations(&self) -> Option<Invalidations> {
         None
     }

@@ -45,7 +45,11 @@ impl ApiKeyLayer {
     /// use [`builder`](Self::builder) for one.)
     pub fn resolver_builder(format: KeyFormat, resolver: impl KeyResolver) -> ApiKeyLayerBuilder {
         let resolver: Arc<dyn KeyResolver> = Arc::new(resolver);
-        let invalidations = resolver.invalidations().into_iter().collect();
+        // A resolver with no handle of its own may wrap a store, which announces on the
+        // process's handle too.
+        let invalidations = vec![resolver
+            .invalidations()
+            .unwrap_or_else(|| Invalidations::process_wide().clone())];
         ApiKeyLayerBuilder {
             format,
             resolver,

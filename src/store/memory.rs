@@ -78,7 +78,7 @@ impl MemoryStore {
             (digest, stored.clone())
         };
         // After the write: a lookup that starts now reads the new state.
-        self.settings.invalidations.invalidate(&digest);
+        self.settings.announce(&digest);
         Ok(stored)
     }
 
@@ -166,7 +166,7 @@ impl KeyStore for MemoryStore {
             keys.insert(&new);
             (old_digest, Rotation { new, old })
         };
-        self.settings.invalidations.invalidate(&old_digest);
+        self.settings.announce(&old_digest);
         Ok(rotation)
     }
 
@@ -178,7 +178,7 @@ impl KeyStore for MemoryStore {
             keys.by_digest.remove(&digest);
             digest
         };
-        self.settings.invalidations.invalidate(&digest);
+        self.settings.announce(&digest);
         Ok(())
     }
 

@@ -62,14 +62,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use futures_util::future::{BoxFuture, FutureExt};
-use sqlx::postgres::PgPoolOptions;
+use futures_util::stream::{self, StreamExt};
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 use super::settings::StoreSettings;
 use super::sql::backend::{Cell, ColumnType, Dialect, Driver, Param, Read};
 use super::sql::{table::unavailable, SqlDatabase, SqlStore};
 use super::StoreError;
+use crate::invalidation::{BusError, Invalidation, InvalidationBus, InvalidationStream};
 
 /// Keys in PostgreSQL. Clones share the connection pool and the settings.
 ///
@@ -136,6 +139,67 @@ async fn connect(url: &str) -> Result<PgPool, StoreError> {
         .connect(url)
         .await
         .map_err(unavailable)
+}
+
+/// The channel on which the migrations' trigger announces changes to keys, for every schema.
+const CHANNEL: &str = "tower_api_key";
+
+/// Listens for the notifications the migrations' trigger sends when a key in `schema` changes:
+/// the bus of PostgreSQL.
+struct NotifyBus {
+    pool: PgPool,
+    schema: Arc<str>,
+}
+
+/// The message of a notification's `payload` (`<message> <schema>`), if it is about `schema`.
+/// A payload about it that is not a message empties the caches, to be safe.
+fn message_for(schema: &str, payload: &str) -> Option<Invalidation> {
+    let (message, about) = payload.split_once(' ')?;
+    (about == schema).then(|| message.parse().unwrap_or(Invalidation::All))
+}
+
+#[async_trait]
+impl InvalidationBus for NotifyBus {
+    async fn subscribe(&self) -> Result<InvalidationStream, BusError> {
+        // A connection of its own, outside the store's pool, which would otherwise lose one
+        // for good; named so that an administrator can tell it in `pg_stat_activity`.
+        let options = (*self.pool.connect_options())
+            .clone()
+            .application_name(&format!("tower-api-key listener {}", self.schema));
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .acquire_timeout(WAIT)
+            .connect_lazy_with(options);
+        let mut listener = PgListener::connect_with(&pool)
+            .await
+            .map_err(BusError::new)?;
+        // A lost connection ends the stream; the watcher subscribes again, knowing what it
+        // may have missed. Left to itself, the listener would reconnect without a word.
+        listener.eager_reconnect(false);
+        listener.ignore_pool_close_event(true);
+        listener.listen(CHANNEL).await.map_err(BusError::new)?;
+        let state = Some((listener, self.schema.clone()));
+        let messages = stream::unfold(state, |state| async move {
+            let (mut listener, schema) = state?;
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(notification)) => {
+                        if let Some(message) = message_for(&schema, notification.payload()) {
+                            return Some((Ok(message), Some((listener, schema))));
+                        }
+                    }
+                    Ok(None) => {
+                        let lost = BusError::new("the connection to PostgreSQL was lost");
+                        return Some((Err(lost), None));
+                    }
+                    Err(error) => return Some((Err(BusError::new(error)), None)),
+                }
+            }
+        });
+        Ok(messages.boxed())
+    }
 }
 
 /// `name` as a quoted SQL identifier: any text is safe in it.
@@ -220,6 +284,22 @@ impl Dialect for Postgres {
             ));
         }
         Ok(())
+    }
+
+    fn invalidation_bus(
+        pool: &PgPool,
+        namespace: Option<&Arc<str>>,
+        _poll: Duration,
+    ) -> (Box<dyn InvalidationBus>, String) {
+        let schema = namespace
+            .cloned()
+            .unwrap_or_else(|| Arc::from(DEFAULT_SCHEMA));
+        let name = format!("postgres LISTEN ({schema})");
+        let bus = NotifyBus {
+            pool: pool.clone(),
+            schema,
+        };
+        (Box::new(bus), name)
     }
 
     fn is_missing_table(err: &dyn sqlx::error::DatabaseError) -> bool {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::clock::{Clock, SystemClock};
-use crate::invalidation::Invalidations;
+use crate::invalidation::{Invalidation, Invalidations};
+use crate::key::KeyDigest;
 use crate::key::KeyFormat;
 use crate::scope::ScopeCatalog;
 
@@ -70,6 +71,12 @@ impl StoreSettings {
 
     pub(crate) fn now(&self) -> SystemTime {
         self.clock.now()
+    }
+
+    /// Tells the caches of this process that the key with `digest` changed: those subscribed to
+    /// the store's handle, and those listening process-wide.
+    pub(crate) fn announce(&self, digest: &KeyDigest) {
+        crate::invalidation::announce(&self.invalidations, Invalidation::Key(*digest));
     }
 }
 

@@ -59,8 +59,14 @@
 //! # });
 //! ```
 
+use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::stream::{self, StreamExt};
+use tokio::time::MissedTickBehavior;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -71,6 +77,8 @@ use super::settings::StoreSettings;
 use super::sql::backend::{ColumnType, Dialect};
 use super::sql::{table::unavailable, SqlDatabase, SqlStore};
 use super::StoreError;
+use crate::invalidation::{BusError, Invalidation, InvalidationBus, InvalidationStream};
+use crate::key::KeyDigest;
 
 /// Keys in a SQLite file. Clones share the connection pool and the settings.
 ///
@@ -109,6 +117,102 @@ impl SqlStore<Sqlite> {
     /// by this version), and as [`open`](Self::open).
     pub async fn open_recorded(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         SqlStore::open_recorded_pool(open(path).await?, None).await
+    }
+
+    /// Asks the file for changes made by other processes every `interval` rather than every
+    /// 100 ms: a key revoked elsewhere is refused here at most `interval` (and a few
+    /// milliseconds) later. When nothing changed, each look is one read of the newest rows of
+    /// a small log table. Call it before the store starts watching (see
+    /// [`watcher`](Self::watcher)); a zero `interval` is taken as one millisecond.
+    pub fn with_poll_interval(self, interval: Duration) -> Self {
+        self.with_poll(interval.max(Duration::from_millis(1)))
+    }
+}
+
+/// Reads the log that the migrations' triggers write, every `poll`: the bus of SQLite, which
+/// cannot push a change to another process.
+struct LogBus {
+    pool: SqlitePool,
+    poll: Duration,
+}
+
+/// The rows past the last one read, with the last one read if it is still there.
+const READ_LOG: &str = "SELECT seq, digest FROM api_key_invalidations WHERE seq >= ?1 ORDER BY seq";
+
+/// Where a subscription to the log stands.
+struct LogReader {
+    pool: SqlitePool,
+    ticks: tokio::time::Interval,
+    /// The last `seq` read (0: none, the log was empty).
+    last: i64,
+    /// Messages read and not yet handed out.
+    pending: VecDeque<Invalidation>,
+}
+
+impl LogReader {
+    /// The next message, reading the log as often as the ticks say until there is one.
+    async fn next(&mut self) -> Result<Invalidation, BusError> {
+        loop {
+            if let Some(message) = self.pending.pop_front() {
+                return Ok(message);
+            }
+            self.ticks.tick().await;
+            let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(READ_LOG)
+                .bind(self.last)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(BusError::new)?;
+            let Some(&(first, _)) = rows.first() else {
+                continue;
+            };
+            // The row last read is kept until 10,000 newer ones exist; without it, rows this
+            // reader never saw may have been pruned.
+            let expected = if self.last == 0 { 1 } else { self.last };
+            if first != expected {
+                self.pending.push_back(Invalidation::All);
+            }
+            for (seq, digest) in rows {
+                if seq == self.last {
+                    continue;
+                }
+                self.last = seq;
+                // A digest of the wrong length was written by hand: be safe.
+                self.pending.push_back(
+                    <[u8; 32]>::try_from(digest.as_slice()).map_or(Invalidation::All, |bytes| {
+                        Invalidation::Key(KeyDigest::from_bytes(bytes))
+                    }),
+                );
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl InvalidationBus for LogBus {
+    async fn subscribe(&self) -> Result<InvalidationStream, BusError> {
+        // Subscribed from here: every row past this one is read.
+        let (last,): (i64,) =
+            sqlx::query_as("SELECT coalesce(max(seq), 0) FROM api_key_invalidations")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(BusError::new)?;
+        let mut ticks = tokio::time::interval(self.poll);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let reader = LogReader {
+            pool: self.pool.clone(),
+            ticks,
+            last,
+            pending: VecDeque::new(),
+        };
+        // After an error the stream ends.
+        let messages = stream::unfold(Some(reader), |reader| async move {
+            let mut reader = reader?;
+            match reader.next().await {
+                Ok(message) => Some((Ok(message), Some(reader))),
+                Err(error) => Some((Err(error), None)),
+            }
+        });
+        Ok(messages.boxed())
     }
 }
 
@@ -169,6 +273,18 @@ impl Dialect for Sqlite {
 
     fn table(_namespace: Option<&str>, name: &str) -> String {
         name.to_owned()
+    }
+
+    fn invalidation_bus(
+        pool: &SqlitePool,
+        _namespace: Option<&Arc<str>>,
+        poll: Duration,
+    ) -> (Box<dyn InvalidationBus>, String) {
+        let bus = LogBus {
+            pool: pool.clone(),
+            poll,
+        };
+        (Box::new(bus), "sqlite log".to_owned())
     }
 
     fn is_missing_table(err: &dyn sqlx::error::DatabaseError) -> bool {

@@ -6,9 +6,13 @@
 //! Both traits are public only in name: this module is private, so nobody outside the crate can
 //! implement or call them, and [`SqlDatabase`](super::SqlDatabase) stays sealed.
 
-use futures_util::future::{BoxFuture, FutureExt};
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
+use std::sync::Arc;
+use std::time::Duration;
 
+use futures_util::future::{BoxFuture, FutureExt};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+
+use crate::invalidation::InvalidationBus;
 use crate::store::StoreError;
 
 /// A value bound to a statement's parameter. Every column of the crate's tables is text, bytes
@@ -104,6 +108,15 @@ pub trait Dialect: Driver {
         let _ = namespace;
         Ok(())
     }
+
+    /// The bus on which the database carries changes to the key table in `namespace` to every
+    /// process: what the migrations' triggers write, read as often as `poll` says where the
+    /// database cannot push it. Its name for log events comes with it.
+    fn invalidation_bus(
+        pool: &Pool<Self>,
+        namespace: Option<&Arc<str>>,
+        poll: Duration,
+    ) -> (Box<dyn InvalidationBus>, String);
 
     /// Whether `err` says that a table does not exist.
     fn is_missing_table(err: &dyn sqlx::error::DatabaseError) -> bool;

@@ -12,7 +12,7 @@ pub(super) mod backend;
 pub(super) mod table;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -29,7 +29,7 @@ use super::{
     plan_rotation, prepare, validate_name, CreatedKey, KeyStore, NewKey, Rotation, StoreError,
     StoredKey,
 };
-use crate::invalidation::Invalidations;
+use crate::invalidation::{Invalidations, Watcher};
 use crate::key::{KeyDigest, KeyFormat};
 use crate::resolver::{KeyId, KeyRecord, KeyResolver, ResolveError};
 
@@ -48,7 +48,28 @@ pub struct SqlStore<DB: SqlDatabase> {
     /// The PostgreSQL schema holding the tables; `None` for SQLite.
     namespace: Option<Arc<str>>,
     statements: Arc<Statements>,
+    watch: Arc<Watch>,
 }
+
+/// The store's watch for changes made by other processes, shared by its clones and started
+/// once.
+struct Watch {
+    watcher: OnceLock<Watcher>,
+    /// How often a database that cannot push changes is asked for them.
+    poll: Duration,
+}
+
+impl Watch {
+    fn new(poll: Duration) -> Arc<Self> {
+        Arc::new(Watch {
+            watcher: OnceLock::new(),
+            poll,
+        })
+    }
+}
+
+/// How often SQLite is asked for changes unless the store says otherwise.
+pub(super) const DEFAULT_POLL: Duration = Duration::from_millis(100);
 
 impl<DB: SqlDatabase> Clone for SqlStore<DB> {
     fn clone(&self) -> Self {
@@ -57,6 +78,7 @@ impl<DB: SqlDatabase> Clone for SqlStore<DB> {
             settings: self.settings.clone(),
             namespace: self.namespace.clone(),
             statements: self.statements.clone(),
+            watch: self.watch.clone(),
         }
     }
 }
@@ -173,6 +195,7 @@ impl<DB: SqlDatabase> SqlStore<DB> {
             pool,
             settings,
             namespace,
+            watch: Watch::new(DEFAULT_POLL),
         }
     }
 
@@ -204,6 +227,51 @@ impl<DB: SqlDatabase> SqlStore<DB> {
     }
 
     settings_methods!();
+
+    /// The same store, asking the database for changes made by other processes every `poll`
+    /// where the database cannot push them (SQLite; PostgreSQL pushes). Call it before the
+    /// store starts watching.
+    pub(super) fn with_poll(mut self, poll: Duration) -> Self {
+        self.watch = Watch::new(poll);
+        self
+    }
+
+    /// The watch for changes made to the key table by other processes (and by plain SQL),
+    /// started now if it is not running yet. Every layer built on the store, and every clone of
+    /// it, is fed by this one watch; it stops when the last clone is dropped.
+    ///
+    /// It starts on its own when a layer is built on the store inside a Tokio runtime, or when
+    /// the store first resolves a key, so calling this is only needed to read its
+    /// [`health`](Watcher::health) (for an application's health endpoint, say) or to start it
+    /// earlier. A command-line tool that only changes keys never starts it.
+    ///
+    /// PostgreSQL pushes changes (`LISTEN`/`NOTIFY`) on a connection of the watch's own,
+    /// outside the pool; SQLite is asked every 100 ms by default (see
+    /// [`SqliteStore::with_poll_interval`](crate::SqliteStore::with_poll_interval)).
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime, when the watch is not running yet.
+    pub fn watcher(&self) -> &Watcher {
+        self.watch.watcher.get_or_init(|| {
+            let (bus, name) =
+                DB::invalidation_bus(&self.pool, self.namespace.as_ref(), self.watch.poll);
+            let own = self.settings.invalidations.clone();
+            let process = Invalidations::process_wide();
+            let mut targets = vec![own.clone()];
+            if !own.same(process) {
+                targets.push(process.clone());
+            }
+            Watcher::builder().name(name).spawn_for(bus, targets)
+        })
+    }
+
+    /// Starts the watch if it is not running and a Tokio runtime is at hand.
+    fn start_watching(&self) {
+        if self.watch.watcher.get().is_none() && tokio::runtime::Handle::try_current().is_ok() {
+            self.watcher();
+        }
+    }
 
     /// The connection pool.
     pub fn pool(&self) -> &Pool<DB> {
@@ -352,7 +420,7 @@ impl<DB: SqlDatabase> SqlStore<DB> {
         let raw = RawRow::read(&row)?;
         if let Some(digest) = table::digest_of(&raw.digest) {
             // After the write: a lookup that starts now reads the changed row.
-            self.settings.invalidations.invalidate(&digest);
+            self.settings.announce(&digest);
         }
         Ok(raw.decode()?.1)
     }
@@ -519,7 +587,7 @@ impl<DB: SqlDatabase> KeyStore for SqlStore<DB> {
 
         old.record.expires_at = Some(old_expires_at);
         old.replaced_by = Some(new.id().clone());
-        self.settings.invalidations.invalidate(&old_digest);
+        self.settings.announce(&old_digest);
         Ok(Rotation { new, old })
     }
 
@@ -538,7 +606,7 @@ impl<DB: SqlDatabase> KeyStore for SqlStore<DB> {
         };
         if let Some(Cell::Bytes(Some(digest))) = row.first() {
             if let Some(digest) = table::digest_of(digest) {
-                self.settings.invalidations.invalidate(&digest);
+                self.settings.announce(&digest);
             }
         }
         Ok(())
@@ -569,6 +637,7 @@ impl<DB: SqlDatabase> KeyStore for SqlStore<DB> {
 impl<DB: SqlDatabase> KeyResolver for SqlStore<DB> {
     async fn resolve(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>, ResolveError> {
         self.usable().map_err(ResolveError::new)?;
+        self.start_watching();
         let mut connection = self.pool.acquire().await.map_err(ResolveError::new)?;
         let rows = DB::fetch(
             &mut connection,
@@ -586,6 +655,7 @@ impl<DB: SqlDatabase> KeyResolver for SqlStore<DB> {
     }
 
     fn invalidations(&self) -> Option<Invalidations> {
+        self.start_watching();
         Some(self.settings.invalidations.clone())
     }
 }

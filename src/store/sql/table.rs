@@ -194,6 +194,14 @@ pub(super) const MIGRATIONS: &[Migration] = &[
             ),
         ],
     },
+    Migration {
+        version: 3,
+        description: "announce every change to api_keys to other processes",
+        steps: &[Step::Script {
+            sqlite: include_str!("../../../migrations/sqlite/0003_invalidation_log.sql"),
+            postgres: include_str!("../../../migrations/postgres/0003_notify_changes.sql"),
+        }],
+    },
 ];
 
 /// A database failure, as the lifecycle calls report it.
