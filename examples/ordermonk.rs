@@ -36,8 +36,15 @@
 //! cargo run --features cli --bin tower-api-key -- revoke key_…
 //! ```
 //!
-//! A key it creates works at once; one it revokes is refused at the latest when the server's
-//! cached copy expires (the cache TTL), since the tool runs in another process.
+//! A key it creates works at once, and one it revokes, deletes or rotates is refused on the
+//! next request, although the tool is another process and the server caches keys: the change
+//! is recorded in the same transaction, and the server hears of it within milliseconds
+//! (PostgreSQL `LISTEN`/`NOTIFY`) or reads it from the SQLite file every 100 ms (set
+//! `ORDERMONK_POLL_MS` for another interval), then drops its cached copy. The tool returns once
+//! a server watching with the default settings has had time to see the change. Several servers
+//! on one PostgreSQL schema behave the same: a key revoked through any of them, through the
+//! tool, or with plain SQL is refused by all of them. `GET /health` (no key needed) shows how
+//! the server's watch for such changes is doing.
 //!
 //! # Routes
 //!
@@ -71,8 +78,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tower_api_key::{
-    ApiKeyLayer, CreatedKey, Environment, KeyFormat, KeyStore, NewKey, Principal, RequireScopes,
-    SqliteStore,
+    ApiKeyLayer, ChannelHealth, CreatedKey, Environment, KeyFormat, KeyStore, NewKey, Principal,
+    RequireScopes, SqliteStore,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -128,13 +135,17 @@ async fn main() {
     init_tracing();
 
     let format = KeyFormat::new("om").expect("`om` is a valid key prefix");
-    let (store, location) = key_store(&format).await;
+    let (store, location, watch) = key_store(&format).await;
 
     let mut layer = ApiKeyLayer::builder(store.clone()).realm("OrderMonk API");
     if let Some(ttl) = cache_ttl() {
         layer = layer.cache_ttl(ttl);
     }
-    let app = routes().with_state(Shops::seeded()).layer(layer.build());
+    let app = routes()
+        .with_state(Shops::seeded())
+        .layer(layer.build())
+        // Added after the layer, so that it needs no key.
+        .route("/health", get(health).with_state(watch.clone()));
 
     let addr = std::env::var("ORDERMONK_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
     let listener = TcpListener::bind(&addr)
@@ -157,6 +168,9 @@ async fn main() {
         print_existing_keys(existing.len(), &location);
     }
 
+    println!("{}", watch.described);
+    println!("Health of that watch, no key needed: curl http://{local}/health");
+    println!();
     println!("listening on http://{local}");
     std::io::stdout().flush().expect("stdout can be written to");
     tracing::info!(%local, "OrderMonk API started");
@@ -178,6 +192,15 @@ fn init_tracing() {
         .init();
 }
 
+/// `ORDERMONK_POLL_MS`, in milliseconds, if set.
+fn poll_interval() -> Option<Duration> {
+    let millis = std::env::var("ORDERMONK_POLL_MS").ok()?;
+    match millis.parse() {
+        Ok(millis) => Some(Duration::from_millis(millis)),
+        Err(_) => fail("ORDERMONK_POLL_MS must be a whole number of milliseconds"),
+    }
+}
+
 /// `ORDERMONK_CACHE_TTL`, in seconds, if set.
 fn cache_ttl() -> Option<Duration> {
     let seconds = std::env::var("ORDERMONK_CACHE_TTL").ok()?;
@@ -191,7 +214,7 @@ fn cache_ttl() -> Option<Duration> {
 /// hold a password), and the options that point the command-line tool at it. PostgreSQL when
 /// `DATABASE_URL` is set, otherwise the SQLite file `ORDERMONK_DB`. The tables are created or
 /// updated on the way.
-async fn key_store(format: &KeyFormat) -> (Arc<dyn KeyStore>, Location) {
+async fn key_store(format: &KeyFormat) -> (Arc<dyn KeyStore>, Location, Watch) {
     if let Ok(url) = std::env::var("DATABASE_URL") {
         #[cfg(feature = "postgres")]
         return postgres_store(format, &url).await;
@@ -216,14 +239,56 @@ async fn key_store(format: &KeyFormat) -> (Arc<dyn KeyStore>, Location) {
             format!(" --db {}", shell_quoted(&path))
         },
     };
-    let store = SqliteStore::open(&path, format.clone())
+    let mut store = SqliteStore::open(&path, format.clone())
         .await
         .unwrap_or_else(|err| fail(&format!("cannot open {location}: {err}")));
+    let every = poll_interval().unwrap_or(Duration::from_millis(100));
+    store = store.with_poll_interval(every);
     store
         .migrate()
         .await
         .unwrap_or_else(|err| fail(&format!("cannot create the tables in {location}: {err}")));
-    (Arc::new(store), location)
+    let watch = Watch {
+        described: format!(
+            "Revocations: a key revoked, deleted or rotated by the tool or another process is \
+             refused on the next request (this server reads the changes every {} ms).",
+            every.as_millis()
+        ),
+        store: Arc::new(store.clone()),
+    };
+    (Arc::new(store), location, watch)
+}
+
+/// The store's watch for changes made by other processes, for `GET /health` and the banner.
+#[derive(Clone)]
+struct Watch {
+    described: String,
+    store: Arc<dyn Watched>,
+}
+
+/// A store whose watch can be asked how it is doing.
+trait Watched: Send + Sync {
+    fn health(&self) -> ChannelHealth;
+}
+
+impl<DB: tower_api_key::SqlDatabase> Watched for tower_api_key::SqlStore<DB> {
+    fn health(&self) -> ChannelHealth {
+        self.watcher().health()
+    }
+}
+
+/// `GET /health`: whether changes made by other processes reach this server's cache now.
+async fn health(State(watch): State<Watch>) -> Json<serde_json::Value> {
+    let health = watch.store.health();
+    let mut body = serde_json::json!({ "invalidations": health.as_str() });
+    if let ChannelHealth::Lost {
+        error, attempts, ..
+    } = &health
+    {
+        body["error"] = error.to_string().into();
+        body["attempts"] = (*attempts).into();
+    }
+    Json(body)
 }
 
 /// Where the keys live, for people.
@@ -254,7 +319,7 @@ fn shell_quoted(text: &str) -> String {
 }
 
 #[cfg(feature = "postgres")]
-async fn postgres_store(format: &KeyFormat, url: &str) -> (Arc<dyn KeyStore>, Location) {
+async fn postgres_store(format: &KeyFormat, url: &str) -> (Arc<dyn KeyStore>, Location, Watch) {
     let schema = std::env::var("ORDERMONK_SCHEMA").unwrap_or_else(|_| "ordermonk".to_owned());
     let location = Location {
         description: format!("PostgreSQL (DATABASE_URL), schema {schema}"),
@@ -273,7 +338,13 @@ async fn postgres_store(format: &KeyFormat, url: &str) -> (Arc<dyn KeyStore>, Lo
         .migrate()
         .await
         .unwrap_or_else(|err| fail(&format!("cannot create the tables in {location}: {err}")));
-    (Arc::new(store), location)
+    let watch = Watch {
+        described: "Revocations: a key revoked, deleted or rotated by the tool, another instance \
+                    or plain SQL is refused on the next request (this server LISTENs for changes)."
+            .to_owned(),
+        store: Arc::new(store.clone()),
+    };
+    (Arc::new(store), location, watch)
 }
 
 /// Stops the program with `message`: a start-up problem the user has to fix.

@@ -70,9 +70,10 @@ use sqlx::{PgPool, Postgres};
 
 use super::settings::StoreSettings;
 use super::sql::backend::{Cell, ColumnType, Dialect, Driver, Param, Read};
-use super::sql::{table::unavailable, SqlDatabase, SqlStore};
+use super::sql::{table::unavailable, SqlDatabase, SqlStore, PROPAGATION_MARGIN};
 use super::StoreError;
 use crate::invalidation::{BusError, Invalidation, InvalidationBus, InvalidationStream};
+use crate::key::KeyDigest;
 
 /// Keys in PostgreSQL. Clones share the connection pool and the settings.
 ///
@@ -151,6 +152,20 @@ struct NotifyBus {
     schema: Arc<str>,
 }
 
+/// A listener on a connection of its own, outside the store's pool (which would otherwise lose
+/// one for as long as the listener lives, and get it back still listening); named so that an
+/// administrator can tell it in `pg_stat_activity`.
+async fn listener(pool: &PgPool, name: &str) -> Result<PgListener, sqlx::Error> {
+    let options = (*pool.connect_options()).clone().application_name(name);
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .acquire_timeout(WAIT)
+        .connect_lazy_with(options);
+    PgListener::connect_with(&own).await
+}
+
 /// The message of a notification's `payload` (`<message> <schema>`), if it is about `schema`.
 /// A payload about it that is not a message empties the caches, to be safe.
 fn message_for(schema: &str, payload: &str) -> Option<Invalidation> {
@@ -161,20 +176,8 @@ fn message_for(schema: &str, payload: &str) -> Option<Invalidation> {
 #[async_trait]
 impl InvalidationBus for NotifyBus {
     async fn subscribe(&self) -> Result<InvalidationStream, BusError> {
-        // A connection of its own, outside the store's pool, which would otherwise lose one
-        // for good; named so that an administrator can tell it in `pg_stat_activity`.
-        let options = (*self.pool.connect_options())
-            .clone()
-            .application_name(&format!("tower-api-key listener {}", self.schema));
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .max_lifetime(None)
-            .idle_timeout(None)
-            .acquire_timeout(WAIT)
-            .connect_lazy_with(options);
-        let mut listener = PgListener::connect_with(&pool)
-            .await
-            .map_err(BusError::new)?;
+        let name = format!("tower-api-key listener {}", self.schema);
+        let mut listener = listener(&self.pool, &name).await.map_err(BusError::new)?;
         // A lost connection ends the stream; the watcher subscribes again, knowing what it
         // may have missed. Left to itself, the listener would reconnect without a word.
         listener.eager_reconnect(false);
@@ -300,6 +303,40 @@ impl Dialect for Postgres {
             schema,
         };
         (Box::new(bus), name)
+    }
+
+    fn propagated<'c>(
+        pool: &'c PgPool,
+        _namespace: Option<&'c str>,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+        async move {
+            let mut listener = listener(pool, "tower-api-key propagation").await?;
+            listener.listen(CHANNEL).await?;
+            // Watchers take the random part for a schema that is not theirs, and skip it.
+            let mut nonce = [0u8; 16];
+            getrandom::fill(&mut nonce).map_err(|err| sqlx::Error::Protocol(err.to_string()))?;
+            let payload = format!("propagated {}", KeyDigest::of(&nonce).to_hex());
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(&payload)
+                .execute(pool)
+                .await?;
+            let wait = async {
+                loop {
+                    let notification = listener.recv().await?;
+                    if notification.payload() == payload {
+                        return Ok::<_, sqlx::Error>(());
+                    }
+                }
+            };
+            tokio::time::timeout(WAIT, wait)
+                .await
+                .map_err(|_| sqlx::Error::PoolTimedOut)??;
+            // Every listener was sent the changes before this; give them time to drop the keys.
+            tokio::time::sleep(PROPAGATION_MARGIN).await;
+            Ok(())
+        }
+        .boxed()
     }
 
     fn is_missing_table(err: &dyn sqlx::error::DatabaseError) -> bool {

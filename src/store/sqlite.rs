@@ -65,6 +65,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::stream::{self, StreamExt};
 use tokio::time::MissedTickBehavior;
 
@@ -75,7 +76,7 @@ use sqlx::Sqlite;
 
 use super::settings::StoreSettings;
 use super::sql::backend::{ColumnType, Dialect};
-use super::sql::{table::unavailable, SqlDatabase, SqlStore};
+use super::sql::{table::unavailable, SqlDatabase, SqlStore, DEFAULT_POLL, PROPAGATION_MARGIN};
 use super::StoreError;
 use crate::invalidation::{BusError, Invalidation, InvalidationBus, InvalidationStream};
 use crate::key::KeyDigest;
@@ -285,6 +286,16 @@ impl Dialect for Sqlite {
             poll,
         };
         (Box::new(bus), "sqlite log".to_owned())
+    }
+
+    fn propagated<'c>(
+        _pool: &'c SqlitePool,
+        _namespace: Option<&'c str>,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+        // A watcher reads the log at least once per interval, and drops the keys at once.
+        tokio::time::sleep(DEFAULT_POLL + PROPAGATION_MARGIN)
+            .map(Ok)
+            .boxed()
     }
 
     fn is_missing_table(err: &dyn sqlx::error::DatabaseError) -> bool {

@@ -25,8 +25,10 @@ use std::time::SystemTime;
 
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
+use futures_util::future::BoxFuture;
 use tower_api_key::{
-    Environment, KeyFormat, KeyId, KeyStore, NewKey, PostgresStore, Scope, SqliteStore, StoreError,
+    Environment, KeyFormat, KeyId, KeyStore, NewKey, PostgresStore, Scope, SqlDatabase, SqlStore,
+    SqliteStore, StoreError,
 };
 
 use crate::time::{latest_storable, parse_duration, parse_rfc3339};
@@ -150,9 +152,10 @@ enum Command {
 
     /// Revoke a key: it is refused from the next request on.
     ///
-    /// A service built on the same store in another process refuses it at the latest when its
-    /// cached copy expires (the layer's cache_ttl, 30 s by default). Revoking a revoked key
-    /// succeeds and keeps the first revocation time.
+    /// Every service built on the same store refuses it from its next request on, in whatever
+    /// process or instance it runs: the tool returns once they have had time to see the change
+    /// (on PostgreSQL a millisecond or two; on SQLite one polling interval, 100 ms). Revoking a
+    /// revoked key succeeds and keeps the first revocation time.
     Revoke {
         /// The key's id.
         id: String,
@@ -395,14 +398,14 @@ impl StoreSource {
         &self,
         prefix: Option<&str>,
         create_file: bool,
-    ) -> Result<Box<dyn KeyStore>, Failure> {
+    ) -> Result<Box<dyn ToolStore>, Failure> {
         let place = self.describe();
         let format = prefix
             .map(|prefix| KeyFormat::new(prefix.to_owned()).map_err(Failure::invalid))
             .transpose()?;
         let opening = |err| Failure::store(&format!("cannot open {place}"), err);
         let migrating = |err| Failure::store(&format!("cannot use {place}"), err);
-        let store: Box<dyn KeyStore> = match self {
+        let store: Box<dyn ToolStore> = match self {
             StoreSource::Sqlite(path) => {
                 // Only `create` starts a file, and only when it knows the prefix of its keys.
                 let may_start = create_file && format.is_some();
@@ -465,6 +468,32 @@ impl StoreSource {
     }
 }
 
+/// A store the tool can use: the key lifecycle, and waiting until running services have seen
+/// a change.
+trait ToolStore: KeyStore {
+    /// Returns once services watching the store with the default settings have seen the
+    /// changes made so far ([`SqlStore::propagated`](tower_api_key::SqlStore::propagated)).
+    fn propagated(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+impl<DB: SqlDatabase> ToolStore for SqlStore<DB> {
+    fn propagated(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(SqlStore::propagated(self))
+    }
+}
+
+/// Waits until running services have seen a change that narrows a key, so that they refuse it
+/// once the tool has said it is done. The change stands either way: a failure to wait is only
+/// a warning, since the services will see it anyway.
+async fn wait_for_services(store: &dyn ToolStore) {
+    if let Err(err) = store.propagated().await {
+        eprintln!(
+            "warning: the change is made, but the tool could not confirm that running services \
+             have seen it yet: {err}"
+        );
+    }
+}
+
 async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
     let prefix = cli.store.prefix.as_deref();
     let json = cli.json;
@@ -511,6 +540,7 @@ async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
         Command::Rename { id, name } => {
             let store = source.open(prefix, false).await?;
             let key = store.rename(&KeyId::from(id), &name).await?;
+            wait_for_services(&*store).await;
             Ok(Printed::text(if json {
                 json_text(output::key_json(&key, SystemTime::now()))?
             } else {
@@ -520,6 +550,7 @@ async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
         Command::Revoke { id } => {
             let store = source.open(prefix, false).await?;
             let key = store.revoke(&KeyId::from(id)).await?;
+            wait_for_services(&*store).await;
             Ok(Printed::text(if json {
                 json_text(output::key_json(&key, SystemTime::now()))?
             } else {
@@ -530,6 +561,7 @@ async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
             let grace = parse_duration(&grace).map_err(Failure::invalid)?;
             let store = source.open(prefix, false).await?;
             let rotation = store.rotate(&KeyId::from(id), grace).await?;
+            wait_for_services(&*store).await;
             let now = SystemTime::now();
             let stdout = if json {
                 json_text(output::rotated_json(&rotation, now))?
@@ -553,6 +585,7 @@ async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
             }
             let store = source.open(prefix, false).await?;
             store.delete(&KeyId::from(id.as_str())).await?;
+            wait_for_services(&*store).await;
             Ok(Printed::text(if json {
                 json_text(output::deleted_json(&id))?
             } else {

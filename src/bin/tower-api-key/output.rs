@@ -18,8 +18,8 @@ pub(crate) const SHOWN_ONCE: &str = "WARNING: this is the only time the new key 
      store keeps only its SHA-256 digest, so it cannot be shown again. Copy it now.";
 
 /// What a service in another process does after a revoke or a delete.
-const OTHER_PROCESSES: &str = "Services in other processes refuse it at the latest when their \
-     cached copy expires (the layer's cache_ttl, 30 s by default).";
+const OTHER_PROCESSES: &str = "Running services on this store refuse it from their next request \
+     on, in every process and on every instance.";
 
 /// A key as the JSON output shows it: every field a store keeps, except the digest.
 #[derive(Serialize)]

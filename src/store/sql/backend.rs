@@ -118,6 +118,13 @@ pub trait Dialect: Driver {
         poll: Duration,
     ) -> (Box<dyn InvalidationBus>, String);
 
+    /// Returns once every process watching `namespace` with the default settings has been
+    /// told of the changes committed before the call.
+    fn propagated<'c>(
+        pool: &'c Pool<Self>,
+        namespace: Option<&'c str>,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
+
     /// Whether `err` says that a table does not exist.
     fn is_missing_table(err: &dyn sqlx::error::DatabaseError) -> bool;
 

@@ -69,7 +69,9 @@ impl Watch {
 }
 
 /// How often SQLite is asked for changes unless the store says otherwise.
-pub(super) const DEFAULT_POLL: Duration = Duration::from_millis(100);
+pub(crate) const DEFAULT_POLL: Duration = Duration::from_millis(100);
+/// How long a watcher may take to read a change and drop the key, once the change reached it.
+pub(crate) const PROPAGATION_MARGIN: Duration = Duration::from_millis(20);
 
 impl<DB: SqlDatabase> Clone for SqlStore<DB> {
     fn clone(&self) -> Self {
@@ -264,6 +266,27 @@ impl<DB: SqlDatabase> SqlStore<DB> {
             }
             Watcher::builder().name(name).spawn_for(bus, targets)
         })
+    }
+
+    /// Returns once every process watching this database with the default settings has seen
+    /// the changes this store committed before the call, so that a key revoked just before is
+    /// refused by all of them from now on: for a tool that revokes a key and then says so.
+    ///
+    /// On PostgreSQL it sends a notification of its own after the changes' and waits until it
+    /// comes back (PostgreSQL delivers notifications in commit order), plus a few milliseconds
+    /// for the watchers to drop their copies; typically a millisecond or two in all. On SQLite it
+    /// waits one default polling interval (100 ms) and a little more; a process polling less
+    /// often sees the change later.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the database fails; the changes stand, and reach the
+    /// watchers anyway.
+    pub async fn propagated(&self) -> Result<(), StoreError> {
+        self.usable()?;
+        DB::propagated(&self.pool, self.namespace.as_deref())
+            .await
+            .map_err(unavailable)
     }
 
     /// Starts the watch if it is not running and a Tokio runtime is at hand.
