@@ -9,24 +9,19 @@
 //! honours on the very next request, although it caches found keys for ten minutes in this test.
 
 mod common;
+#[path = "common/demo.rs"]
+mod demo;
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::RawResponse;
-use regex::Regex;
+use demo::{om, scanner, Keys, Server, Tool};
 use serde_json::{json, Value};
-use tower_api_key::{Environment, KeyFormat};
+use tower_api_key::Environment;
 
 const OWNER: &str = "acct_ordermonk_demo";
-/// How long the example may take to print its `listening on` line.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the example caches a found key (`ORDERMONK_CACHE_TTL`, in seconds): longer than the
 /// test, so that only the watch for changes made by other processes can explain a refusal.
 const CACHE_TTL: Duration = Duration::from_secs(600);
@@ -36,7 +31,7 @@ async fn ordermonk_demo_end_to_end() {
     let dir = tempfile::tempdir().expect("a temporary directory can be made");
     let db = dir.path().join("ordermonk.db");
 
-    let (mut server, banner) = Server::start(&db);
+    let (mut server, banner) = Server::start(&Keys::Sqlite(db.clone()), CACHE_TTL, &[]);
     let addr = banner.addr;
     let production = banner.key("Production");
     let dashboard = banner.key("Read-only dashboard");
@@ -101,7 +96,7 @@ async fn the_watch_for_other_processes_is_healthy(addr: SocketAddr) {
 /// A second start on the same database prints no new key, says how many keys there are, and
 /// the keys printed by the first start still work, revocations aside.
 async fn the_keys_outlive_a_restart(db: &Path, production: &str, dashboard: &str) {
-    let (mut server, banner) = Server::start(db);
+    let (mut server, banner) = Server::start(&Keys::Sqlite(db.to_owned()), CACHE_TTL, &[]);
     assert!(
         banner.keys.is_empty(),
         "a restart printed keys again:\n{}",
@@ -286,7 +281,7 @@ async fn the_tool_manages_the_running_demos_keys(
     db: &Path,
     production: &str,
 ) -> String {
-    let tool = Tool::new(db);
+    let tool = Tool::new(&Keys::Sqlite(db.to_owned()));
     let created = tool.json(&[
         "create",
         "--name",
@@ -376,255 +371,6 @@ fn assert_no_key_in(logs: &str, keys: &[&str]) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The example's process
-// ---------------------------------------------------------------------------------------------
-
-/// The running example. Dropping it kills the process, whatever the test's outcome.
-struct Server {
-    child: Child,
-    /// Reads stderr all along, so that a full pipe never blocks the server.
-    stderr: Option<JoinHandle<String>>,
-}
-
-/// What the example printed before it started listening.
-struct Banner {
-    addr: SocketAddr,
-    /// Each key, by the name printed above it.
-    keys: HashMap<String, String>,
-    /// Everything printed up to the `listening on` line.
-    transcript: String,
-}
-
-impl Server {
-    /// Starts the example on the SQLite file `db`.
-    fn start(db: &Path) -> (Server, Banner) {
-        let binary = example_binary();
-        let mut child = Command::new(&binary)
-            .env("ORDERMONK_DB", db)
-            // Whatever the environment says, this test is about the SQLite file.
-            .env_remove("DATABASE_URL")
-            .env("ORDERMONK_ADDR", "127.0.0.1:0")
-            .env("ORDERMONK_CACHE_TTL", CACHE_TTL.as_secs().to_string())
-            .env("RUST_LOG", "trace")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot run {}: {err}", binary.display()));
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let mut server = Server {
-            child,
-            stderr: Some(std::thread::spawn(move || {
-                let mut logs = Vec::new();
-                // An error only ends the capture early; the assertions on its content still run.
-                let _ = stderr.read_to_end(&mut logs);
-                String::from_utf8_lossy(&logs).into_owned()
-            })),
-        };
-
-        let (lines_tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                if lines_tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        match read_banner(&lines) {
-            Ok(banner) => (server, banner),
-            Err(problem) => {
-                let logs = server.stop();
-                panic!("{problem}\n--- stderr of the example ---\n{logs}");
-            }
-        }
-    }
-
-    /// Kills the process and returns everything it wrote to stderr.
-    fn stop(&mut self) -> String {
-        self.kill();
-        self.stderr
-            .take()
-            .map(|reader| reader.join().expect("the stderr reader does not panic"))
-            .unwrap_or_default()
-    }
-
-    fn kill(&mut self) {
-        // Errors mean the process is gone already.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-impl Banner {
-    fn key(&self, name: &str) -> &str {
-        self.keys
-            .get(name)
-            .unwrap_or_else(|| panic!("no key named {name:?} was printed"))
-    }
-}
-
-/// Reads stdout up to `listening on http://…`: each `Key "<name>" (…)` line names the first key
-/// printed after it.
-fn read_banner(lines: &mpsc::Receiver<std::io::Result<String>>) -> Result<Banner, String> {
-    let scanner = scanner();
-    let mut keys = HashMap::new();
-    let mut name: Option<String> = None;
-    let mut transcript = String::new();
-    loop {
-        let line = match lines.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(Ok(line)) => line,
-            Ok(Err(err)) => return Err(format!("cannot read the example's stdout: {err}")),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                return Err(format!(
-                    "the example printed no `listening on` line within {STARTUP_TIMEOUT:?}; \
-                     stdout so far:\n{transcript}"
-                ))
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(format!(
-                    "the example exited before listening; stdout:\n{transcript}"
-                ))
-            }
-        };
-        transcript.push_str(&line);
-        transcript.push('\n');
-
-        if let Some(addr) = line.strip_prefix("listening on http://") {
-            let addr = addr
-                .parse()
-                .map_err(|err| format!("bad address in {line:?}: {err}"))?;
-            return Ok(Banner {
-                addr,
-                keys,
-                transcript,
-            });
-        }
-        if let Some(rest) = line.strip_prefix("Key \"") {
-            name = rest.split('"').next().map(str::to_owned);
-        } else if let (Some(name), Some(key)) = (&name, scanner.find(&line)) {
-            keys.entry(name.clone())
-                .or_insert_with(|| key.as_str().to_owned());
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The command-line tool
-// ---------------------------------------------------------------------------------------------
-
-/// `tower-api-key` pointed at the demo's SQLite file.
-struct Tool {
-    binary: PathBuf,
-    db: PathBuf,
-}
-
-impl Tool {
-    fn new(db: &Path) -> Tool {
-        Tool {
-            binary: tool_binary(),
-            db: db.to_owned(),
-        }
-    }
-
-    /// Runs the tool with `args`, checks that it succeeded, and returns its stdout.
-    fn run(&self, args: &[&str]) -> String {
-        let output = Command::new(&self.binary)
-            .arg("--db")
-            .arg(&self.db)
-            .args(args)
-            // Whatever the environment says, this test is about the SQLite file.
-            .env_remove("DATABASE_URL")
-            .env_remove("TOWER_API_KEY_PREFIX")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|err| panic!("cannot run {}: {err}", self.binary.display()));
-        assert!(
-            output.status.success(),
-            "tower-api-key {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).expect("the tool prints UTF-8")
-    }
-
-    /// Runs the tool with `args` and `--json`, and returns what it printed.
-    fn json(&self, args: &[&str]) -> Value {
-        let stdout = self.run(&[args, &["--json"]].concat());
-        serde_json::from_str(&stdout).expect("--json prints JSON")
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Binaries
-// ---------------------------------------------------------------------------------------------
-
-/// `target/<profile>/examples/ordermonk`, built first if needed with this test's features, so
-/// that the library is not rebuilt with others (which would also make the next `cargo test`
-/// rebuild it back).
-fn example_binary() -> PathBuf {
-    let features = features();
-    built(&["--example", "ordermonk"], &features, "examples/ordermonk")
-}
-
-/// `target/<profile>/tower-api-key`, built first if needed with this test's features and `cli`,
-/// which the tool requires (under `--all-features`, as in CI, that is the same set).
-fn tool_binary() -> PathBuf {
-    let mut features = features();
-    if !features.contains(&"cli") {
-        features.push("cli");
-    }
-    built(&["--bin", "tower-api-key"], &features, "tower-api-key")
-}
-
-/// `target/<profile>/<path>`, found from this test's own binary in `target/<profile>/deps/`,
-/// and built first with `cargo build <target> --features <features>` when cargo runs the test.
-fn built(target: &[&str], features: &[&str], path: &str) -> PathBuf {
-    let test = std::env::current_exe().expect("the test binary knows its path");
-    let profile_dir = test
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary is in target/<profile>/deps");
-    // A plain `cargo test` builds the examples, but `cargo test --test ordermonk_demo` does not,
-    // and would run a stale binary. Asking cargo costs nothing when the target is up to date.
-    if let Some(cargo) = std::env::var_os("CARGO") {
-        let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
-            Some("debug") | None => "dev",
-            Some(other) => other,
-        };
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-        let build = Command::new(cargo)
-            .arg("build")
-            .args(target)
-            .args(["--profile", profile])
-            .args(["--no-default-features", "--features", &features.join(",")])
-            .arg("--manifest-path")
-            .arg(manifest)
-            .output()
-            .expect("cargo can be run");
-        assert!(
-            build.status.success(),
-            "cannot build {target:?}:\n{}",
-            String::from_utf8_lossy(&build.stderr)
-        );
-    }
-    let binary = profile_dir.join(format!("{path}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.is_file(),
-        "{} is missing: build it with `cargo build {} --features {}`",
-        binary.display(),
-        target.join(" "),
-        features.join(","),
-    );
-    binary
-}
-
-// ---------------------------------------------------------------------------------------------
 // HTTP helpers
 // ---------------------------------------------------------------------------------------------
 
@@ -677,30 +423,4 @@ fn stock_of(inventory: &Value, sku: &str) -> u64 {
         .find(|level| level["sku"] == sku)
         .and_then(|level| level["quantity"].as_u64())
         .unwrap_or_else(|| panic!("no stock level for {sku} in {inventory}"))
-}
-
-/// The crate's features this test binary was compiled with. A new feature goes here too.
-fn features() -> Vec<&'static str> {
-    let mut features = Vec::new();
-    if cfg!(feature = "axum") {
-        features.push("axum");
-    }
-    if cfg!(feature = "sqlite") {
-        features.push("sqlite");
-    }
-    if cfg!(feature = "postgres") {
-        features.push("postgres");
-    }
-    if cfg!(feature = "cli") {
-        features.push("cli");
-    }
-    features
-}
-
-fn om() -> KeyFormat {
-    KeyFormat::new("om").expect("`om` is a valid prefix")
-}
-
-fn scanner() -> Regex {
-    Regex::new(&om().scanner_regex()).expect("the scanner regex compiles")
 }

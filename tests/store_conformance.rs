@@ -28,7 +28,7 @@ use tower_api_key::{
     ApiKeyLayer, CreatedKey, Environment, KeyFormat, KeyId, KeyResolver, KeyStore, MemoryStore,
     NewKey, Principal, Scope, ScopeCatalog, StoreError,
 };
-use tower_api_key::{Clock, ManualClock};
+use tower_api_key::{ChannelHealth, Clock, ManualClock};
 
 const ORDERS_READ: Scope = Scope::from_static("orders:read");
 const PRODUCTS_READ: Scope = Scope::from_static("products:read");
@@ -1480,12 +1480,24 @@ trait Outage: Send + Sync {
 /// During an outage every call gives `Unavailable` and the layer `503` (never `401`) for keys it
 /// has not cached; afterwards everything works again, without any restart, and the calls that
 /// failed changed nothing.
+///
+/// `watch` is the store's watch for changes made elsewhere when the outage cuts it too: it then
+/// reports the loss, and the layer forgets every cached key (a revocation may have been
+/// missed), so even a key cached before gets `503` while the database is down. Without it, a key
+/// cached before the outage keeps working.
 async fn outage_then_recovery(
     store: impl KeyStore + Clone,
     clock: &TestClock,
     outage: impl Outage,
+    watch: Option<tokio::sync::watch::Receiver<ChannelHealth>>,
 ) {
     let app = app(store.clone(), clock);
+    if let Some(mut watch) = watch.clone() {
+        tokio::time::timeout(SECOND * 5, watch.wait_for(ChannelHealth::is_connected))
+            .await
+            .expect("the watch connects")
+            .unwrap();
+    }
     let cached = store
         .create(NewKey::new("Cached", Environment::Live))
         .await
@@ -1517,10 +1529,26 @@ async fn outage_then_recovery(
     assert!(!response.headers().contains_key(header::WWW_AUTHENTICATE));
     // Again: errors are not cached, each request asks the store.
     assert_eq!(status(&app, &fresh).await, StatusCode::SERVICE_UNAVAILABLE);
-    // A key cached before the outage keeps working until its entry expires.
-    assert_eq!(status(&app, &cached).await, StatusCode::OK);
+    match watch.clone() {
+        Some(mut watch) => {
+            tokio::time::timeout(SECOND * 5, watch.wait_for(|health| !health.is_connected()))
+                .await
+                .expect("the watch notices the outage")
+                .unwrap();
+            // Forgotten with the channel: the database must be asked, and it is down.
+            assert_eq!(status(&app, &cached).await, StatusCode::SERVICE_UNAVAILABLE);
+        }
+        // A key cached before the outage keeps working until its entry expires.
+        None => assert_eq!(status(&app, &cached).await, StatusCode::OK),
+    }
 
     outage.end().await;
+    if let Some(mut watch) = watch {
+        tokio::time::timeout(SECOND * 10, watch.wait_for(ChannelHealth::is_connected))
+            .await
+            .expect("the watch reconnects by itself")
+            .unwrap();
+    }
     assert_eq!(
         status(&app, &fresh).await,
         StatusCode::OK,
@@ -1643,7 +1671,7 @@ mod sqlite {
             .fetch_all(store.pool())
             .await
             .unwrap();
-        assert_eq!(versions, [1, 2]);
+        assert_eq!(versions, [1, 2, 3]);
         // Two processes migrating at once wait for each other.
         let other = SqliteStore::open(&backend.path, om()).await.unwrap();
         let (a, b) = tokio::join!(store.migrate(), other.migrate());
@@ -1718,7 +1746,8 @@ mod sqlite {
             path: backend.path.clone(),
             store: store.clone(),
         };
-        outage_then_recovery(store, &clock, outage).await;
+        let watch = store.watcher().health_changes();
+        outage_then_recovery(store, &clock, outage, Some(watch)).await;
     }
 
     #[tokio::test]
@@ -1812,7 +1841,7 @@ mod postgres {
         .fetch_all(&pool)
         .await
         .unwrap();
-        assert_eq!(versions, [1, 2]);
+        assert_eq!(versions, [1, 2, 3]);
         // The tables are where they were asked to be, and nowhere else.
         let schemas: Vec<String> = sqlx::query_scalar(
             "SELECT table_schema::text FROM information_schema.tables \
@@ -2056,7 +2085,9 @@ mod postgres {
             .with_schema(&backend.schema)
             .with_clock(clock.clone());
         store.migrate().await.unwrap();
-        outage_then_recovery(store, &clock, relay).await;
+        // The watch's connection goes through the relay too.
+        let watch = store.watcher().health_changes();
+        outage_then_recovery(store, &clock, relay, Some(watch)).await;
     }
 
     /// The schema is moved away under the store, and its connections are cut so that none runs
@@ -2113,6 +2144,7 @@ mod postgres {
             schema: backend.schema.clone(),
             admin,
         };
-        outage_then_recovery(store, &clock, outage).await;
+        // The watch's own connection is not cut, and listens still: the cached key stays.
+        outage_then_recovery(store, &clock, outage, None).await;
     }
 }

@@ -10,9 +10,12 @@
 //! rather than refusing every key. [`PostgresStore::connect_recorded`] connects with the format
 //! recorded in the schema, as the command-line tool does. Needs PostgreSQL 14 or later.
 //!
-//! A revocation through one instance's store reaches that instance's layers at once. Other
-//! instances notice when their cached copy expires (the layer's `cache_ttl`, 30 seconds by
-//! default); making that immediate across instances is separate work.
+//! A revocation through one instance's store reaches that instance's layers before the call
+//! returns, and every other instance within milliseconds: a trigger on `api_keys` sends a
+//! `NOTIFY` in the transaction of every change (so a change made with plain SQL counts, and one
+//! that rolls back announces nothing), and each store `LISTEN`s on a connection of its own as
+//! soon as a layer is built on it (see [`PostgresStore::watcher`] and the
+//! [invalidation guide](crate::invalidation)). Nothing runs besides the database.
 //!
 //! # Schema
 //!
@@ -26,7 +29,9 @@
 //! `created_at`, `expires_at`, `revoked_at`, `last_used_at` as `timestamptz` (so times read back
 //! are cut to the microsecond), and `replaced_by` (the key that replaced it in a rotation).
 //! Never the key itself. The table `api_key_migrations` records the migrations applied, and
-//! `api_key_settings` the key prefix.
+//! `api_key_settings` the key prefix. The trigger function `api_key_changed()` announces each
+//! change to a key on the channel `tower_api_key`, with the key's digest in hex and the schema
+//! (changes to `last_used_at` alone are not announced).
 //!
 //! Every change is one statement or one transaction: `rotate` locks the old key's row, shortens
 //! its expiry and inserts the new key together, and a failed call leaves nothing behind. A

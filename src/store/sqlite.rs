@@ -17,7 +17,19 @@
 //! `last_used_at`, and `replaced_by` (the key that replaced it in a rotation). Never the key
 //! itself. Times are UTC, as integers: microseconds since 1970-01-01T00:00:00Z (so times read
 //! back are cut to the microsecond). The table `api_key_migrations` records the migrations
-//! applied, and `api_key_settings` the key prefix.
+//! applied, and `api_key_settings` the key prefix. Triggers on `api_keys` append the digest of
+//! every changed key to `api_key_invalidations` (a log with an increasing `seq`, pruned to its
+//! newest 10,000 rows) in the transaction of the change, whether the change is made through a
+//! store or with plain SQL (changes to `last_used_at` alone are not logged).
+//!
+//! # Several processes on one file
+//!
+//! A revocation through a store reaches the layers built on it before the call returns. Other
+//! processes on the same file (a second server, or the command-line tool next to a server) read
+//! the log every 100 ms ([`SqliteStore::with_poll_interval`] to change it) once a layer is built
+//! on their store, and drop the keys it names: a key revoked anywhere is refused everywhere
+//! within one interval. When nothing changed, a look is one indexed read of an empty range. See
+//! [`SqliteStore::watcher`] and the [invalidation guide](crate::invalidation).
 //!
 //! Every change is one statement or one transaction: `rotate` shortens the old key's expiry and
 //! inserts the new key together, and a failed call leaves nothing behind. A database that cannot
