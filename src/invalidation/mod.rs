@@ -50,6 +50,8 @@
 //! announces its changes too.
 
 mod bus;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod watcher;
 
 use std::fmt;
@@ -57,6 +59,8 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 pub use self::bus::{BusError, InvalidationBus, InvalidationStream};
+#[cfg(feature = "redis")]
+pub use self::redis::RedisBus;
 pub use self::watcher::{ChannelHealth, Watcher, WatcherBuilder};
 
 use crate::key::KeyDigest;
