@@ -7,10 +7,10 @@
 //! `cache_ttl`, 30 seconds by default). A [`RedisBus`] carries that message over one Redis
 //! pub/sub channel:
 //!
-//! - every instance runs a [`Watcher`] on the bus, which subscribes to the channel and applies
-//!   each message to the instance's [`Invalidations`] handle, and so to its layers;
+//! - every instance runs a [`Watcher`](crate::Watcher) on the bus, which subscribes to the channel and applies
+//!   each message to the instance's [`Invalidations`](crate::Invalidations) handle, and so to its layers;
 //! - the instance that revoked the key drops it from its own caches with
-//!   [`Invalidations::invalidate`] and publishes the key's digest with [`RedisBus::publish`].
+//!   [`Invalidations::invalidate`](crate::Invalidations::invalidate) and publishes the key's digest with [`RedisBus::publish`].
 //!
 //! # Example
 //!
@@ -35,7 +35,7 @@
 //! let layer = ApiKeyLayer::resolver_builder(KeyFormat::new("om")?, resolver)
 //!     .invalidations(invalidations.clone())
 //!     .build();
-//! let app = axum::Router::new()
+//! let app: axum::Router = axum::Router::new()
 //!     .route("/v1/orders", axum::routing::get(|| async { "orders" }))
 //!     .layer(layer);
 //!
@@ -65,8 +65,8 @@
 //! Each subscription has a connection of its own, separate from the one `publish` uses, named
 //! `tower-api-key:<channel>` so that it can be told apart in `CLIENT LIST`. When it closes (the
 //! server restarted, `CLIENT KILL`, a proxy dropped it), the subscription ends at once and the
-//! [`Watcher`] empties the caches, reconnects and reports it in its
-//! [`health`](Watcher::health). A connection that dies without closing (a network partition) is
+//! [`Watcher`](crate::Watcher) empties the caches, reconnects and reports it in its
+//! [`health`](crate::Watcher::health). A connection that dies without closing (a network partition) is
 //! noticed by a `PING` sent every 10 seconds, answered within 2 seconds
 //! ([`with_heartbeat`](RedisBus::with_heartbeat), [`with_timeout`](RedisBus::with_timeout)). So
 //! a revoked key is accepted on another instance for milliseconds while the channel is up, and
@@ -75,7 +75,7 @@
 //!
 //! The subscription speaks RESP3, which lets it name its connection and `PING` it while
 //! subscribed: it needs Redis 6 or later (or a server that speaks RESP3, such as Valkey).
-//! `publish` speaks whatever the [`Client`](::redis::Client) was opened with. The feature builds
+//! `publish` speaks whatever the [`Client`] was opened with. The feature builds
 //! the `redis` crate for Tokio without TLS; for `rediss://` URLs, enable one of its TLS features
 //! (`tokio-rustls-comp`, say) in your own `Cargo.toml`.
 
