@@ -195,7 +195,7 @@ impl Instance {
                 start.elapsed() < CEILING,
                 "still not {status} after {CEILING:?}"
             );
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
@@ -213,7 +213,7 @@ impl Instance {
                 start.elapsed() < CEILING,
                 "the cache was not emptied within {CEILING:?}"
             );
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
@@ -518,12 +518,14 @@ async fn a_message_that_is_not_an_invalidation_empties_the_caches() {
     assert_eq!(subscribers(&mut admin, &channel).await, 1);
 }
 
-/// A TCP proxy between the buses and Redis that can break the links open through it: close
-/// them, as a restarting server does, or freeze them, as a network partition does (nothing gets
-/// through, nothing is closed).
+/// A TCP proxy between the buses and Redis that can break the links through it: close them, as
+/// a restarting server does, or freeze them, as a network partition or a hung server does
+/// (nothing gets through, nothing is closed).
 struct Proxy {
     addr: SocketAddr,
     links: Arc<Mutex<Vec<Link>>>,
+    /// Whether new links start frozen.
+    freeze_new: Arc<AtomicBool>,
     accept: JoinHandle<()>,
 }
 
@@ -537,13 +539,15 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let links: Arc<Mutex<Vec<Link>>> = Arc::default();
+        let freeze_new = Arc::new(AtomicBool::new(false));
         let accept = tokio::spawn({
             let links = links.clone();
+            let freeze_new = freeze_new.clone();
             async move {
                 loop {
                     let (client, _) = listener.accept().await.unwrap();
                     let server = TcpStream::connect(target).await.unwrap();
-                    let frozen = Arc::new(AtomicBool::new(false));
+                    let frozen = Arc::new(AtomicBool::new(freeze_new.load(Ordering::SeqCst)));
                     let (client_read, client_write) = client.into_split();
                     let (server_read, server_write) = server.into_split();
                     let pumps = [
@@ -557,6 +561,7 @@ impl Proxy {
         Proxy {
             addr,
             links,
+            freeze_new,
             accept,
         }
     }
@@ -573,11 +578,22 @@ impl Proxy {
         redis::Client::open(info).unwrap()
     }
 
-    /// Every link open now stops forwarding, silently.
-    fn freeze(&self) {
+    /// Every link open now stops forwarding, silently; new links work.
+    fn freeze_open(&self) {
         for link in self.links.lock().unwrap().iter() {
             link.frozen.store(true, Ordering::SeqCst);
         }
+    }
+
+    /// Every link, open now or made later, stops forwarding, until [`Self::thaw_new`].
+    fn freeze_all(&self) {
+        self.freeze_new.store(true, Ordering::SeqCst);
+        self.freeze_open();
+    }
+
+    /// New links work again (frozen ones stay frozen).
+    fn thaw_new(&self) {
+        self.freeze_new.store(false, Ordering::SeqCst);
     }
 
     /// Every link open now is closed.
@@ -625,7 +641,7 @@ async fn server_addr(client: &redis::Client) -> SocketAddr {
 }
 
 #[tokio::test]
-async fn a_connection_that_dies_silently_is_noticed_by_the_heartbeat() {
+async fn a_subscription_that_dies_silently_is_noticed_by_the_heartbeat() {
     let Some(client) = redis().await else { return };
     let proxy = Proxy::start(server_addr(&client).await).await;
     let channel = channel("silent");
@@ -635,33 +651,82 @@ async fn a_connection_that_dies_silently_is_noticed_by_the_heartbeat() {
     let bus = RedisBus::new(proxy.client(&client), &channel)
         .with_heartbeat(Duration::from_millis(200))
         .with_timeout(Duration::from_millis(300));
-    let instance = Instance::start(&table, bus.clone());
+    let instance = Instance::start(&table, bus);
     instance.until_connected().await;
     instance.assert_looked_up(&key).await;
+    instance.assert_cached(&key).await;
+
+    // A partition: the subscription's connection stays open, and nothing comes through it.
+    let frozen_at = Instant::now();
+    proxy.freeze_open();
+    let health = instance.until_health(is_lost).await;
+    let noticed = frozen_at.elapsed();
+    eprintln!("silent subscription noticed after {noticed:?}: {health}");
+    // At most one heartbeat and one timeout (500 ms), with room for a busy machine.
+    assert!(noticed < Duration::from_millis(1500), "{noticed:?}");
+    instance.assert_looked_up(&key).await;
+
+    // Subscribed again on a new connection, which gets through.
+    instance.until_connected().await;
+    table.revoke(&key);
+    RedisBus::new(client, &channel)
+        .publish(Invalidation::Key(key.digest()))
+        .await
+        .unwrap();
+    instance.until(&key, StatusCode::UNAUTHORIZED).await;
+}
+
+#[tokio::test]
+async fn publishing_never_hangs_on_a_silent_connection_or_server() {
+    let Some(client) = redis().await else { return };
+    let proxy = Proxy::start(server_addr(&client).await).await;
+    let channel = channel("silent-publish");
+    let table = Table::default();
+    let (first, second) = (new_key(), new_key());
+    table.add(&first, "Production");
+    table.add(&second, "Staging");
+    let timeout = Duration::from_millis(300);
+    let publisher = RedisBus::new(proxy.client(&client), &channel).with_timeout(timeout);
+    let instance = Instance::start(&table, RedisBus::new(client.clone(), &channel));
+    instance.until_connected().await;
+    instance.assert_looked_up(&first).await;
+    instance.assert_looked_up(&second).await;
     // The publishing connection is made and kept.
-    bus.publish(Invalidation::Key(new_key().digest()))
+    publisher
+        .publish(Invalidation::Key(new_key().digest()))
         .await
         .unwrap();
 
-    let frozen_at = Instant::now();
-    proxy.freeze();
-    let health = instance.until_health(is_lost).await;
-    let noticed = frozen_at.elapsed();
-    eprintln!("frozen connection noticed after {noticed:?}: {health}");
-    assert!(noticed < Duration::from_secs(2), "{noticed:?}");
-    instance.assert_looked_up(&key).await;
-
-    // Publishing on the frozen connection gives up within the timeout, and the next call
-    // connects anew.
+    // The kept connection goes silent: replaced within the call.
+    proxy.freeze_open();
+    table.revoke(&first);
     let publishing = Instant::now();
-    let error = bus.publish(Invalidation::All).await.unwrap_err();
+    publisher
+        .publish(Invalidation::Key(first.digest()))
+        .await
+        .unwrap();
     let took = publishing.elapsed();
-    eprintln!("publishing on a frozen connection failed after {took:?}: {error}");
-    assert!(took < Duration::from_secs(1), "{took:?}");
-    instance.until_connected().await;
-    table.revoke(&key);
-    bus.publish(Invalidation::Key(key.digest())).await.unwrap();
-    instance.until(&key, StatusCode::UNAUTHORIZED).await;
+    eprintln!("published past a silent connection in {took:?}");
+    assert!(took < timeout + Duration::from_millis(500), "{took:?}");
+    instance.until(&first, StatusCode::UNAUTHORIZED).await;
+
+    // The server goes silent: the call gives up within the timeout.
+    proxy.freeze_all();
+    let publishing = Instant::now();
+    let error = publisher.publish(Invalidation::All).await.unwrap_err();
+    let took = publishing.elapsed();
+    eprintln!("publishing to a silent server failed after {took:?}: {error}");
+    assert!(took < timeout + Duration::from_millis(500), "{took:?}");
+    assert!(error.to_string().contains("300 ms"), "{error}");
+
+    // Back: the next call connects anew.
+    proxy.thaw_new();
+    table.revoke(&second);
+    publisher
+        .publish(Invalidation::Key(second.digest()))
+        .await
+        .unwrap();
+    instance.until(&second, StatusCode::UNAUTHORIZED).await;
 }
 
 #[tokio::test]

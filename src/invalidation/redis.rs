@@ -7,10 +7,12 @@
 //! `cache_ttl`, 30 seconds by default). A [`RedisBus`] carries that message over one Redis
 //! pub/sub channel:
 //!
-//! - every instance runs a [`Watcher`](crate::Watcher) on the bus, which subscribes to the channel and applies
-//!   each message to the instance's [`Invalidations`](crate::Invalidations) handle, and so to its layers;
+//! - every instance runs a [`Watcher`](crate::Watcher) on the bus, which subscribes to the
+//!   channel and applies each message to the instance's [`Invalidations`](crate::Invalidations)
+//!   handle, and so to its layers;
 //! - the instance that revoked the key drops it from its own caches with
-//!   [`Invalidations::invalidate`](crate::Invalidations::invalidate) and publishes the key's digest with [`RedisBus::publish`].
+//!   [`Invalidations::invalidate`](crate::Invalidations::invalidate) and publishes the key's
+//!   digest with [`RedisBus::publish`].
 //!
 //! # Example
 //!
@@ -66,17 +68,18 @@
 //! `tower-api-key:<channel>` so that it can be told apart in `CLIENT LIST`. When it closes (the
 //! server restarted, `CLIENT KILL`, a proxy dropped it), the subscription ends at once and the
 //! [`Watcher`](crate::Watcher) empties the caches, reconnects and reports it in its
-//! [`health`](crate::Watcher::health). A connection that dies without closing (a network partition) is
-//! noticed by a `PING` sent every 10 seconds, answered within 2 seconds
-//! ([`with_heartbeat`](RedisBus::with_heartbeat), [`with_timeout`](RedisBus::with_timeout)). So
-//! a revoked key is accepted on another instance for milliseconds while the channel is up, and
-//! for at most the shorter of `cache_ttl` and 12 seconds if the channel silently died just
-//! before the revocation.
+//! [`health`](crate::Watcher::health). A connection that dies without closing (a network
+//! partition) is noticed by a `PING` sent every 10 seconds, which must be answered within 2
+//! seconds ([`with_heartbeat`](RedisBus::with_heartbeat),
+//! [`with_timeout`](RedisBus::with_timeout)).
+//! So, with these defaults, another instance accepts a revoked key for milliseconds while the
+//! channel is up, and for at most the shorter of `cache_ttl` and 12 seconds if the channel
+//! silently died just before the revocation.
 //!
 //! The subscription speaks RESP3, which lets it name its connection and `PING` it while
-//! subscribed: it needs Redis 6 or later (or a server that speaks RESP3, such as Valkey).
-//! `publish` speaks whatever the [`Client`] was opened with. The feature builds
-//! the `redis` crate for Tokio without TLS; for `rediss://` URLs, enable one of its TLS features
+//! subscribed: it needs Redis 6 or later (or another server that speaks RESP3, such as Valkey).
+//! `publish` speaks whatever the [`Client`] was opened with. The feature builds the `redis` crate
+//! for Tokio without TLS; for `rediss://` URLs, enable one of its TLS features
 //! (`tokio-rustls-comp`, say) in your own `Cargo.toml`.
 
 use std::fmt;
@@ -166,8 +169,8 @@ impl RedisBus {
     }
 
     /// Publishes `message` to every instance subscribed to the channel, on a connection kept
-    /// for the next call. A connection that broke since the last call is replaced, and the
-    /// message sent again on the new one.
+    /// for the next call. A kept connection that fails or stops answering is replaced, and the
+    /// message sent again on the new one, within the same call.
     ///
     /// # Errors
     ///
@@ -199,14 +202,24 @@ impl RedisBus {
     async fn try_publish(&self, payload: &str, used: &mut Option<u64>) -> Result<i64, BusError> {
         let (generation, fresh, mut connection) = self.publisher().await?;
         *used = Some(generation);
-        let error = match publish_on(&mut connection, &self.channel, payload).await {
-            Ok(receivers) => return Ok(receivers),
-            Err(error) if fresh => return Err(error),
-            // Likely closed since the last call (Redis restarted, an idle timeout): once more
-            // on a new one, which tells an outage from a stale connection.
-            Err(error) => error,
+        if fresh {
+            return publish_on(&mut connection, &self.channel, payload).await;
+        }
+        // A kept connection gets half the time, so that one that stopped answering is replaced
+        // within this call.
+        let kept = publish_on(&mut connection, &self.channel, payload);
+        let error = match tokio::time::timeout(self.timeout / 2, kept).await {
+            Ok(Ok(receivers)) => return Ok(receivers),
+            Ok(Err(error)) => error,
+            Err(_) => BusError::new("no answer on the kept connection"),
         };
-        tracing::debug!(channel = %self.channel, %error, "publishing connection failed; reconnecting");
+        // Likely closed or cut off since the last call (Redis restarted, an idle timeout, a
+        // partition): once more on a new one, which tells an outage from a stale connection.
+        tracing::debug!(
+            channel = %self.channel,
+            %error,
+            "the connection kept for publishing failed; reconnecting"
+        );
         self.forget(generation).await;
         let (generation, _, mut connection) = self.publisher().await?;
         *used = Some(generation);
@@ -319,7 +332,11 @@ impl InvalidationBus for RedisBus {
         if let Err(error) = named {
             // A courtesy to administrators, which an ACL may forbid; the subscription works
             // without it.
-            tracing::debug!(channel = %self.channel, %error, "could not name the subscription's connection");
+            tracing::debug!(
+                channel = %self.channel,
+                %error,
+                "could not name the subscription's connection"
+            );
         }
         // Returns once Redis confirmed the subscription.
         connection
