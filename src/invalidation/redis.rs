@@ -500,6 +500,18 @@ mod tests {
     }
 
     #[test]
+    fn errors_do_not_show_the_password() {
+        for url in [
+            "redis://user:hunter2@cache.internal:port/0",
+            "redis://user:hunter2@cache.internal:6379/db",
+            "http://user:hunter2@cache.internal:6379/0",
+        ] {
+            let error = RedisBus::open(url, "keys").unwrap_err().to_string();
+            assert!(!error.contains("hunter2"), "{url}: {error}");
+        }
+    }
+
+    #[test]
     fn connection_names_have_no_spaces() {
         let bus = RedisBus::open("redis://127.0.0.1", "api keys\n\u{e9}").unwrap();
         assert_eq!(bus.connection_name(), "tower-api-key:api_keys__");
