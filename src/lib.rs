@@ -28,6 +28,8 @@ pub mod store;
 pub use crate::cache::CacheStats;
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::credentials::Credentials;
+#[cfg(feature = "redis")]
+pub use crate::invalidation::RedisBus;
 pub use crate::invalidation::{
     BusError, ChannelHealth, InvalidMessage, Invalidation, InvalidationBus, InvalidationStream,
     Invalidations, Watcher, WatcherBuilder,

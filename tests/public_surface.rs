@@ -91,3 +91,8 @@ use tower_api_key::{
     ScopeCatalog, ScopeError, ScopeRequirement, ScopeSet, StoreError, StoredKey, SystemClock,
     UnknownEnvironment,
 };
+
+/// The names of optional features, with them.
+#[cfg(feature = "redis")]
+#[allow(unused_imports)]
+use tower_api_key::RedisBus;

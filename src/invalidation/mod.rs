@@ -17,7 +17,7 @@
 //!    on it or it resolves a key; [`SqlStore::watcher`](crate::SqlStore::watcher) reports how
 //!    the watch is going.
 //! 3. **Through a bus of your own**, for keys in a database of your own: publish an
-//!    [`Invalidation`] on Redis pub/sub ([`RedisBus`](crate::RedisBus), feature `redis`) or on
+//!    [`Invalidation`] on [Redis pub/sub](crate::RedisBus) (feature `redis`) or on
 //!    anything that implements [`InvalidationBus`], and run a [`Watcher`] on it in each process.
 //!
 //! When a channel is lost (the connection dropped, the database restarted, the server killed the
@@ -50,6 +50,8 @@
 //! announces its changes too.
 
 mod bus;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod watcher;
 
 use std::fmt;
@@ -57,6 +59,8 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 pub use self::bus::{BusError, InvalidationBus, InvalidationStream};
+#[cfg(feature = "redis")]
+pub use self::redis::RedisBus;
 pub use self::watcher::{ChannelHealth, Watcher, WatcherBuilder};
 
 use crate::key::KeyDigest;
