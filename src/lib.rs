@@ -67,6 +67,19 @@ pub mod __private {
 
     use crate::scope::{ScopeError, ScopeRequirement};
 
+    /// One look at a SQLite store's invalidation log from `seq` `last` on, as its watcher takes
+    /// every interval: for the benchmark of what watching costs when nothing changes.
+    #[cfg(feature = "sqlite")]
+    pub async fn read_invalidation_log(
+        store: &crate::SqliteStore,
+        last: i64,
+    ) -> Result<usize, crate::StoreError> {
+        crate::store::sqlite::read_log(store.pool(), last)
+            .await
+            .map(|rows| rows.len())
+            .map_err(crate::store::sql::table::unavailable)
+    }
+
     /// The requirement built by `scope_requirement!`.
     pub fn non_empty(built: Result<ScopeRequirement, ScopeError>) -> ScopeRequirement {
         // The macro only accepts one scope or more, so the requirement is never empty.

@@ -52,7 +52,7 @@ mod memory;
 pub mod postgres;
 mod settings;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod sql;
+pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 

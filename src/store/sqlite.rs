@@ -152,6 +152,15 @@ struct LogBus {
 /// The rows past the last one read, with the last one read if it is still there.
 const READ_LOG: &str = "SELECT seq, digest FROM api_key_invalidations WHERE seq >= ?1 ORDER BY seq";
 
+/// One look at the log: the rows from `seq` `last` on (the row `last` itself if it is still
+/// there). What a watcher pays every interval; when nothing changed, one row of an index.
+pub(crate) async fn read_log(
+    pool: &SqlitePool,
+    last: i64,
+) -> Result<Vec<(i64, Vec<u8>)>, sqlx::Error> {
+    sqlx::query_as(READ_LOG).bind(last).fetch_all(pool).await
+}
+
 /// Where a subscription to the log stands.
 struct LogReader {
     pool: SqlitePool,
@@ -170,9 +179,7 @@ impl LogReader {
                 return Ok(message);
             }
             self.ticks.tick().await;
-            let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(READ_LOG)
-                .bind(self.last)
-                .fetch_all(&self.pool)
+            let rows = read_log(&self.pool, self.last)
                 .await
                 .map_err(BusError::new)?;
             let Some(&(first, _)) = rows.first() else {

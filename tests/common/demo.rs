@@ -326,6 +326,9 @@ pub fn features() -> Vec<&'static str> {
     if cfg!(feature = "cli") {
         features.push("cli");
     }
+    if cfg!(feature = "redis") {
+        features.push("redis");
+    }
     features
 }
 

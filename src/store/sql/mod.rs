@@ -9,7 +9,7 @@
 //! [`PostgresStore`](crate::PostgresStore).
 
 pub(super) mod backend;
-pub(super) mod table;
+pub(crate) mod table;
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
