@@ -230,6 +230,10 @@ trait Database: Sized + Send + Sync + 'static {
     /// A statement that empties the key table the quickest way the database has.
     fn empty_table(&self) -> String;
 
+    /// A statement that writes a row of `values` for `columns` (`id` first) in place of any row
+    /// with that id: the database's own way to do it in one statement.
+    fn replace_row(&self, columns: &[&str], values: &[String]) -> String;
+
     /// Runs `sql` on a connection of its own, outside both stores; the rows it changed.
     async fn execute(&self, sql: &str) -> u64;
 
@@ -265,6 +269,7 @@ macro_rules! rules {
             a_change_that_rolls_back_is_never_announced,
             recording_use_announces_nothing,
             a_key_inserted_after_its_digest_was_cached_as_unknown_is_accepted,
+            a_row_replaced_in_plain_sql_refuses_the_key_it_held,
         );
     };
     ($db:ty; $($rule:ident),+ $(,)?) => {
@@ -292,7 +297,7 @@ mod rules {
         app
     }
 
-    fn report<D: Database>(what: &str, took: Duration) {
+    pub(crate) fn report<D: Database>(what: &str, took: Duration) {
         eprintln!(
             "{}: {what} honoured by the other process after {took:?}",
             D::NAME
@@ -529,6 +534,46 @@ mod rules {
         let took = app.until("/", &key, StatusCode::OK, Some("Imported")).await;
         report::<D>("plain SQL INSERT of a key cached as unknown", took);
     }
+
+    pub(crate) async fn a_row_replaced_in_plain_sql_refuses_the_key_it_held<D: Database>() {
+        let Some((db, server, tool)) = D::two_processes().await else {
+            return;
+        };
+        let (id, old) = new_key(&tool, "Webhook Server").await;
+        let app = serve::<D>(&server).await;
+        app.warm(&old).await;
+        // A support engineer reissues the key under the same id, in one statement.
+        let new = om().generate(Environment::Live).unwrap();
+        let sql = db.replace_row(
+            &[
+                "id",
+                "digest",
+                "hint",
+                "name",
+                "owner",
+                "environment",
+                "scopes",
+                "created_at",
+            ],
+            &[
+                quote(id.as_str()),
+                D::bytes(new.digest().as_bytes()),
+                quote(&new.hint()),
+                quote("Reissued"),
+                quote(""),
+                quote("live"),
+                quote("orders:read"),
+                D::now(),
+            ],
+        );
+        db.execute(&sql).await;
+        report::<D>(
+            "plain SQL replacement of a row",
+            app.until_refused(&old).await,
+        );
+        let (status, name) = app.call("/", &new).await;
+        assert_eq!((status, name.as_str()), (StatusCode::OK, "Reissued"));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -543,6 +588,7 @@ mod sqlite {
     use tower_api_key::store::sqlx::{self, Connection};
     use tower_api_key::SqliteStore;
 
+    use super::rules::report;
     use super::*;
 
     /// A database file, removed with its directory when the test ends.
@@ -613,6 +659,14 @@ mod sqlite {
         fn empty_table(&self) -> String {
             // SQLite has no TRUNCATE; with triggers on the table, this deletes row by row.
             "DELETE FROM api_keys".to_owned()
+        }
+
+        fn replace_row(&self, columns: &[&str], values: &[String]) -> String {
+            format!(
+                "INSERT OR REPLACE INTO api_keys ({}) VALUES ({})",
+                columns.join(", "),
+                values.join(", ")
+            )
         }
 
         async fn execute(&self, sql: &str) -> u64 {
@@ -837,6 +891,31 @@ mod sqlite {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    /// `UPDATE OR REPLACE` deletes the row in its way without running the delete trigger
+    /// (SQLite runs it only with `recursive_triggers` on, which a plain SQL session does not
+    /// set): the key of that row must be announced all the same.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_row_that_update_or_replace_deletes_is_announced() {
+        let (db, server, tool) = Sqlite::two_processes().await.unwrap();
+        let (moved_id, moved) = new_key(&tool, "Moved").await;
+        let (taken_id, taken) = new_key(&tool, "Taken").await;
+        let app = serve(&server).await;
+        app.warm(&moved).await;
+        app.warm(&taken).await;
+        let changed = db
+            .execute(&format!(
+                "UPDATE OR REPLACE api_keys SET id = {} WHERE id = {}",
+                quote(taken_id.as_str()),
+                quote(moved_id.as_str())
+            ))
+            .await;
+        assert_eq!(changed, 1);
+        report::<Sqlite>("UPDATE OR REPLACE", app.until_refused(&taken).await);
+        // The key that moved still works, under its new id.
+        let (status, name) = app.call("/", &moved).await;
+        assert_eq!((status, name.as_str()), (StatusCode::OK, "Moved"));
     }
 
     /// SQLite's update trigger names its columns: a migration that adds a column to `api_keys`
@@ -1079,6 +1158,20 @@ mod postgres {
 
         fn empty_table(&self) -> String {
             format!("TRUNCATE {}", self.keys())
+        }
+
+        fn replace_row(&self, columns: &[&str], values: &[String]) -> String {
+            let updates = columns[1..]
+                .iter()
+                .map(|column| format!("{column} = excluded.{column}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {updates}",
+                self.keys(),
+                columns.join(", "),
+                values.join(", ")
+            )
         }
 
         async fn execute(&self, sql: &str) -> u64 {
