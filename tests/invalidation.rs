@@ -8,7 +8,8 @@
 //! server's layer listens only on its store's): so a change the server honours within the test
 //! travelled through the database's channel — PostgreSQL `LISTEN`/`NOTIFY`, or the SQLite log
 //! table the server polls — or through the watcher emptying the caches when that channel is
-//! lost and found again.
+//! lost and found again. (The tests of a lost channel check that premise: a revocation by the
+//! tool is not honoured while the server's channel is down.)
 //!
 //! The rules every SQL store must follow are generic functions over [`Database`]; `rules!` makes
 //! one `#[tokio::test]` per rule and database, so `cargo test --test invalidation sqlite::` or
@@ -22,7 +23,10 @@
 //!
 //! Delays are printed (`--nocapture` shows them) and held only to a generous ceiling.
 // Without a SQL store, the shared rules have no caller.
-#![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+#![cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, unused_macros)
+)]
 
 use std::time::{Duration, Instant};
 
@@ -50,11 +54,6 @@ const PROMPTLY: Duration = Duration::from_secs(1);
 
 fn om() -> KeyFormat {
     KeyFormat::new("om").unwrap()
-}
-
-/// 16 random hex digits, for names of schemas and roles.
-fn random_hex() -> String {
-    om().generate(Environment::Test).unwrap().digest().to_hex()[..16].to_owned()
 }
 
 /// `text` as a SQL string literal (the same in both databases).
@@ -964,6 +963,11 @@ mod postgres {
     use tower_api_key::PostgresStore;
 
     use super::*;
+
+    /// 16 random hex digits, for names of schemas and roles.
+    fn random_hex() -> String {
+        om().generate(Environment::Test).unwrap().digest().to_hex()[..16].to_owned()
+    }
 
     fn url() -> String {
         std::env::var("DATABASE_URL")
