@@ -10,9 +10,12 @@
 //! rather than refusing every key. [`PostgresStore::connect_recorded`] connects with the format
 //! recorded in the schema, as the command-line tool does. Needs PostgreSQL 14 or later.
 //!
-//! A revocation through one instance's store reaches that instance's layers at once. Other
-//! instances notice when their cached copy expires (the layer's `cache_ttl`, 30 seconds by
-//! default); making that immediate across instances is separate work.
+//! A revocation through one instance's store reaches that instance's layers at once, and every
+//! other instance's within milliseconds: a trigger (migration 3) sends a `NOTIFY` on the channel
+//! `tower_api_key` for every committed change to a key, plain SQL included, and each store
+//! listens on a connection of its own. While that connection is lost, an instance keeps keys no
+//! longer than the layer's `cache_ttl` (30 seconds by default); see
+//! [`invalidation`](crate::invalidation).
 //!
 //! # Schema
 //!
