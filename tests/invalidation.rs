@@ -741,6 +741,25 @@ mod sqlite {
         assert!(took < PROMPTLY, "{took:?}");
     }
 
+    /// A store whose watch ran on a runtime that shut down (one runtime to set up, another to
+    /// serve, as some test suites do) no longer hears of changes: its health must say so rather
+    /// than keep reporting a connection nobody holds.
+    #[test]
+    fn a_watch_whose_runtime_shut_down_reports_that_it_stopped() {
+        let setup = tokio::runtime::Runtime::new().unwrap();
+        let (_db, server) = setup.block_on(async {
+            let (db, server, _tool) = Sqlite::two_processes().await.unwrap();
+            wait_connected(server.watcher()).await;
+            (db, server)
+        });
+        drop(setup);
+        let health = server.watcher().health();
+        let ChannelHealth::Lost { error, .. } = &health else {
+            panic!("a watch that stopped reports {health}");
+        };
+        assert!(error.contains("stopped"), "{health}");
+    }
+
     /// The log table moves away and comes back: the poll fails, the watcher reports the loss,
     /// keeps the layer serving, and empties its cache once it reads the log again, so that a
     /// revocation made while it could not read is honoured then.
