@@ -24,7 +24,8 @@ pub enum ChannelHealth {
         since: SystemTime,
     },
     /// Not subscribed: the caches were emptied when it was lost, keys are cached for at most
-    /// the cache's time-to-live, and the watcher is trying again with growing pauses.
+    /// the cache's time-to-live, and the watcher is trying again with growing pauses (unless
+    /// its task ended, with the Tokio runtime it ran on: `error` then says that it stopped).
     Lost {
         /// When the subscription was lost (or the first attempt failed).
         since: SystemTime,
@@ -238,6 +239,10 @@ async fn run(
     targets: Targets,
     health: watch::Sender<ChannelHealth>,
 ) {
+    let _stopped = Stopped {
+        health: &health,
+        targets: &targets,
+    };
     let name = &settings.name;
     let mut failures: u32 = 0;
     loop {
@@ -299,6 +304,48 @@ async fn run(
     }
 }
 
+/// Says that the watcher stopped when its task ends while someone still reads its health: the
+/// Tokio runtime it ran on shut down, and the [`Watcher`] (or a receiver of its health) lives
+/// on. Otherwise the health would keep its last value, `connected` included, while nothing
+/// watches any more.
+struct Stopped<'a> {
+    health: &'a watch::Sender<ChannelHealth>,
+    targets: &'a Targets,
+}
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        // Nobody reads the health: the watcher was dropped, and the store or code that ran it
+        // with it.
+        if self.health.receiver_count() == 0 {
+            return;
+        }
+        // No change reaches the caches any more: from here on, keys are cached for at most
+        // their time-to-live.
+        self.targets.apply(Invalidation::All);
+        tracing::warn!(
+            "invalidation watcher stopped (its Tokio runtime shut down); caches emptied, keys \
+             cached for at most their time-to-live from now on"
+        );
+        self.health.send_modify(|state| {
+            let (since, attempts) = match state {
+                ChannelHealth::Lost {
+                    since, attempts, ..
+                } => (*since, *attempts),
+                _ => (SystemTime::now(), 0),
+            };
+            *state = ChannelHealth::Lost {
+                since,
+                error: Arc::from(STOPPED),
+                attempts,
+            };
+        });
+    }
+}
+
+/// The error of a watcher whose task ended.
+const STOPPED: &str = "the watcher stopped: its Tokio runtime shut down";
+
 /// The pause after `failures` failures in a row: doubling from the first pause up to the
 /// longest, then between half of that and all of it, at random.
 fn pause(settings: &WatcherBuilder, failures: u32) -> Duration {
@@ -318,6 +365,35 @@ fn pause(settings: &WatcherBuilder, failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bus whose subscription stays open and carries nothing.
+    struct Quiet;
+
+    #[async_trait::async_trait]
+    impl InvalidationBus for Quiet {
+        async fn subscribe(&self) -> Result<super::super::InvalidationStream, BusError> {
+            Ok(futures_util::stream::pending().boxed())
+        }
+    }
+
+    #[test]
+    fn a_watcher_whose_runtime_shut_down_says_it_stopped() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let watcher = runtime.block_on(async {
+            let watcher = Watcher::spawn(Quiet, Invalidations::new());
+            let mut health = watcher.health_changes();
+            health.wait_for(ChannelHealth::is_connected).await.unwrap();
+            watcher
+        });
+        drop(runtime);
+        match watcher.health() {
+            ChannelHealth::Lost { error, .. } => assert_eq!(&*error, STOPPED),
+            other => panic!("{other}"),
+        }
+    }
 
     #[test]
     fn pauses_double_up_to_the_longest_with_jitter_below() {

@@ -15,7 +15,9 @@
 //! `NOTIFY` in the transaction of every change (so a change made with plain SQL counts, and one
 //! that rolls back announces nothing), and each store `LISTEN`s on a connection of its own as
 //! soon as a layer is built on it (see [`PostgresStore::watcher`] and the
-//! [invalidation guide](crate::invalidation)). Nothing runs besides the database.
+//! [invalidation guide](crate::invalidation)). Nothing runs besides the database. While
+//! that connection is lost, an instance keeps keys no longer than the layer's `cache_ttl` (30
+//! seconds by default).
 //!
 //! # Schema
 //!

@@ -233,6 +233,7 @@ impl<DB: SqlDatabase> SqlStore<DB> {
     /// The same store, asking the database for changes made by other processes every `poll`
     /// where the database cannot push them (SQLite; PostgreSQL pushes). Call it before the
     /// store starts watching.
+    #[cfg(feature = "sqlite")]
     pub(super) fn with_poll(mut self, poll: Duration) -> Self {
         self.watch = Watch::new(poll);
         self
