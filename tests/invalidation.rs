@@ -39,8 +39,8 @@ use http_body_util::BodyExt;
 use tokio::sync::watch;
 use tower::ServiceExt;
 use tower_api_key::{
-    ApiKeyLayer, ChannelHealth, Environment, KeyDigest, KeyFormat, KeyId, KeyStore, NewKey,
-    PlaintextKey, Principal, RequireScopes, Scope, Watcher,
+    ApiKeyLayer, ChannelHealth, Environment, KeyDigest, KeyFormat, KeyId, KeyRecord, KeyResolver,
+    KeyStore, NewKey, PlaintextKey, Principal, RequireScopes, ResolveError, Scope, Watcher,
 };
 
 const ORDERS_READ: Scope = Scope::from_static("orders:read");
@@ -79,6 +79,10 @@ impl App {
             .cache_ttl(CACHE_TTL)
             .negative_cache_ttl(CACHE_TTL)
             .build();
+        App::with_layer(layer)
+    }
+
+    fn with_layer(layer: ApiKeyLayer) -> App {
         let router = Router::new()
             .route(
                 "/",
@@ -738,6 +742,51 @@ mod sqlite {
         tool.revoke(&id).await.unwrap();
         let took = app.until_refused(&key).await;
         eprintln!("sqlite: revoke honoured after {took:?} (polling every 20 ms)");
+        assert!(took < PROMPTLY, "{took:?}");
+    }
+
+    /// An application's own resolver that wraps the store (to add a lookup of its own, say)
+    /// names no invalidations of its own; its layer still hears of every change to the store's
+    /// keys: from this process at once, and from other processes through the store's watch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_resolver_that_wraps_a_store_keeps_its_invalidations() {
+        struct Wrapper(SqliteStore);
+
+        #[async_trait]
+        impl KeyResolver for Wrapper {
+            async fn resolve(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>, ResolveError> {
+                self.0.resolve(digest).await
+            }
+        }
+
+        let db = Sqlite::new();
+        let server = SqliteStore::open(&db.path, om())
+            .await
+            .unwrap()
+            .with_poll_interval(Duration::from_millis(20));
+        server.migrate().await.unwrap();
+        let tool = SqliteStore::open_recorded(&db.path).await.unwrap();
+        let (here, here_key) = new_key(&tool, "Revoked here").await;
+        let (elsewhere, elsewhere_key) = new_key(&tool, "Revoked elsewhere").await;
+        let layer = ApiKeyLayer::resolver_builder(om(), Wrapper(server.clone()))
+            .cache_ttl(CACHE_TTL)
+            .build();
+        let app = App::with_layer(layer);
+        // The wrapper's first lookup starts the store's watch, which empties the cache once it
+        // is connected; wait for that, as a server would have after its first requests.
+        assert_eq!(app.status(&here_key).await, StatusCode::OK);
+        wait_connected(server.watcher()).await;
+        app.warm(&here_key).await;
+        app.warm(&elsewhere_key).await;
+
+        server.revoke(&here).await.unwrap();
+        assert_eq!(
+            app.status(&here_key).await,
+            StatusCode::UNAUTHORIZED,
+            "the request right after the revocation in this process"
+        );
+        tool.revoke(&elsewhere).await.unwrap();
+        let took = app.until_refused(&elsewhere_key).await;
         assert!(took < PROMPTLY, "{took:?}");
     }
 

@@ -249,7 +249,8 @@ impl<DB: SqlDatabase> SqlStore<DB> {
     /// earlier. A command-line tool that only changes keys never starts it.
     ///
     /// PostgreSQL pushes changes (`LISTEN`/`NOTIFY`) on a connection of the watch's own,
-    /// outside the pool; SQLite is asked every 100 ms by default (see
+    /// outside the pool, whose `application_name` is `tower-api-key listener <schema>` (cut to
+    /// 63 bytes, as PostgreSQL cuts every name); SQLite is asked every 100 ms by default (see
     /// [`SqliteStore::with_poll_interval`](crate::SqliteStore::with_poll_interval)).
     ///
     /// # Panics
