@@ -8,7 +8,8 @@
 #      server and wrk pinned to CPUs 0 and 1 when taskset (util-linux) is there;
 #   4. one cache-miss resolution on each store (needs PostgreSQL, as the tests do);
 #   5. callgrind instruction counts per request (apt-get install valgrind), which stay the same
-#      however busy the machine is, with and without SHA-256's compression function.
+#      however busy the machine is, with and without SHA-256's compression function; and per
+#      look at a SQLite store's invalidation log, beside a cache-miss lookup.
 # Run it on an otherwise idle machine: the timings in 1 and 3 are only as quiet as the machine.
 #
 #   scripts/bench.sh passes [RUNS]
@@ -62,6 +63,16 @@ if ! command -v valgrind >/dev/null; then
     echo "valgrind is not installed; skipping"
     exit 0
 fi
+# What watching a SQLite file for other processes' changes costs per look when nothing changed,
+# beside one cache-miss lookup on the same file (both: 2,000 minus 1,000 runs, per run).
+watch=$(cargo bench --bench watch_profile --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p')
+watch_count() {
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$watch" "$1" "$2" 2>&1 |
+        sed -n 's/.*Collected : //p'
+}
+for variant in poll resolve; do
+    echo "sqlite $variant: $(( ($(watch_count "$variant" 2000) - $(watch_count "$variant" 1000)) / 1000 )) instructions"
+done
 # The crate is built as one codegen unit here: with the default sixteen, a change in one module
 # moves which generic code lands in which unit, and so what is inlined along the whole request
 # path (134 instructions per request between two commits that differ in one file). One unit
