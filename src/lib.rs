@@ -24,6 +24,7 @@ pub mod rejection;
 pub mod resolver;
 pub mod scope;
 pub mod store;
+pub mod usage;
 
 pub use crate::cache::CacheStats;
 pub use crate::clock::{Clock, ManualClock, SystemClock};
@@ -60,6 +61,10 @@ pub use crate::store::{
 };
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use crate::store::{SqlDatabase, SqlStore};
+pub use crate::usage::{
+    AnonymousIncrement, AnonymousOutcome, DailyUsage, Day, KeyIncrement, KeyOutcome,
+    KeyUsageSummary, OutcomeCounts, UsageBatch,
+};
 
 #[doc(hidden)]
 pub mod __private {

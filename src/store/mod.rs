@@ -74,6 +74,7 @@ pub use self::sqlite::SqliteStore;
 use crate::key::{push_random_base62, Environment, KeyFormat, KeyGenerationError, PlaintextKey};
 use crate::resolver::{KeyId, KeyRecord, KeyResolver};
 use crate::scope::{Scope, ScopeCatalog, ScopeError, ScopeSet};
+use crate::usage::{AnonymousIncrement, DailyUsage, Day, KeyUsageSummary, UsageBatch};
 /// The version of [sqlx](https://docs.rs/sqlx) the SQL stores are built on, to configure pools
 /// with.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -127,6 +128,62 @@ pub trait KeyStore: KeyResolver {
 
     /// Records that the key was used at `at`; the stored time only moves forward.
     async fn record_use(&self, id: &KeyId, at: SystemTime) -> Result<(), StoreError>;
+
+    /// Adds `batch`'s counts to the counts kept (never overwriting them, so that instances
+    /// flushing into one store add up) and moves each key's `last_used_at` forward to the time
+    /// given, if later. All of it or nothing. Counts of keys that no longer exist are dropped.
+    ///
+    /// The default keeps nothing: [`StoreError::UsageNotKept`].
+    async fn record_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
+        let _ = batch;
+        Err(StoreError::UsageNotKept)
+    }
+
+    /// The requests of key `id` on each day from `from` to `to` (both included), every day in
+    /// order, days without requests included with zero counts.
+    ///
+    /// The default keeps nothing: [`StoreError::UsageNotKept`].
+    async fn usage(&self, id: &KeyId, from: Day, to: Day) -> Result<Vec<DailyUsage>, StoreError> {
+        let _ = (id, from, to);
+        Err(StoreError::UsageNotKept)
+    }
+
+    /// The keys of `owner` (everyone's for `None`), newest first as [`list`](Self::list)
+    /// orders them, each with its requests from `from` to `to` (both included) and its last
+    /// use.
+    ///
+    /// The default keeps nothing: [`StoreError::UsageNotKept`].
+    async fn usage_summary(
+        &self,
+        owner: Option<&str>,
+        from: Day,
+        to: Day,
+    ) -> Result<Vec<KeyUsageSummary>, StoreError> {
+        let _ = (owner, from, to);
+        Err(StoreError::UsageNotKept)
+    }
+
+    /// The requests whose key was not known, from `from` to `to` (both included), per day and
+    /// outcome, in order of day; only what was counted (no zeros).
+    ///
+    /// The default keeps nothing: [`StoreError::UsageNotKept`].
+    async fn anonymous_usage(
+        &self,
+        from: Day,
+        to: Day,
+    ) -> Result<Vec<AnonymousIncrement>, StoreError> {
+        let _ = (from, to);
+        Err(StoreError::UsageNotKept)
+    }
+
+    /// Deletes the daily counts of the days before `before` (keys' and anonymous ones); how
+    /// many rows went. Last uses stay.
+    ///
+    /// The default keeps nothing: [`StoreError::UsageNotKept`].
+    async fn prune_usage(&self, before: Day) -> Result<u64, StoreError> {
+        let _ = before;
+        Err(StoreError::UsageNotKept)
+    }
 }
 
 #[async_trait]
@@ -165,6 +222,35 @@ impl<S: KeyStore + ?Sized> KeyStore for Arc<S> {
 
     async fn record_use(&self, id: &KeyId, at: SystemTime) -> Result<(), StoreError> {
         (**self).record_use(id, at).await
+    }
+
+    async fn record_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
+        (**self).record_usage(batch).await
+    }
+
+    async fn usage(&self, id: &KeyId, from: Day, to: Day) -> Result<Vec<DailyUsage>, StoreError> {
+        (**self).usage(id, from, to).await
+    }
+
+    async fn usage_summary(
+        &self,
+        owner: Option<&str>,
+        from: Day,
+        to: Day,
+    ) -> Result<Vec<KeyUsageSummary>, StoreError> {
+        (**self).usage_summary(owner, from, to).await
+    }
+
+    async fn anonymous_usage(
+        &self,
+        from: Day,
+        to: Day,
+    ) -> Result<Vec<AnonymousIncrement>, StoreError> {
+        (**self).anonymous_usage(from, to).await
+    }
+
+    async fn prune_usage(&self, before: Day) -> Result<u64, StoreError> {
+        (**self).prune_usage(before).await
     }
 }
 
@@ -323,6 +409,8 @@ pub enum StoreError {
     InvalidSchemaName(String),
     /// The random number generator failed.
     KeyGeneration(KeyGenerationError),
+    /// The store keeps no usage counts (a store of your own that does not implement them).
+    UsageNotKept,
     /// The store could not be reached or failed; nothing was changed.
     Unavailable(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -362,6 +450,7 @@ impl fmt::Display for StoreError {
                 "the store's keys have the prefix `{recorded}`, but it was opened for keys with \
                  the prefix `{configured}`: open it with the format it was created with"
             ),
+            StoreError::UsageNotKept => f.write_str("the key store keeps no usage counts"),
             StoreError::NoRecordedFormat => f.write_str(
                 "the store has no key format recorded yet: open it with a format and migrate it",
             ),
