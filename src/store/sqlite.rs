@@ -28,7 +28,7 @@
 //! processes on the same file (a second server, or the command-line tool next to a server) read
 //! the log every 100 ms ([`SqliteStore::with_poll_interval`] to change it) once a layer is built
 //! on their store, and drop the keys it names: a key revoked anywhere is refused everywhere
-//! within one interval. When nothing changed, a look is one indexed read of an empty range. See
+//! within one interval. When nothing changed, a look reads one row (the last one read). See
 //! [`SqliteStore::watcher`] and the [invalidation guide](crate::invalidation).
 //!
 //! Every change is one statement or one transaction: `rotate` shortens the old key's expiry and
