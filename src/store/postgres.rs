@@ -336,9 +336,12 @@ impl Dialect for Postgres {
                     }
                 }
             };
-            tokio::time::timeout(WAIT, wait)
-                .await
-                .map_err(|_| sqlx::Error::PoolTimedOut)??;
+            tokio::time::timeout(WAIT, wait).await.map_err(|_| {
+                sqlx::Error::Protocol(format!(
+                    "a notification did not come back within {} s",
+                    WAIT.as_secs()
+                ))
+            })??;
             // Every listener was sent the changes before this; give them time to drop the keys.
             tokio::time::sleep(PROPAGATION_MARGIN).await;
             Ok(())
