@@ -206,6 +206,9 @@ impl KeyStore for MemoryStore {
 
     async fn record_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
         let mut increments = Increments::of(batch);
+        if increments.is_empty() {
+            return Ok(());
+        }
         // One write lock for the whole batch: no reader sees half of it.
         let mut keys = self.write();
         increments.retain_keys(|id| keys.digest_by_id.contains_key(id));
