@@ -44,7 +44,9 @@
 //! adds to `requests` (`requests = requests + ...`, saturating at `i64::MAX`), never overwrites
 //! it, so every instance's counts add up; it locks the rows of the keys it counts, in order, so
 //! concurrent flushes wait for each other briefly instead of deadlocking. Neither table has a
-//! trigger.
+//! trigger. Since the counts refer to the keys, emptying the key table by hand takes
+//! `TRUNCATE api_keys CASCADE` (a plain `TRUNCATE` is refused); it empties both, and every
+//! instance drops every key it cached.
 //!
 //! Every change is one statement or one transaction: `rotate` locks the old key's row, shortens
 //! its expiry and inserts the new key together, and a failed call leaves nothing behind. A
