@@ -22,6 +22,15 @@
 //! newest 10,000 rows) in the transaction of the change, whether the change is made through a
 //! store or with plain SQL (changes to `last_used_at` alone are not logged).
 //!
+//! Usage counts ([`KeyStore::record_usage`](crate::KeyStore::record_usage)) are in
+//! `api_key_usage`: one row per key, day and outcome, with `key_id` (a foreign key to
+//! `api_keys.id`, deleted with the key), `day` (an integer: days since 1970-01-01, UTC),
+//! `outcome` (`allowed`, `insufficient_scope`, `revoked`, `expired` or `rate_limited`) and
+//! `requests`, keyed and ordered by the first three; and in `api_key_anonymous_usage`, one row
+//! per day and outcome (`missing`, `malformed`, `unknown`) of the requests whose key was not
+//! known. A flush adds to `requests`, never overwrites it, and saturates at `i64::MAX`. Neither
+//! table fires a trigger.
+//!
 //! # Several processes on one file
 //!
 //! A revocation through a store reaches the layers built on it before the call returns. Other
@@ -87,7 +96,7 @@ use sqlx::sqlite::{
 use sqlx::Sqlite;
 
 use super::settings::StoreSettings;
-use super::sql::backend::{ColumnType, Dialect};
+use super::sql::backend::{ColumnType, Dialect, Read};
 use super::sql::{table::unavailable, SqlDatabase, SqlStore, DEFAULT_POLL, PROPAGATION_MARGIN};
 use super::StoreError;
 use crate::invalidation::{BusError, Invalidation, InvalidationBus, InvalidationStream};
@@ -266,6 +275,7 @@ impl Dialect for Sqlite {
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
     // The write lock covers every row already.
     const FOR_UPDATE: &'static str = "";
+    const FOR_NO_KEY_UPDATE: &'static str = "";
 
     fn param(n: usize) -> String {
         format!("?{n}")
@@ -275,15 +285,25 @@ impl Dialect for Sqlite {
         column.to_owned()
     }
 
-    fn value(n: usize, _ty: ColumnType) -> String {
-        Self::param(n)
+    fn from_rust(expr: &str, _ty: ColumnType) -> String {
+        expr.to_owned()
+    }
+
+    fn json_rows(n: usize, columns: &[(&str, Read)]) -> String {
+        let columns = columns
+            .iter()
+            .enumerate()
+            .map(|(index, (name, _))| format!("json_extract(value, '$[{index}]') AS {name}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("(SELECT {columns} FROM json_each({}))", Self::param(n))
     }
 
     fn column_type(ty: ColumnType) -> &'static str {
         match ty {
             ColumnType::Text | ColumnType::Json => "TEXT",
             ColumnType::Bytes => "BLOB",
-            ColumnType::Time => "INTEGER",
+            ColumnType::Time | ColumnType::Day | ColumnType::Int => "INTEGER",
         }
     }
 
