@@ -19,6 +19,7 @@ mod events;
 pub mod invalidation;
 pub mod key;
 pub mod layer;
+pub mod metrics;
 pub mod principal;
 pub mod rejection;
 pub mod resolver;
