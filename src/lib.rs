@@ -64,7 +64,7 @@ pub use crate::store::{
 pub use crate::store::{SqlDatabase, SqlStore};
 pub use crate::usage::{
     AnonymousIncrement, AnonymousOutcome, DailyUsage, Day, KeyIncrement, KeyOutcome,
-    KeyUsageSummary, OutcomeCounts, UsageBatch,
+    KeyUsageSummary, OutcomeCounts, UsageBatch, UsageSettings,
 };
 
 #[doc(hidden)]

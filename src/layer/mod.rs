@@ -61,6 +61,7 @@
 mod authenticator;
 mod builder;
 mod future;
+mod housekeeping;
 mod service;
 
 pub use self::builder::{ApiKeyLayer, ApiKeyLayerBuilder};

@@ -1,20 +1,109 @@
 //! Usage per key: what each key did, day by day, counted without a write per request.
 //!
-//! The layer counts every request it decides in memory, per key, per UTC day and per
-//! [`KeyOutcome`]; requests whose key is not known (no key, a malformed key, an unknown key) are
-//! counted only in aggregate, per [`AnonymousOutcome`], never per digest. A background task
-//! hands the counts to the store in a [`UsageBatch`] every few seconds, as increments, so that
-//! any number of instances flushing into one database add up exactly; a key's `last_used_at` is
-//! written at most once a minute.
+//! An [`ApiKeyLayer`](crate::ApiKeyLayer) built on a [`KeyStore`](crate::KeyStore) counts every
+//! request it decides, in memory, per key, per UTC day and per [`KeyOutcome`]: let through
+//! (`allowed`), refused for a missing scope, revoked or expired. Requests whose key is not known
+//! (no key, a malformed key, an unknown key) are counted only in aggregate, per
+//! [`AnonymousOutcome`], never per digest, so made-up keys cannot fill the store.
+//!
+//! Counting costs a request an atomic addition in the key's cache entry: no await, no I/O, no
+//! lock (see `BENCHMARKS.md` for the figures). A background task hands the counts to the store
+//! every [`flush_interval`](UsageSettings::flush_interval) (10 seconds by default) in one
+//! [`UsageBatch`] of increments, so that any number of instances flushing into one database add
+//! up exactly; a key's `last_used_at` is written at most once a
+//! [`last_used_period`](UsageSettings::last_used_period) (a minute). While the store cannot take
+//! a batch, the counts stay in memory and are tried again at the next flush, up to
+//! [`max_pending`](UsageSettings::max_pending) keys and days; past that, new ones are dropped,
+//! counted and logged. Once a day the task deletes counts older than the
+//! [retention](UsageSettings::retention_days) (90 days).
+//!
+//! The task starts with the first request inside a Tokio runtime and stops when the layer (every
+//! clone of it, and every service it made) is dropped, writing what is left. For a graceful
+//! shutdown, call [`ApiKeyLayer::flush_usage`](crate::ApiKeyLayer::flush_usage) after the server
+//! stopped taking requests: it writes everything counted so far and says whether the store took
+//! it.
 //!
 //! A store answers for what it kept: [`KeyStore::usage`](crate::KeyStore::usage) gives one key's
 //! [`DailyUsage`] over a range of days, and
 //! [`KeyStore::usage_summary`](crate::KeyStore::usage_summary) an owner's keys with their
-//! totals and last use, to find unused keys or a leaked one at work.
+//! totals and last use, to find unused keys or a leaked one at work. A store that keeps no usage
+//! ([`StoreError::UsageNotKept`](crate::StoreError::UsageNotKept)) is told once in the log, and
+//! the layer stops counting.
+//!
+//! A layer on a resolver of your own records usage only when given a store for it
+//! ([`ApiKeyLayerBuilder::usage_store`](crate::ApiKeyLayerBuilder::usage_store));
+//! [`UsageSettings::off`] turns recording off for any layer.
+//!
+//! ```
+//! use std::time::SystemTime;
+//!
+//! use axum::{body::Body, routing::get, Router};
+//! use http::{header, Request};
+//! use tower::ServiceExt;
+//! use tower_api_key::{
+//!     ApiKeyLayer, Day, Environment, KeyFormat, KeyStore, NewKey, UsageSettings,
+//! };
+//! # use tower_api_key::{
+//! #     KeyDigest, KeyId, KeyRecord, KeyResolver, ResolveError, StoreError, UsageBatch,
+//! # };
+//! # /// A store that keeps the last batch it was given.
+//! # #[derive(Clone)]
+//! # struct Store(tower_api_key::MemoryStore, std::sync::Arc<std::sync::Mutex<UsageBatch>>);
+//! # #[async_trait::async_trait]
+//! # impl KeyResolver for Store {
+//! #     async fn resolve(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>, ResolveError> {
+//! #         self.0.resolve(digest).await
+//! #     }
+//! #     fn invalidations(&self) -> Option<tower_api_key::Invalidations> { self.0.invalidations() }
+//! # }
+//! # #[async_trait::async_trait]
+//! # impl KeyStore for Store {
+//! #     fn format(&self) -> &KeyFormat { self.0.format() }
+//! #     async fn create(&self, new: NewKey) -> Result<tower_api_key::CreatedKey, StoreError> { self.0.create(new).await }
+//! #     async fn get(&self, id: &KeyId) -> Result<tower_api_key::StoredKey, StoreError> { self.0.get(id).await }
+//! #     async fn list(&self, owner: Option<&str>) -> Result<Vec<tower_api_key::StoredKey>, StoreError> { self.0.list(owner).await }
+//! #     async fn rename(&self, id: &KeyId, name: &str) -> Result<tower_api_key::StoredKey, StoreError> { self.0.rename(id, name).await }
+//! #     async fn revoke(&self, id: &KeyId) -> Result<tower_api_key::StoredKey, StoreError> { self.0.revoke(id).await }
+//! #     async fn rotate(&self, id: &KeyId, grace: std::time::Duration) -> Result<tower_api_key::Rotation, StoreError> { self.0.rotate(id, grace).await }
+//! #     async fn delete(&self, id: &KeyId) -> Result<(), StoreError> { self.0.delete(id).await }
+//! #     async fn record_use(&self, id: &KeyId, at: SystemTime) -> Result<(), StoreError> { self.0.record_use(id, at).await }
+//! #     async fn record_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
+//! #         *self.1.lock().unwrap() = batch.clone();
+//! #         Ok(())
+//! #     }
+//! # }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let store = Store(tower_api_key::MemoryStore::new(KeyFormat::new("om").unwrap()), Default::default());
+//! let created = store.create(NewKey::new("Production", Environment::Live)).await.unwrap();
+//! let layer = ApiKeyLayer::builder(store.clone())
+//!     .usage(UsageSettings::new().retention_days(Some(30)))
+//!     .build();
+//! let app = Router::new().route("/", get(|| async { "ok" })).layer(layer.clone());
+//!
+//! let bearer = format!("Bearer {}", created.key.expose_secret());
+//! for _ in 0..3 {
+//!     let request = Request::get("/").header(header::AUTHORIZATION, &bearer);
+//!     app.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+//! }
+//!
+//! // On shutdown (here at once): everything counted reaches the store.
+//! layer.flush_usage().await.unwrap();
+//! # let batch = store.1.lock().unwrap().clone();
+//! # let written = &batch.keys[0];
+//! # assert_eq!((&written.id, written.day, written.counts.allowed), (created.id(), Day::today(), 3));
+//! # assert_eq!(batch.last_used.len(), 1);
+//! # });
+//! ```
+
+mod recorder;
+mod settings;
+pub(crate) mod tally;
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub(crate) use self::recorder::{Flush, UsageRecorder};
+pub use self::settings::UsageSettings;
 use crate::resolver::KeyId;
 
 const SECONDS_PER_DAY: u64 = 86_400;
@@ -143,7 +232,6 @@ impl KeyOutcome {
     }
 
     /// Its place in [`ALL`](Self::ALL).
-    #[allow(dead_code)] // for the recorder
     pub(crate) const fn index(self) -> usize {
         match self {
             KeyOutcome::Allowed => 0,

@@ -1,0 +1,651 @@
+//! The counting on the request path: in memory, with no await, no I/O, and no lock on a hit.
+//!
+//! # Where the counts live
+//!
+//! - **Let through** (the common case): in the key's cache entry ([`KeyUsage`]), one atomic
+//!   counter per day parity. A request adds one to the counter of its day's parity, and marks
+//!   the second of its use; the entry was reached through the cache anyway, and its reference
+//!   count is already written by every request that uses it, so counting adds no new memory
+//!   that cores must share, and no lookup.
+//! - **Refused** (revoked, expired, insufficient scope): per thread shard, a small map from key
+//!   and day to counts behind a lock that only that shard's threads and the flusher take.
+//! - **Key not known** (missing, malformed, unknown): per thread shard, atomic counters by day
+//!   parity and outcome. Never per digest.
+//!
+//! # Invariants
+//!
+//! 1. **No count is lost between a request and a flush.** A request adds to its counter first
+//!    and then reads the entry's `dirty` flag; if the flag is down, it raises it and registers
+//!    the entry (once per entry and flush period). The flusher lowers the flag *before* it takes
+//!    the counters. So an addition the flusher's take missed was followed by a read of the
+//!    lowered flag, which registered the entry for the next flush. (All four operations are
+//!    `SeqCst`: on x86 the request's are a locked add and a plain load, as `Relaxed` ones.)
+//! 2. **No count is lost with its entry.** The registry holds weak references, so it never
+//!    keeps an evicted entry alive; when an entry is dropped with counts in it, its `Drop` hands
+//!    them to a shard ([`Tally::release`]), where the next flush finds them.
+//! 3. **A flush never races a day change.** Counts are kept per day *parity*: a request made on
+//!    day `d` adds to slot `d % 2`. The flusher reads the day only *after* it has taken the
+//!    counters, so every count it took was made on that day or the one before, and the
+//!    slot's parity says which. (A count older than the day before would need a flusher that
+//!    did not run for a whole day.)
+//! 4. **Time costs almost nothing.** With the system clock, a request reads the kernel's coarse
+//!    monotonic clock (a few nanoseconds, no system call) and adds an offset to the wall clock
+//!    that the flusher sets again at every flush; a layer with another [`Clock`] (tests) asks it.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{AnonymousOutcome, Day, KeyOutcome, OutcomeCounts};
+use crate::clock::Clock;
+use crate::key::Environment;
+use crate::metrics::{LayerMetrics, RequestOutcome};
+use crate::resolver::KeyId;
+
+/// What a cached key counts of its own use. Lives in the cache entry.
+pub(crate) struct KeyUsage {
+    /// Requests let through, by the parity of their day.
+    allowed: [AtomicU64; 2],
+    /// The second (since the epoch) of the last request let through; 0 for none yet.
+    last_used: AtomicU32,
+    /// Whether the entry is registered for the next flush.
+    dirty: AtomicBool,
+    tally: Arc<Tally>,
+}
+
+impl KeyUsage {
+    pub(crate) fn new(tally: Arc<Tally>) -> Self {
+        KeyUsage {
+            allowed: [AtomicU64::new(0), AtomicU64::new(0)],
+            last_used: AtomicU32::new(0),
+            dirty: AtomicBool::new(false),
+            tally,
+        }
+    }
+
+    /// The layer's tally this entry counts into.
+    pub(crate) fn tally(&self) -> &Tally {
+        &self.tally
+    }
+
+    /// Hands whatever the entry counted and no flush took to its tally. For the entry's `Drop`.
+    pub(crate) fn release(&self, id: &KeyId) {
+        let allowed = [
+            self.allowed[0].swap(0, Ordering::SeqCst),
+            self.allowed[1].swap(0, Ordering::SeqCst),
+        ];
+        let last_used = self.last_used.load(Ordering::SeqCst);
+        if allowed != [0, 0] || self.dirty.load(Ordering::SeqCst) {
+            self.tally.release(id, allowed, last_used);
+        }
+    }
+}
+
+/// A cache entry that counts its use: the key's id and its [`KeyUsage`].
+pub(crate) trait CountedKey: Send + Sync + 'static {
+    fn key_id(&self) -> &KeyId;
+    fn usage(&self) -> &KeyUsage;
+}
+
+/// Where a layer's requests are counted until the next flush. See the [module docs](self).
+pub(crate) struct Tally {
+    /// Whether counts are kept at all (metrics are reported either way).
+    recording: AtomicBool,
+    time: TimeSource,
+    /// Entries with counts since the last flush (weak: an evicted entry hands its counts over
+    /// when dropped).
+    registry: Mutex<Vec<Weak<dyn CountedKey>>>,
+    shards: Box<[Shard]>,
+    pub(crate) metrics: LayerMetrics,
+}
+
+/// One shard of the per-thread counts, on cache lines of its own.
+#[repr(align(128))]
+struct Shard {
+    /// Requests whose key is not known, by day parity and outcome.
+    anonymous: [[AtomicU64; 3]; 2],
+    keys: Mutex<ShardKeys>,
+}
+
+#[derive(Default)]
+struct ShardKeys {
+    /// Refusals of known keys, and the counts of entries dropped before a flush took them.
+    counts: HashMap<(KeyId, Day), OutcomeCounts>,
+    /// The last uses of entries dropped before a flush took them.
+    last_used: HashMap<KeyId, u32>,
+}
+
+/// What a flush takes from a [`Tally`]; kept by the flusher between flushes, so that its maps
+/// keep their room.
+#[derive(Default)]
+pub(crate) struct Taken {
+    pub(crate) keys: HashMap<(KeyId, Day), OutcomeCounts>,
+    pub(crate) anonymous: HashMap<(Day, AnonymousOutcome), u64>,
+    /// Seconds since the epoch.
+    pub(crate) last_used: HashMap<KeyId, u32>,
+    /// The registry's spare list, swapped with the live one at each flush.
+    spare: Vec<Weak<dyn CountedKey>>,
+}
+
+impl Taken {
+    fn add_key(&mut self, id: &KeyId, day: Day, outcome: KeyOutcome, count: u64) {
+        if count > 0 {
+            self.keys
+                .entry((id.clone(), day))
+                .or_default()
+                .add(outcome, count);
+        }
+    }
+
+    fn add_last_used(&mut self, id: &KeyId, second: u32) {
+        if second > 0 {
+            let kept = self.last_used.entry(id.clone()).or_insert(second);
+            *kept = (*kept).max(second);
+        }
+    }
+}
+
+/// The day of each parity, seen from `today`: today's, or the day before.
+fn day_of_parity(today: Day, parity: usize) -> Day {
+    if parity == parity_of(today) {
+        today
+    } else {
+        today.add_days(-1)
+    }
+}
+
+fn parity_of(day: Day) -> usize {
+    (day.days_since_epoch() & 1) as usize
+}
+
+const ANONYMOUS: [AnonymousOutcome; 3] = [
+    AnonymousOutcome::Missing,
+    AnonymousOutcome::Malformed,
+    AnonymousOutcome::Unknown,
+];
+
+const fn anonymous_index(outcome: AnonymousOutcome) -> usize {
+    match outcome {
+        AnonymousOutcome::Missing => 0,
+        AnonymousOutcome::Malformed => 1,
+        AnonymousOutcome::Unknown => 2,
+    }
+}
+
+impl Tally {
+    /// A tally reading the time from `clock` (`system` when it is the system clock), counting
+    /// when `recording`, reporting to `metrics`.
+    pub(crate) fn new(
+        clock: Arc<dyn Clock>,
+        system: bool,
+        recording: bool,
+        metrics: LayerMetrics,
+    ) -> Self {
+        let shards = std::thread::available_parallelism()
+            .map_or(4, usize::from)
+            .next_power_of_two()
+            .clamp(1, 256);
+        Tally {
+            recording: AtomicBool::new(recording),
+            time: if system {
+                TimeSource::system()
+            } else {
+                TimeSource::Clock(clock)
+            },
+            registry: Mutex::new(Vec::new()),
+            shards: (0..shards)
+                .map(|_| Shard {
+                    anonymous: Default::default(),
+                    keys: Mutex::new(ShardKeys::default()),
+                })
+                .collect(),
+            metrics,
+        }
+    }
+
+    /// Whether counts are kept.
+    pub(crate) fn is_recording(&self) -> bool {
+        self.recording.load(Ordering::Relaxed)
+    }
+
+    /// Stops keeping counts (metrics go on).
+    pub(crate) fn stop_recording(&self) {
+        self.recording.store(false, Ordering::Relaxed);
+    }
+
+    /// Counts a request of the key `key` with `outcome`.
+    #[inline]
+    pub(crate) fn count_key<K: CountedKey>(
+        &self,
+        key: &Arc<K>,
+        outcome: KeyOutcome,
+        environment: Environment,
+    ) {
+        self.metrics
+            .request(RequestOutcome::Key(outcome), Some(environment));
+        if !self.is_recording() {
+            return;
+        }
+        let now = self.time.now();
+        let usage = key.usage();
+        match outcome {
+            KeyOutcome::Allowed => {
+                usage.allowed[parity_of(now.day)].fetch_add(1, Ordering::SeqCst);
+            }
+            other => {
+                let mut keys = self.shard().lock();
+                keys.counts
+                    .entry((key.key_id().clone(), now.day))
+                    .or_default()
+                    .add(other, 1);
+                drop(keys);
+                if other != KeyOutcome::InsufficientScope {
+                    // Refused by the layer: not a use, and nothing left in the entry to flush.
+                    return;
+                }
+            }
+        }
+        if usage.last_used.load(Ordering::Relaxed) != now.second {
+            usage.last_used.store(now.second, Ordering::Relaxed);
+        }
+        // After the addition: see invariant 1.
+        if !usage.dirty.load(Ordering::SeqCst) && !usage.dirty.swap(true, Ordering::SeqCst) {
+            let weak: Weak<K> = Arc::downgrade(key);
+            lock(&self.registry).push(weak as Weak<dyn CountedKey>);
+        }
+    }
+
+    /// Counts a request whose key is not known (of `environment`, when its prefix said).
+    #[inline]
+    pub(crate) fn count_anonymous(
+        &self,
+        outcome: AnonymousOutcome,
+        environment: Option<Environment>,
+    ) {
+        self.metrics
+            .request(RequestOutcome::Anonymous(outcome), environment);
+        if !self.is_recording() {
+            return;
+        }
+        let day = self.time.now().day;
+        self.shard().anonymous[parity_of(day)][anonymous_index(outcome)]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes the counts of an entry being dropped (see [`KeyUsage::release`]).
+    fn release(&self, id: &KeyId, allowed: [u64; 2], last_used: u32) {
+        // After the counters were taken: see invariant 3.
+        let today = self.time.now().day;
+        let mut keys = self.shard().lock();
+        for (parity, count) in allowed.into_iter().enumerate() {
+            if count > 0 {
+                keys.counts
+                    .entry((id.clone(), day_of_parity(today, parity)))
+                    .or_default()
+                    .add(KeyOutcome::Allowed, count);
+            }
+        }
+        if last_used > 0 {
+            let kept = keys.last_used.entry(id.clone()).or_insert(last_used);
+            *kept = (*kept).max(last_used);
+        }
+    }
+
+    /// Moves every count into `into`, which the caller has emptied; returns the time the
+    /// counts were taken at.
+    pub(crate) fn take(&self, into: &mut Taken) -> SystemTime {
+        self.time.refresh();
+        // Swapped with the spare list, so that both keep their room.
+        std::mem::swap(&mut *lock(&self.registry), &mut into.spare);
+        let mut entries = std::mem::take(&mut into.spare);
+        let mut allowed = Vec::with_capacity(entries.len());
+        for weak in entries.drain(..) {
+            // An entry that is gone handed its counts to a shard as it went.
+            let Some(key) = weak.upgrade() else { continue };
+            let usage = key.usage();
+            // Before the counters: see invariant 1.
+            usage.dirty.store(false, Ordering::SeqCst);
+            let counts = [
+                usage.allowed[0].swap(0, Ordering::SeqCst),
+                usage.allowed[1].swap(0, Ordering::SeqCst),
+            ];
+            allowed.push((key.key_id().clone(), counts));
+            into.add_last_used(key.key_id(), usage.last_used.load(Ordering::SeqCst));
+            // Dropping the last reference here hands any later count to a shard: not under a
+            // shard's lock.
+            drop(key);
+        }
+        into.spare = entries;
+        let mut anonymous = [[0u64; 3]; 2];
+        for shard in self.shards.iter() {
+            for (parity, counters) in shard.anonymous.iter().enumerate() {
+                for (index, counter) in counters.iter().enumerate() {
+                    anonymous[parity][index] += counter.swap(0, Ordering::Relaxed);
+                }
+            }
+        }
+        // Only now, after every counter was taken: see invariant 3.
+        let now = self.time.now();
+        for (id, counts) in allowed {
+            for (parity, count) in counts.into_iter().enumerate() {
+                into.add_key(
+                    &id,
+                    day_of_parity(now.day, parity),
+                    KeyOutcome::Allowed,
+                    count,
+                );
+            }
+        }
+        for (parity, counts) in anonymous.into_iter().enumerate() {
+            for (index, count) in counts.into_iter().enumerate() {
+                if count > 0 {
+                    *into
+                        .anonymous
+                        .entry((day_of_parity(now.day, parity), ANONYMOUS[index]))
+                        .or_default() += count;
+                }
+            }
+        }
+        for shard in self.shards.iter() {
+            let mut keys = shard.lock();
+            for ((id, day), counts) in keys.counts.drain() {
+                into.keys.entry((id, day)).or_default().add_all(&counts);
+            }
+            for (id, second) in keys.last_used.drain() {
+                into.add_last_used(&id, second);
+            }
+        }
+        now.at
+    }
+
+    /// The time, as the tally reads it.
+    pub(crate) fn now(&self) -> SystemTime {
+        self.time.now().at
+    }
+
+    fn shard(&self) -> &Shard {
+        &self.shards[thread_shard() & (self.shards.len() - 1)]
+    }
+}
+
+impl Shard {
+    fn lock(&self) -> MutexGuard<'_, ShardKeys> {
+        lock(&self.keys)
+    }
+}
+
+/// Locks `mutex`, which no code holding it panics under.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The calling thread's shard number (before masking): threads take numbers in turn.
+fn thread_shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    SHARD
+        .try_with(|shard| {
+            let mut number = shard.get();
+            if number == usize::MAX {
+                number = NEXT.fetch_add(1, Ordering::Relaxed);
+                shard.set(number);
+            }
+            number
+        })
+        .unwrap_or(0)
+}
+
+/// A request's time: its second since the epoch and its UTC day.
+#[derive(Clone, Copy)]
+struct Stamp {
+    second: u32,
+    day: Day,
+    at: SystemTime,
+}
+
+impl Stamp {
+    fn of(at: SystemTime) -> Stamp {
+        let second = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| u32::try_from(since.as_secs()).unwrap_or(u32::MAX));
+        Stamp {
+            second,
+            day: Day::of(at),
+            at,
+        }
+    }
+}
+
+/// Where a tally reads the time.
+enum TimeSource {
+    /// The system clock, read as the coarse monotonic clock plus an offset.
+    System {
+        start: coarsetime::Instant,
+        /// Milliseconds since the epoch at `start`, by the wall clock's latest reading.
+        epoch_millis_at_start: AtomicU64,
+    },
+    Clock(Arc<dyn Clock>),
+}
+
+impl TimeSource {
+    fn system() -> Self {
+        let source = TimeSource::System {
+            start: coarsetime::Instant::now_without_cache_update(),
+            epoch_millis_at_start: AtomicU64::new(0),
+        };
+        source.refresh();
+        source
+    }
+
+    #[inline]
+    fn now(&self) -> Stamp {
+        match self {
+            TimeSource::System {
+                start,
+                epoch_millis_at_start,
+            } => {
+                let elapsed = coarsetime::Instant::now_without_cache_update()
+                    .duration_since(*start)
+                    .as_millis();
+                let millis = epoch_millis_at_start
+                    .load(Ordering::Relaxed)
+                    .saturating_add(elapsed);
+                let second = millis / 1_000;
+                Stamp {
+                    second: u32::try_from(second).unwrap_or(u32::MAX),
+                    day: Day::from_days_since_epoch(
+                        i32::try_from(second / 86_400).unwrap_or(i32::MAX),
+                    ),
+                    at: UNIX_EPOCH + Duration::from_millis(millis),
+                }
+            }
+            TimeSource::Clock(clock) => Stamp::of(clock.now()),
+        }
+    }
+
+    /// Sets the offset between the monotonic clock and the wall clock again.
+    fn refresh(&self) {
+        if let TimeSource::System {
+            start,
+            epoch_millis_at_start,
+        } = self
+        {
+            let wall = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(0));
+            let elapsed = coarsetime::Instant::now_without_cache_update()
+                .duration_since(*start)
+                .as_millis();
+            epoch_millis_at_start.store(wall.saturating_sub(elapsed), Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    struct Entry {
+        id: KeyId,
+        usage: KeyUsage,
+    }
+
+    impl CountedKey for Entry {
+        fn key_id(&self) -> &KeyId {
+            &self.id
+        }
+        fn usage(&self) -> &KeyUsage {
+            &self.usage
+        }
+    }
+
+    impl Drop for Entry {
+        fn drop(&mut self) {
+            self.usage.release(&self.id);
+        }
+    }
+
+    fn tally(clock: &ManualClock) -> Arc<Tally> {
+        Arc::new(Tally::new(
+            Arc::new(clock.clone()),
+            false,
+            true,
+            LayerMetrics::noop(),
+        ))
+    }
+
+    fn entry(tally: &Arc<Tally>, id: &str) -> Arc<Entry> {
+        Arc::new(Entry {
+            id: id.into(),
+            usage: KeyUsage::new(tally.clone()),
+        })
+    }
+
+    const NOON: u64 = 20_000 * 86_400 + 43_200;
+
+    fn at(seconds: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(seconds)
+    }
+
+    #[test]
+    fn counts_split_at_midnight_by_the_day_they_were_made_on() {
+        let clock = ManualClock::new(at(NOON + 43_199)); // 23:59:59
+        let tally = tally(&clock);
+        let key = entry(&tally, "key_1");
+        for _ in 0..3 {
+            tally.count_key(&key, KeyOutcome::Allowed, Environment::Live);
+        }
+        tally.count_anonymous(AnonymousOutcome::Unknown, Some(Environment::Live));
+        clock.advance(Duration::from_secs(2)); // the next day
+        tally.count_key(&key, KeyOutcome::Allowed, Environment::Live);
+        tally.count_key(&key, KeyOutcome::Revoked, Environment::Live);
+        tally.count_anonymous(AnonymousOutcome::Unknown, None);
+
+        let mut taken = Taken::default();
+        tally.take(&mut taken);
+        let day = Day::of(at(NOON));
+        let id: KeyId = "key_1".into();
+        assert_eq!(taken.keys[&(id.clone(), day)].allowed, 3);
+        let next = taken.keys[&(id.clone(), day.add_days(1))];
+        assert_eq!((next.allowed, next.revoked), (1, 1));
+        assert_eq!(taken.anonymous[&(day, AnonymousOutcome::Unknown)], 1);
+        assert_eq!(
+            taken.anonymous[&(day.add_days(1), AnonymousOutcome::Unknown)],
+            1
+        );
+        assert_eq!(
+            taken.last_used[&id],
+            u32::try_from(NOON + 43_201).unwrap(),
+            "the last request let through"
+        );
+    }
+
+    #[test]
+    fn an_entry_is_visited_once_per_flush_and_again_only_when_used_again() {
+        let clock = ManualClock::new(at(NOON));
+        let tally = tally(&clock);
+        let key = entry(&tally, "key_1");
+        for _ in 0..1_000 {
+            tally.count_key(&key, KeyOutcome::Allowed, Environment::Live);
+        }
+        assert_eq!(lock(&tally.registry).len(), 1, "registered once");
+        let mut taken = Taken::default();
+        tally.take(&mut taken);
+        assert_eq!(taken.keys.values().map(|c| c.allowed).sum::<u64>(), 1_000);
+        assert!(lock(&tally.registry).is_empty());
+
+        let mut again = Taken::default();
+        tally.take(&mut again);
+        assert!(again.keys.is_empty(), "nothing new");
+        tally.count_key(&key, KeyOutcome::Allowed, Environment::Live);
+        assert_eq!(lock(&tally.registry).len(), 1, "registered again");
+    }
+
+    #[test]
+    fn a_dropped_entry_hands_its_counts_over() {
+        let clock = ManualClock::new(at(NOON));
+        let tally = tally(&clock);
+        let key = entry(&tally, "key_1");
+        for _ in 0..5 {
+            tally.count_key(&key, KeyOutcome::Allowed, Environment::Test);
+        }
+        drop(key);
+        let mut taken = Taken::default();
+        tally.take(&mut taken);
+        let id: KeyId = "key_1".into();
+        assert_eq!(taken.keys[&(id.clone(), Day::of(at(NOON)))].allowed, 5);
+        assert_eq!(taken.last_used[&id], u32::try_from(NOON).unwrap());
+    }
+
+    #[test]
+    fn counting_from_many_threads_loses_nothing_while_flushes_run() {
+        let clock = ManualClock::new(at(NOON));
+        let tally = tally(&clock);
+        let keys: Vec<_> = (0..4).map(|i| entry(&tally, &format!("key_{i}"))).collect();
+        let mut total = 0;
+        std::thread::scope(|scope| {
+            for thread in 0..4 {
+                let (tally, keys) = (&tally, &keys);
+                scope.spawn(move || {
+                    for i in 0..25_000usize {
+                        let key = &keys[(i + thread) % keys.len()];
+                        tally.count_key(key, KeyOutcome::Allowed, Environment::Live);
+                        if i % 100 == 0 {
+                            tally.count_anonymous(AnonymousOutcome::Missing, None);
+                        }
+                    }
+                });
+            }
+            let mut taken = Taken::default();
+            for _ in 0..50 {
+                tally.take(&mut taken);
+                total += taken.keys.values().map(|c| c.allowed).sum::<u64>();
+                total += taken.anonymous.values().sum::<u64>();
+                taken.keys.clear();
+                taken.anonymous.clear();
+                std::thread::yield_now();
+            }
+        });
+        let mut taken = Taken::default();
+        tally.take(&mut taken);
+        total += taken.keys.values().map(|c| c.allowed).sum::<u64>();
+        total += taken.anonymous.values().sum::<u64>();
+        assert_eq!(total, 100_000 + 1_000);
+    }
+
+    #[test]
+    fn the_system_time_source_follows_the_wall_clock() {
+        let source = TimeSource::system();
+        let now = source.now();
+        let wall = Stamp::of(SystemTime::now());
+        assert!(now.second.abs_diff(wall.second) <= 1, "{} {}", now.second, wall.second);
+        assert_eq!(now.day, Day::today());
+    }
+}
