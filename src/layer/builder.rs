@@ -276,7 +276,9 @@ impl ApiKeyLayerBuilder {
     /// brought up to date at each usage flush. Default: off, since it makes a series per key.
     ///
     /// The counts come from the usage counters, so this counts requests even with
-    /// [`UsageSettings::off`] or a store that keeps no usage (but writes nothing then).
+    /// [`UsageSettings::off`] or a store that keeps no usage (but writes nothing then). Since
+    /// key ids are not known in advance, these series are registered at each flush, with the
+    /// recorder installed then (the global one), not when the layer is built.
     pub fn metrics_per_key(mut self) -> Self {
         self.metrics_per_key = true;
         self
