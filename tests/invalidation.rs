@@ -42,6 +42,7 @@ use tower_api_key::{
     ApiKeyLayer, ChannelHealth, Environment, KeyDigest, KeyFormat, KeyId, KeyRecord, KeyResolver,
     KeyStore, NewKey, PlaintextKey, Principal, RequireScopes, ResolveError, Scope, Watcher,
 };
+use tower_api_key::{Day, KeyIncrement, KeyOutcome, OutcomeCounts, UsageBatch};
 
 const ORDERS_READ: Scope = Scope::from_static("orders:read");
 const PRODUCTS_READ: Scope = Scope::from_static("products:read");
@@ -271,6 +272,7 @@ macro_rules! rules {
             emptying_the_table_in_plain_sql_refuses_every_key,
             a_change_that_rolls_back_is_never_announced,
             recording_use_announces_nothing,
+            recording_usage_announces_nothing,
             a_key_inserted_after_its_digest_was_cached_as_unknown_is_accepted,
             a_row_replaced_in_plain_sql_refuses_the_key_it_held,
         );
@@ -493,6 +495,51 @@ mod rules {
         assert!(
             tool.get(&id).await.unwrap().last_used_at.is_some(),
             "the use was recorded"
+        );
+        tool.revoke(&marker_id).await.unwrap();
+        assert_eq!(
+            announced.until(&marker.digest()).await,
+            [marker.digest().to_hex()]
+        );
+        app.until_refused(&marker).await;
+        assert_eq!(app.status(&key).await, StatusCode::OK);
+        assert_eq!(
+            app.resolver_calls(),
+            calls + 1,
+            "only the marker was looked up"
+        );
+    }
+
+    /// A flush of usage counts writes a new table and `last_used_at`, neither of which any
+    /// cache holds an answer about: it empties no cache anywhere.
+    pub(crate) async fn recording_usage_announces_nothing<D: Database>() {
+        let Some((db, server, tool)) = D::two_processes().await else {
+            return;
+        };
+        let (id, key) = new_key(&tool, "Webhook Server").await;
+        let (marker_id, marker) = new_key(&tool, "Marker").await;
+        let app = serve::<D>(&server).await;
+        app.warm(&key).await;
+        app.warm(&marker).await;
+        let mut announced = db.announcements().await;
+        let calls = app.resolver_calls();
+        let now = std::time::SystemTime::now();
+        let today = Day::of(now);
+        let mut counts = OutcomeCounts::default();
+        counts.add(KeyOutcome::Allowed, 3);
+        let mut batch = UsageBatch::new();
+        batch.keys = vec![KeyIncrement::new(id.clone(), today, counts)];
+        batch.last_used = vec![(id.clone(), now)];
+        tool.record_usage(&batch).await.unwrap();
+        assert!(
+            tool.get(&id).await.unwrap().last_used_at.is_some(),
+            "the use was recorded"
+        );
+        assert_eq!(
+            tool.usage(&id, today, today).await.unwrap()[0]
+                .counts
+                .total(),
+            3
         );
         tool.revoke(&marker_id).await.unwrap();
         assert_eq!(

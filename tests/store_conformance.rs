@@ -24,9 +24,11 @@ use axum::Router;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
+use tower_api_key::store::MAX_SERIES_DAYS;
 use tower_api_key::{
-    ApiKeyLayer, CreatedKey, Environment, KeyFormat, KeyId, KeyResolver, KeyStore, MemoryStore,
-    NewKey, Principal, Scope, ScopeCatalog, StoreError,
+    AnonymousIncrement, AnonymousOutcome, ApiKeyLayer, CreatedKey, DailyUsage, Day, Environment,
+    KeyFormat, KeyId, KeyIncrement, KeyOutcome, KeyResolver, KeyStore, MemoryStore, NewKey,
+    OutcomeCounts, Principal, Scope, ScopeCatalog, StoreError, UsageBatch,
 };
 use tower_api_key::{ChannelHealth, Clock, ManualClock};
 
@@ -107,6 +109,10 @@ trait Backend: Sized + Send + Sync + 'static {
     /// for `MemoryStore`, what its `Debug` and listings show.
     async fn cells(&self, store: &Self::Store) -> Vec<Vec<u8>>;
 
+    /// The same keys through another handle, as another instance of the service would hold
+    /// them: a pool of its own on the same database (for `MemoryStore`, a clone).
+    async fn another_instance(&self, store: &Self::Store) -> Self::Store;
+
     /// Whether `cells` reads a real table, which then holds the digest and the hint.
     const HAS_TABLE: bool;
 }
@@ -118,6 +124,9 @@ trait SqlBackend: Backend {
 
     /// Makes every later insert into the key table fail, with a trigger.
     async fn refuse_inserts(&self, store: &Self::Store);
+
+    /// Makes every later change to a key's `last_used_at` fail, with a trigger.
+    async fn refuse_last_uses(&self, store: &Self::Store);
 
     /// The same database opened again for keys of `format`, and migrated.
     async fn reopen(&self, format: KeyFormat) -> Result<Self::Store, StoreError>;
@@ -170,6 +179,10 @@ impl Backend for Memory {
             format!("{store:?}").into_bytes(),
             format!("{listed:?}").into_bytes(),
         ]
+    }
+
+    async fn another_instance(&self, store: &MemoryStore) -> MemoryStore {
+        store.clone()
     }
 }
 
@@ -239,6 +252,10 @@ mod sqlite_backend {
             }
             cells
         }
+
+        async fn another_instance(&self, _store: &SqliteStore) -> SqliteStore {
+            SqliteStore::open(&self.path, om()).await.unwrap()
+        }
     }
 
     #[async_trait]
@@ -285,6 +302,16 @@ mod sqlite_backend {
             sqlx::raw_sql(
                 "CREATE TRIGGER refuse_inserts BEFORE INSERT ON api_keys \
                  BEGIN SELECT RAISE(ABORT, 'inserts are refused'); END",
+            )
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+
+        async fn refuse_last_uses(&self, store: &SqliteStore) {
+            sqlx::raw_sql(
+                "CREATE TRIGGER refuse_last_uses BEFORE UPDATE OF last_used_at ON api_keys \
+                 BEGIN SELECT RAISE(ABORT, 'last uses are refused'); END",
             )
             .execute(store.pool())
             .await
@@ -475,6 +502,13 @@ mod postgres_backend {
             }
             cells
         }
+
+        async fn another_instance(&self, _store: &PostgresStore) -> PostgresStore {
+            PostgresStore::connect(&url(), om())
+                .await
+                .unwrap()
+                .with_schema(&self.schema)
+        }
     }
 
     #[async_trait]
@@ -529,6 +563,20 @@ mod postgres_backend {
                  AS $$ BEGIN RAISE EXCEPTION 'inserts are refused'; END $$; \
                  CREATE TRIGGER refuse_inserts BEFORE INSERT ON {schema}.api_keys \
                  FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_inserts();"
+            ))
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+
+        async fn refuse_last_uses(&self, store: &PostgresStore) {
+            let schema = format!("\"{}\"", self.schema);
+            sqlx::raw_sql(&format!(
+                "CREATE FUNCTION {schema}.refuse_last_uses() RETURNS trigger LANGUAGE plpgsql \
+                 AS $$ BEGIN RAISE EXCEPTION 'last uses are refused'; END $$; \
+                 CREATE TRIGGER refuse_last_uses BEFORE UPDATE OF last_used_at \
+                 ON {schema}.api_keys \
+                 FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_last_uses();"
             ))
             .execute(store.pool())
             .await
@@ -1353,6 +1401,567 @@ mod rules {
         assert_eq!(t.count().await, 1);
     }
 
+    // --- Usage ---------------------------------------------------------------------------------
+
+    /// The day of [`t0`]: 2023-11-14.
+    fn today() -> Day {
+        Day::of(t0())
+    }
+
+    fn counts(of: &[(KeyOutcome, u64)]) -> OutcomeCounts {
+        let mut counts = OutcomeCounts::default();
+        for &(outcome, count) in of {
+            counts.add(outcome, count);
+        }
+        counts
+    }
+
+    fn increment(key: &CreatedKey, day: Day, of: &[(KeyOutcome, u64)]) -> KeyIncrement {
+        KeyIncrement::new(key.id().clone(), day, counts(of))
+    }
+
+    fn batch(keys: Vec<KeyIncrement>) -> UsageBatch {
+        let mut batch = UsageBatch::new();
+        batch.keys = keys;
+        batch
+    }
+
+    fn last_used(uses: &[(&KeyId, SystemTime)]) -> UsageBatch {
+        let mut batch = UsageBatch::new();
+        batch.last_used = uses.iter().map(|(id, at)| ((*id).clone(), *at)).collect();
+        batch
+    }
+
+    fn anonymous(of: &[(Day, AnonymousOutcome, u64)]) -> UsageBatch {
+        let mut batch = UsageBatch::new();
+        batch.anonymous = of
+            .iter()
+            .map(|&(day, outcome, count)| AnonymousIncrement::new(day, outcome, count))
+            .collect();
+        batch
+    }
+
+    /// The most a store keeps for one key, day and outcome.
+    const MAX_COUNT: u64 = i64::MAX.unsigned_abs();
+
+    use KeyOutcome::{Allowed, Expired, InsufficientScope, RateLimited, Revoked};
+
+    pub(crate) async fn usage_counts_add_up_and_every_day_is_in_the_series<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let key = t.create(NewKey::new("Counted", Environment::Live)).await;
+        let other = t.create(NewKey::new("Other", Environment::Live)).await;
+        let d = today();
+        let zero = OutcomeCounts::default();
+
+        // Never used: every day is there, with zeros.
+        assert_eq!(
+            t.store.usage(key.id(), d.add_days(-1), d).await.unwrap(),
+            [
+                DailyUsage::new(d.add_days(-1), zero),
+                DailyUsage::new(d, zero)
+            ]
+        );
+        t.store
+            .record_usage(&batch(vec![
+                increment(&key, d, &[(Allowed, 3), (InsufficientScope, 1)]),
+                increment(&other, d, &[(Allowed, 1)]),
+                // The same key and day twice in one batch add up too.
+                increment(&key, d, &[(Allowed, 2)]),
+            ]))
+            .await
+            .unwrap();
+        t.store
+            .record_usage(&batch(vec![
+                increment(&key, d, &[(Allowed, 4)]),
+                increment(
+                    &key,
+                    d.add_days(-2),
+                    &[(Revoked, 1), (Expired, 2), (RateLimited, 5)],
+                ),
+            ]))
+            .await
+            .unwrap();
+        t.store.record_usage(&UsageBatch::new()).await.unwrap();
+
+        assert_eq!(
+            t.store
+                .usage(key.id(), d.add_days(-3), d.add_days(1))
+                .await
+                .unwrap(),
+            [
+                DailyUsage::new(d.add_days(-3), zero),
+                DailyUsage::new(
+                    d.add_days(-2),
+                    counts(&[(Revoked, 1), (Expired, 2), (RateLimited, 5)])
+                ),
+                DailyUsage::new(d.add_days(-1), zero),
+                DailyUsage::new(d, counts(&[(Allowed, 9), (InsufficientScope, 1)])),
+                DailyUsage::new(d.add_days(1), zero),
+            ]
+        );
+        assert_eq!(
+            t.store.usage(other.id(), d, d).await.unwrap(),
+            [DailyUsage::new(d, counts(&[(Allowed, 1)]))]
+        );
+        // A range that ends before it starts has no days; an unknown key is unknown.
+        assert_eq!(
+            t.store.usage(key.id(), d, d.add_days(-1)).await.unwrap(),
+            []
+        );
+        assert_unknown(t.store.usage(&unknown_id(), d, d).await, &unknown_id());
+        assert_unknown(
+            t.store.usage(&unknown_id(), d, d.add_days(-1)).await,
+            &unknown_id(),
+        );
+        // The longest series there is, and one day more.
+        let longest = i32::try_from(MAX_SERIES_DAYS).unwrap();
+        let series = t
+            .store
+            .usage(key.id(), d.add_days(1 - longest), d)
+            .await
+            .unwrap();
+        assert_eq!(series.len(), usize::try_from(MAX_SERIES_DAYS).unwrap());
+        assert_eq!(series.last().unwrap().counts.total(), 10);
+        let too_long = t.store.usage(key.id(), d.add_days(-longest), d).await;
+        assert!(
+            matches!(too_long, Err(StoreError::SeriesTooLong)),
+            "{too_long:?}"
+        );
+    }
+
+    /// Two instances of a service flush into one database at once, naming the same keys in
+    /// different orders: every count is kept, none twice.
+    pub(crate) async fn flushes_from_two_instances_at_once_add_up_exactly<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let a = t.create(NewKey::new("A", Environment::Live)).await;
+        let b = t.create(NewKey::new("B", Environment::Live)).await;
+        let other = t.backend.another_instance(&t.store).await;
+        let d = today();
+        let flushes = (0..100u32).map(|i| {
+            let store = if i % 2 == 0 {
+                t.store.clone()
+            } else {
+                other.clone()
+            };
+            let mut flush = batch(vec![
+                increment(&a, d, &[(Allowed, 1)]),
+                increment(&b, d, &[(Allowed, 2)]),
+                increment(&a, d.add_days(-1), &[(Revoked, 1)]),
+            ]);
+            flush.anonymous = vec![
+                AnonymousIncrement::new(d, AnonymousOutcome::Missing, 3),
+                AnonymousIncrement::new(d, AnonymousOutcome::Unknown, 1),
+            ];
+            flush.last_used = vec![
+                (a.id().clone(), t0() + u32::min(i, 98) * SECOND),
+                (b.id().clone(), t0()),
+            ];
+            if i % 4 >= 2 {
+                flush.keys.reverse();
+                flush.anonymous.reverse();
+                flush.last_used.reverse();
+            }
+            tokio::spawn(async move { store.record_usage(&flush).await })
+        });
+        for flushed in futures_util::future::join_all(flushes).await {
+            flushed.unwrap().unwrap();
+        }
+        assert_eq!(
+            t.store.usage(a.id(), d.add_days(-1), d).await.unwrap(),
+            [
+                DailyUsage::new(d.add_days(-1), counts(&[(Revoked, 100)])),
+                DailyUsage::new(d, counts(&[(Allowed, 100)])),
+            ]
+        );
+        assert_eq!(
+            other.usage(b.id(), d, d).await.unwrap(),
+            [DailyUsage::new(d, counts(&[(Allowed, 200)]))]
+        );
+        assert_eq!(
+            t.store.anonymous_usage(d, d).await.unwrap(),
+            [
+                AnonymousIncrement::new(d, AnonymousOutcome::Missing, 300),
+                AnonymousIncrement::new(d, AnonymousOutcome::Unknown, 100),
+            ]
+        );
+        let a_last_used = t.store.get(a.id()).await.unwrap().last_used_at.unwrap();
+        assert_close(a_last_used, t0() + 98 * SECOND);
+    }
+
+    pub(crate) async fn counts_of_deleted_and_unknown_keys_are_dropped<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let kept = t.create(NewKey::new("Kept", Environment::Live)).await;
+        let deleted = t.create(NewKey::new("Deleted", Environment::Live)).await;
+        let d = today();
+        t.store
+            .record_usage(&batch(vec![
+                increment(&kept, d, &[(Allowed, 1)]),
+                increment(&deleted, d, &[(Allowed, 1)]),
+            ]))
+            .await
+            .unwrap();
+        t.store.delete(deleted.id()).await.unwrap();
+
+        // Counted before the deletion, flushed after it; and keys no store has.
+        let mut late = batch(vec![
+            increment(&deleted, d, &[(Allowed, 2)]),
+            increment(&kept, d, &[(Allowed, 2)]),
+            KeyIncrement::new(unknown_id(), d, counts(&[(Allowed, 7)])),
+            KeyIncrement::new(KeyId::from("key_\0nul"), d, counts(&[(Allowed, 7)])),
+        ]);
+        late.last_used = vec![
+            (deleted.id().clone(), t0()),
+            (unknown_id(), t0()),
+            (KeyId::from("key_'; DROP TABLE api_keys; --"), t0()),
+            (kept.id().clone(), t0()),
+        ];
+        t.store.record_usage(&late).await.unwrap();
+
+        assert_eq!(
+            t.store.usage(kept.id(), d, d).await.unwrap(),
+            [DailyUsage::new(d, counts(&[(Allowed, 3)]))]
+        );
+        assert_close(
+            t.store.get(kept.id()).await.unwrap().last_used_at.unwrap(),
+            t0(),
+        );
+        assert_unknown(t.store.usage(deleted.id(), d, d).await, deleted.id());
+        assert_unknown(t.store.usage(&unknown_id(), d, d).await, &unknown_id());
+        let summary = t.store.usage_summary(None, d, d).await.unwrap();
+        assert_eq!(summary.len(), 1);
+        assert_eq!(summary[0].id, *kept.id());
+        // The deleted key's counts went with it: pruning every day finds only the kept key's.
+        assert_eq!(t.store.prune_usage(d.add_days(1)).await.unwrap(), 1);
+    }
+
+    pub(crate) async fn record_usage_moves_last_used_only_forward<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let key = t.create(NewKey::new("Used", Environment::Live)).await;
+        let other = t.create(NewKey::new("Unused", Environment::Live)).await;
+        let id = key.id();
+        let stored_last_use = || async { t.store.get(id).await.unwrap().last_used_at };
+
+        t.store
+            .record_usage(&last_used(&[(id, t0() + 5 * MINUTE)]))
+            .await
+            .unwrap();
+        assert_close(stored_last_use().await.unwrap(), t0() + 5 * MINUTE);
+        t.store
+            .record_usage(&last_used(&[(id, t0() + 3 * MINUTE)]))
+            .await
+            .unwrap();
+        assert_close(stored_last_use().await.unwrap(), t0() + 5 * MINUTE);
+        // In one batch, the latest use counts, wherever it is.
+        t.store
+            .record_usage(&last_used(&[
+                (id, t0() + 9 * MINUTE),
+                (id, t0() + 7 * MINUTE),
+            ]))
+            .await
+            .unwrap();
+        assert_close(stored_last_use().await.unwrap(), t0() + 9 * MINUTE);
+        // `record_use` and `record_usage` agree.
+        t.store.record_use(id, t0() + 8 * MINUTE).await.unwrap();
+        assert_close(stored_last_use().await.unwrap(), t0() + 9 * MINUTE);
+
+        let listed = t.store.list(None).await.unwrap();
+        let listed_key = listed.iter().find(|k| k.record.id == *id).unwrap();
+        assert_close(listed_key.last_used_at.unwrap(), t0() + 9 * MINUTE);
+        assert_eq!(t.store.get(other.id()).await.unwrap().last_used_at, None);
+        // A last use is not a change a cache must hear of: the key keeps working as it was.
+        assert_eq!(name_seen(&t.app, &key).await, "Used");
+    }
+
+    pub(crate) async fn usage_summary_lists_an_owners_keys_with_totals_and_last_use<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let owned = |name: &str| NewKey::new(name, Environment::Live).owner("acct_1");
+        let busy = t.create(owned("Busy")).await;
+        t.clock.advance(SECOND);
+        let idle = t.create(owned("Idle")).await;
+        t.clock.advance(SECOND);
+        let stale = t.create(owned("Stale")).await;
+        t.clock.advance(SECOND);
+        let elsewhere = t
+            .create(NewKey::new("Elsewhere", Environment::Live).owner("acct_2"))
+            .await;
+        let d = today();
+        let day = Duration::from_secs(86_400);
+        let mut flush = batch(vec![
+            increment(&busy, d, &[(Allowed, 10)]),
+            increment(
+                &busy,
+                d.add_days(-1),
+                &[(Allowed, 5), (InsufficientScope, 2)],
+            ),
+            increment(&busy, d.add_days(-40), &[(Allowed, 1)]),
+            increment(&stale, d.add_days(-40), &[(Allowed, 3)]),
+            increment(&elsewhere, d, &[(Allowed, 1)]),
+        ]);
+        flush.last_used = vec![
+            (busy.id().clone(), t0()),
+            (stale.id().clone(), t0() - 40 * day),
+            (elsewhere.id().clone(), t0()),
+        ];
+        t.store.record_usage(&flush).await.unwrap();
+        t.store.revoke(stale.id()).await.unwrap();
+
+        let summary = t
+            .store
+            .usage_summary(Some("acct_1"), d.add_days(-29), d)
+            .await
+            .unwrap();
+        let listed = t.store.list(Some("acct_1")).await.unwrap();
+        let ids = |ids: Vec<&KeyId>| ids.into_iter().cloned().collect::<Vec<_>>();
+        assert_eq!(
+            ids(summary.iter().map(|s| &s.id).collect()),
+            ids(listed.iter().map(|k| &k.record.id).collect()),
+            "ordered as list orders them"
+        );
+        assert_eq!(
+            ids(summary.iter().map(|s| &s.id).collect()),
+            [stale.id(), idle.id(), busy.id()].map(Clone::clone)
+        );
+        for (summary, stored) in summary.iter().zip(&listed) {
+            assert_eq!(summary.name, stored.record.name);
+            assert_eq!(summary.created_at, stored.created_at);
+            assert_eq!(summary.last_used_at, stored.last_used_at);
+            assert_eq!(summary.revoked_at, stored.record.revoked_at);
+        }
+        let [stale_summary, idle_summary, busy_summary] = &summary[..] else {
+            panic!("{summary:?}");
+        };
+        assert_eq!(
+            busy_summary.totals,
+            counts(&[(Allowed, 15), (InsufficientScope, 2)])
+        );
+        assert!(!busy_summary.never_used());
+        assert!(!busy_summary.unused_since(t0() - 30 * day));
+        assert_eq!(idle_summary.totals, OutcomeCounts::default());
+        assert!(idle_summary.never_used());
+        assert!(idle_summary.unused_since(t0() - 30 * day));
+        assert_eq!(stale_summary.totals, OutcomeCounts::default());
+        assert!(!stale_summary.never_used());
+        assert!(stale_summary.unused_since(t0() - 30 * day));
+        assert!(stale_summary.revoked_at.is_some());
+
+        // Over 41 days, the old requests are in.
+        let longer = t
+            .store
+            .usage_summary(Some("acct_1"), d.add_days(-40), d)
+            .await
+            .unwrap();
+        let totals: Vec<u64> = longer.iter().map(|s| s.totals.total()).collect();
+        assert_eq!(totals, [3, 0, 18]);
+        // Everyone's keys, as list gives them; an owner with no keys; no days at all.
+        let everyone = t.store.usage_summary(None, d, d).await.unwrap();
+        let all_listed = t.store.list(None).await.unwrap();
+        assert_eq!(
+            ids(everyone.iter().map(|s| &s.id).collect()),
+            ids(all_listed.iter().map(|k| &k.record.id).collect())
+        );
+        assert_eq!(everyone[0].id, *elsewhere.id());
+        assert_eq!(everyone[0].totals, counts(&[(Allowed, 1)]));
+        assert!(t
+            .store
+            .usage_summary(Some("acct_nobody"), d, d)
+            .await
+            .unwrap()
+            .is_empty());
+        let no_days = t
+            .store
+            .usage_summary(Some("acct_1"), d, d.add_days(-1))
+            .await
+            .unwrap();
+        assert_eq!(no_days.len(), 3);
+        assert!(no_days.iter().all(|s| s.totals.is_empty()));
+    }
+
+    pub(crate) async fn anonymous_counts_are_kept_per_day_and_outcome<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let d = today();
+        t.store
+            .record_usage(&anonymous(&[
+                (d, AnonymousOutcome::Unknown, 2),
+                (d, AnonymousOutcome::Missing, 1),
+                (d.add_days(-1), AnonymousOutcome::Malformed, 4),
+                (d, AnonymousOutcome::Unknown, 3),
+                (d.add_days(-5), AnonymousOutcome::Missing, 0),
+            ]))
+            .await
+            .unwrap();
+        t.store
+            .record_usage(&anonymous(&[(d, AnonymousOutcome::Missing, 1)]))
+            .await
+            .unwrap();
+        assert_eq!(
+            t.store
+                .anonymous_usage(d.add_days(-10), d.add_days(10))
+                .await
+                .unwrap(),
+            [
+                AnonymousIncrement::new(d.add_days(-1), AnonymousOutcome::Malformed, 4),
+                AnonymousIncrement::new(d, AnonymousOutcome::Missing, 2),
+                AnonymousIncrement::new(d, AnonymousOutcome::Unknown, 5),
+            ]
+        );
+        assert_eq!(
+            t.store.anonymous_usage(d, d).await.unwrap().len(),
+            2,
+            "only the days asked for"
+        );
+        assert_eq!(
+            t.store.anonymous_usage(d, d.add_days(-1)).await.unwrap(),
+            []
+        );
+        assert_eq!(
+            t.store
+                .anonymous_usage(d.add_days(-10), d.add_days(-2))
+                .await
+                .unwrap(),
+            []
+        );
+        // Never per key: no key has any of it.
+        let key = t.create(NewKey::new("Innocent", Environment::Live)).await;
+        assert_eq!(
+            t.store.usage(key.id(), d, d).await.unwrap()[0]
+                .counts
+                .total(),
+            0
+        );
+    }
+
+    pub(crate) async fn pruning_removes_only_the_days_before<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let key = t.create(NewKey::new("Pruned", Environment::Live)).await;
+        let d = today();
+        let mut flush = batch(vec![
+            increment(&key, d.add_days(-2), &[(Allowed, 1)]),
+            increment(&key, d.add_days(-1), &[(Allowed, 1), (Revoked, 1)]),
+            increment(&key, d, &[(Allowed, 1)]),
+        ]);
+        flush.anonymous = vec![
+            AnonymousIncrement::new(d.add_days(-1), AnonymousOutcome::Unknown, 1),
+            AnonymousIncrement::new(d, AnonymousOutcome::Unknown, 1),
+        ];
+        flush.last_used = vec![(key.id().clone(), t0())];
+        t.store.record_usage(&flush).await.unwrap();
+
+        assert_eq!(t.store.prune_usage(d.add_days(-1)).await.unwrap(), 1);
+        assert_eq!(t.store.prune_usage(d).await.unwrap(), 3);
+        assert_eq!(t.store.prune_usage(d).await.unwrap(), 0);
+        let zero = OutcomeCounts::default();
+        assert_eq!(
+            t.store.usage(key.id(), d.add_days(-2), d).await.unwrap(),
+            [
+                DailyUsage::new(d.add_days(-2), zero),
+                DailyUsage::new(d.add_days(-1), zero),
+                DailyUsage::new(d, counts(&[(Allowed, 1)])),
+            ]
+        );
+        assert_eq!(
+            t.store.anonymous_usage(d.add_days(-2), d).await.unwrap(),
+            [AnonymousIncrement::new(d, AnonymousOutcome::Unknown, 1)]
+        );
+        // The last use stays.
+        assert!(t.store.get(key.id()).await.unwrap().last_used_at.is_some());
+        assert_eq!(name_seen(&t.app, &key).await, "Pruned");
+    }
+
+    pub(crate) async fn counts_saturate_and_no_batch_makes_a_store_fail_or_panic<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let key = t.create(NewKey::new("Flooded", Environment::Live)).await;
+        let d = today();
+        let everything = KeyOutcome::ALL.map(|outcome| (outcome, u64::MAX));
+        let mut flood = batch(vec![
+            increment(&key, d, &everything),
+            increment(&key, d, &everything),
+            increment(&key, d.add_days(-1), &everything),
+        ]);
+        flood.anonymous = vec![
+            AnonymousIncrement::new(d, AnonymousOutcome::Unknown, u64::MAX),
+            AnonymousIncrement::new(d, AnonymousOutcome::Unknown, u64::MAX),
+        ];
+        t.store.record_usage(&flood).await.unwrap();
+        // Again, on top of counts already at the most a store keeps.
+        t.store.record_usage(&flood).await.unwrap();
+        let at_most = counts(&KeyOutcome::ALL.map(|outcome| (outcome, MAX_COUNT)));
+        assert_eq!(
+            t.store.usage(key.id(), d.add_days(-1), d).await.unwrap(),
+            [
+                DailyUsage::new(d.add_days(-1), at_most),
+                DailyUsage::new(d, at_most)
+            ]
+        );
+        assert_eq!(
+            t.store.anonymous_usage(d, d).await.unwrap(),
+            [AnonymousIncrement::new(
+                d,
+                AnonymousOutcome::Unknown,
+                MAX_COUNT
+            )]
+        );
+        // Totals are exact past i64::MAX, then saturate.
+        let two_days = t
+            .store
+            .usage_summary(None, d.add_days(-1), d)
+            .await
+            .unwrap();
+        assert_eq!(two_days[0].totals.get(Allowed), 2 * MAX_COUNT);
+        assert_eq!(two_days[0].totals.total(), u64::MAX);
+        t.store
+            .record_usage(&batch(vec![increment(&key, d.add_days(-2), &everything)]))
+            .await
+            .unwrap();
+        let three_days = t
+            .store
+            .usage_summary(None, d.add_days(-2), d)
+            .await
+            .unwrap();
+        assert_eq!(three_days[0].totals.get(Revoked), u64::MAX);
+
+        // Days and times far beyond any calendar the service runs on.
+        let far = t.create(NewKey::new("Far", Environment::Live)).await;
+        let (first, last) = (
+            Day::from_days_since_epoch(i32::MIN),
+            Day::from_days_since_epoch(i32::MAX),
+        );
+        let mut extreme = batch(vec![
+            increment(&far, first, &[(Allowed, 1)]),
+            increment(&far, last, &[(Allowed, 1)]),
+            increment(&far, last.add_days(-1), &[(Allowed, 1)]),
+        ]);
+        extreme.anonymous = vec![
+            AnonymousIncrement::new(first, AnonymousOutcome::Missing, 1),
+            AnonymousIncrement::new(last, AnonymousOutcome::Missing, 1),
+        ];
+        extreme.last_used = vec![
+            (far.id().clone(), SystemTime::UNIX_EPOCH),
+            (
+                key.id().clone(),
+                SystemTime::UNIX_EPOCH + Duration::from_secs(400_000_000_000),
+            ),
+        ];
+        t.store.record_usage(&extreme).await.unwrap();
+        let everything_ever = t.store.usage_summary(None, first, last).await.unwrap();
+        let far_summary = everything_ever.iter().find(|s| s.id == *far.id()).unwrap();
+        assert_eq!(far_summary.totals.get(Allowed), 3);
+        assert!(far_summary.last_used_at.is_some());
+        assert_eq!(t.store.anonymous_usage(first, last).await.unwrap().len(), 3);
+        assert!(t
+            .store
+            .usage(far.id(), last.add_days(-1), last)
+            .await
+            .is_ok());
+        assert!(matches!(
+            t.store.usage(far.id(), first, last).await,
+            Err(StoreError::SeriesTooLong)
+        ));
+        assert!(t.store.get(key.id()).await.unwrap().last_used_at.is_some());
+        assert_eq!(t.store.prune_usage(first).await.unwrap(), 0);
+        assert!(t.store.prune_usage(last).await.unwrap() > 0);
+        assert_eq!(name_seen(&t.app, &key).await, "Flooded");
+    }
+
     // --- SQL stores only -----------------------------------------------------------------------
 
     pub(crate) async fn migrate_records_the_key_format_and_refuses_another<B: SqlBackend>() {
@@ -1416,6 +2025,44 @@ mod rules {
             status(&t.app, &old).await,
             StatusCode::OK,
             "the old key was cut short"
+        );
+    }
+
+    /// A flush is one transaction: when its last statement fails, the counts its first ones
+    /// added are gone with it, and the same batch can be sent again.
+    pub(crate) async fn a_failed_flush_writes_nothing<B: SqlBackend>() {
+        let t = Test::<B>::new().await;
+        let key = t.create(NewKey::new("Flushed", Environment::Live)).await;
+        let d = today();
+        let mut first = batch(vec![increment(&key, d, &[(Allowed, 1)])]);
+        first.last_used = vec![(key.id().clone(), t0())];
+        t.store.record_usage(&first).await.unwrap();
+        t.backend.refuse_last_uses(&t.store).await;
+
+        let mut failing = batch(vec![increment(&key, d, &[(Allowed, 5)])]);
+        failing.anonymous = vec![AnonymousIncrement::new(d, AnonymousOutcome::Unknown, 5)];
+        failing.last_used = vec![(key.id().clone(), t0() + HOUR)];
+        let message = assert_unavailable(t.store.record_usage(&failing).await);
+        assert!(message.contains("last uses are refused"), "{message}");
+        assert_eq!(
+            t.store.usage(key.id(), d, d).await.unwrap(),
+            [DailyUsage::new(d, counts(&[(Allowed, 1)]))]
+        );
+        assert_eq!(t.store.anonymous_usage(d, d).await.unwrap(), []);
+        assert_close(
+            t.store.get(key.id()).await.unwrap().last_used_at.unwrap(),
+            t0(),
+        );
+        // Without the last use, the rest goes through: nothing of the failed try is left over.
+        failing.last_used.clear();
+        t.store.record_usage(&failing).await.unwrap();
+        assert_eq!(
+            t.store.usage(key.id(), d, d).await.unwrap(),
+            [DailyUsage::new(d, counts(&[(Allowed, 6)]))]
+        );
+        assert_eq!(
+            t.store.anonymous_usage(d, d).await.unwrap(),
+            [AnonymousIncrement::new(d, AnonymousOutcome::Unknown, 5)]
         );
     }
 
@@ -1526,6 +2173,20 @@ async fn outage_then_recovery<DB: tower_api_key::SqlDatabase>(
     assert_unavailable(store.rotate(fresh.id(), HOUR).await);
     assert_unavailable(store.delete(fresh.id()).await);
     assert_unavailable(store.record_use(fresh.id(), t0()).await);
+    let today = Day::of(t0());
+    let mut flush = UsageBatch::new();
+    flush.keys = vec![KeyIncrement::new(
+        fresh.id().clone(),
+        today,
+        OutcomeCounts::default(),
+    )];
+    flush.keys[0].counts.add(KeyOutcome::Allowed, 1);
+    flush.last_used = vec![(fresh.id().clone(), t0())];
+    assert_unavailable(store.record_usage(&flush).await);
+    assert_unavailable(store.usage(fresh.id(), today, today).await);
+    assert_unavailable(store.usage_summary(None, today, today).await);
+    assert_unavailable(store.anonymous_usage(today, today).await);
+    assert_unavailable(store.prune_usage(today).await);
     assert!(store.resolve(&fresh.key.digest()).await.is_err());
 
     let response = call(&app, &fresh).await;
@@ -1566,6 +2227,21 @@ async fn outage_then_recovery<DB: tower_api_key::SqlDatabase>(
         assert!(stored.last_used_at.is_none());
         assert!(["Cached", "Fresh"].contains(&stored.record.name.as_str()));
     }
+    assert_eq!(
+        store.usage(fresh.id(), today, today).await.unwrap()[0]
+            .counts
+            .total(),
+        0,
+        "a failed flush wrote counts"
+    );
+    // The flush that failed goes through once the database is back.
+    store.record_usage(&flush).await.unwrap();
+    assert_eq!(
+        store.usage(fresh.id(), today, today).await.unwrap()[0]
+            .counts
+            .total(),
+        1
+    );
     store.revoke(fresh.id()).await.unwrap();
     assert_eq!(status(&app, &fresh).await, StatusCode::UNAUTHORIZED);
     assert_eq!(status(&app, &cached).await, StatusCode::OK);
@@ -1614,6 +2290,14 @@ macro_rules! suite {
             concurrent_creates_are_all_kept,
             concurrent_revokes_agree_on_the_first_time,
             metadata_and_owners_round_trip,
+            usage_counts_add_up_and_every_day_is_in_the_series,
+            flushes_from_two_instances_at_once_add_up_exactly,
+            counts_of_deleted_and_unknown_keys_are_dropped,
+            record_usage_moves_last_used_only_forward,
+            usage_summary_lists_an_owners_keys_with_totals_and_last_use,
+            anonymous_counts_are_kept_per_day_and_outcome,
+            pruning_removes_only_the_days_before,
+            counts_saturate_and_no_batch_makes_a_store_fail_or_panic,
         );
     };
 }
@@ -1636,6 +2320,7 @@ mod sqlite {
     tests!(Sqlite;
         a_corrupted_row_gives_a_clear_error_never_a_panic,
         a_failed_rotation_changes_nothing,
+        a_failed_flush_writes_nothing,
         migrate_records_the_key_format_and_refuses_another,
     );
 
@@ -1676,7 +2361,7 @@ mod sqlite {
             .fetch_all(store.pool())
             .await
             .unwrap();
-        assert_eq!(versions, [1, 2, 3]);
+        assert_eq!(versions, [1, 2, 3, 4]);
         // Two processes migrating at once wait for each other.
         let other = SqliteStore::open(&backend.path, om()).await.unwrap();
         let (a, b) = tokio::join!(store.migrate(), other.migrate());
@@ -1807,6 +2492,7 @@ mod postgres {
     tests!(Postgres;
         a_corrupted_row_gives_a_clear_error_never_a_panic,
         a_failed_rotation_changes_nothing,
+        a_failed_flush_writes_nothing,
         migrate_records_the_key_format_and_refuses_another,
     );
 
@@ -1845,7 +2531,7 @@ mod postgres {
         .fetch_all(&pool)
         .await
         .unwrap();
-        assert_eq!(versions, [1, 2, 3]);
+        assert_eq!(versions, [1, 2, 3, 4]);
         // The tables are where they were asked to be, and nowhere else.
         let schemas: Vec<String> = sqlx::query_scalar(
             "SELECT table_schema::text FROM information_schema.tables \

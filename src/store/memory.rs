@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 use super::settings::{settings_methods, StoreSettings};
+use super::usage::{add_count, day_in, zero_series, Increments, MAX_COUNT};
 use super::{
     plan_rotation, prepare, validate_name, CreatedKey, KeyStore, NewKey, Rotation, StoreError,
     StoredKey,
@@ -13,6 +14,10 @@ use super::{
 use crate::invalidation::Invalidations;
 use crate::key::{KeyDigest, KeyFormat};
 use crate::resolver::{KeyId, KeyRecord, KeyResolver, ResolveError};
+use crate::usage::{
+    AnonymousIncrement, AnonymousOutcome, DailyUsage, Day, KeyOutcome, KeyUsageSummary,
+    OutcomeCounts, UsageBatch,
+};
 
 /// Keys in memory. Clones share the keys.
 ///
@@ -27,6 +32,10 @@ pub struct MemoryStore {
 struct Keys {
     by_digest: HashMap<KeyDigest, StoredKey>,
     digest_by_id: HashMap<KeyId, KeyDigest>,
+    /// Each key's requests by day; a key's entry goes with the key.
+    usage: HashMap<KeyId, BTreeMap<Day, OutcomeCounts>>,
+    /// The requests whose key was not known, by day and outcome.
+    anonymous: BTreeMap<Day, BTreeMap<AnonymousOutcome, u64>>,
 }
 
 impl Keys {
@@ -45,6 +54,21 @@ impl Keys {
             .get_mut(&digest)
             .ok_or_else(|| StoreError::UnknownKey(id.clone()))?;
         Ok((digest, stored))
+    }
+
+    /// The keys of `owner` (everyone's for `None`), newest first.
+    fn listed(&self, owner: Option<&str>) -> Vec<&StoredKey> {
+        let mut listed: Vec<&StoredKey> = self
+            .by_digest
+            .values()
+            .filter(|stored| owner.is_none_or(|owner| stored.record.owner == owner))
+            .collect();
+        listed.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| a.record.id.cmp(&b.record.id))
+        });
+        listed
     }
 
     fn insert(&mut self, created: &CreatedKey) {
@@ -123,19 +147,7 @@ impl KeyStore for MemoryStore {
     }
 
     async fn list(&self, owner: Option<&str>) -> Result<Vec<StoredKey>, StoreError> {
-        let keys = self.read();
-        let mut listed: Vec<StoredKey> = keys
-            .by_digest
-            .values()
-            .filter(|stored| owner.is_none_or(|owner| stored.record.owner == owner))
-            .cloned()
-            .collect();
-        listed.sort_by(|a, b| {
-            b.created_at
-                .cmp(&a.created_at)
-                .then_with(|| a.record.id.cmp(&b.record.id))
-        });
-        Ok(listed)
+        Ok(self.read().listed(owner).into_iter().cloned().collect())
     }
 
     async fn rename(&self, id: &KeyId, name: &str) -> Result<StoredKey, StoreError> {
@@ -176,6 +188,7 @@ impl KeyStore for MemoryStore {
             let digest = keys.digest_of(id)?;
             keys.digest_by_id.remove(id);
             keys.by_digest.remove(&digest);
+            keys.usage.remove(id);
             digest
         };
         self.settings.announce(&digest);
@@ -189,6 +202,115 @@ impl KeyStore for MemoryStore {
             stored.last_used_at = Some(at);
         }
         Ok(())
+    }
+
+    async fn record_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
+        let mut increments = Increments::of(batch);
+        // One write lock for the whole batch: no reader sees half of it.
+        let mut keys = self.write();
+        increments.retain_keys(|id| keys.digest_by_id.contains_key(id));
+        for ((id, day, outcome), count) in increments.keys {
+            let counts = keys.usage.entry(id).or_default().entry(day).or_default();
+            // Counts never exceed MAX_COUNT, so this saturates there.
+            let room = MAX_COUNT.saturating_sub(counts.get(outcome));
+            counts.add(outcome, count.min(room));
+        }
+        for ((day, outcome), count) in increments.anonymous {
+            let slot = keys
+                .anonymous
+                .entry(day)
+                .or_default()
+                .entry(outcome)
+                .or_default();
+            add_count(slot, count);
+        }
+        for (id, at) in increments.last_used {
+            if let Ok((_, stored)) = keys.entry(&id) {
+                if stored.last_used_at.is_none_or(|last| last < at) {
+                    stored.last_used_at = Some(at);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn usage(&self, id: &KeyId, from: Day, to: Day) -> Result<Vec<DailyUsage>, StoreError> {
+        let keys = self.read();
+        keys.digest_of(id)?;
+        let mut series = zero_series(from, to)?;
+        if let (Some(days), false) = (keys.usage.get(id), series.is_empty()) {
+            for (day, counts) in days.range(from..=to) {
+                if let Some(entry) = day_in(&mut series, from, *day) {
+                    entry.counts = *counts;
+                }
+            }
+        }
+        Ok(series)
+    }
+
+    async fn usage_summary(
+        &self,
+        owner: Option<&str>,
+        from: Day,
+        to: Day,
+    ) -> Result<Vec<KeyUsageSummary>, StoreError> {
+        let keys = self.read();
+        Ok(keys
+            .listed(owner)
+            .into_iter()
+            .map(|stored| {
+                let mut totals = OutcomeCounts::default();
+                if let (Some(days), true) = (keys.usage.get(&stored.record.id), from <= to) {
+                    for counts in days.range(from..=to).map(|(_, counts)| counts) {
+                        totals.add_all(counts);
+                    }
+                }
+                KeyUsageSummary {
+                    id: stored.record.id.clone(),
+                    name: stored.record.name.clone(),
+                    created_at: stored.created_at,
+                    last_used_at: stored.last_used_at,
+                    revoked_at: stored.record.revoked_at,
+                    totals,
+                }
+            })
+            .collect())
+    }
+
+    async fn anonymous_usage(
+        &self,
+        from: Day,
+        to: Day,
+    ) -> Result<Vec<AnonymousIncrement>, StoreError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let keys = self.read();
+        let days = keys.anonymous.range(from..=to);
+        Ok(days
+            .flat_map(|(&day, outcomes)| {
+                outcomes
+                    .iter()
+                    .map(move |(&outcome, &count)| AnonymousIncrement::new(day, outcome, count))
+            })
+            .collect())
+    }
+
+    async fn prune_usage(&self, before: Day) -> Result<u64, StoreError> {
+        let mut keys = self.write();
+        let mut pruned = 0usize;
+        for days in keys.usage.values_mut() {
+            let kept = days.split_off(&before);
+            for counts in std::mem::replace(days, kept).values() {
+                let outcomes = KeyOutcome::ALL.into_iter();
+                pruned += outcomes.filter(|outcome| counts.get(*outcome) > 0).count();
+            }
+        }
+        keys.usage.retain(|_, days| !days.is_empty());
+        let kept = keys.anonymous.split_off(&before);
+        let gone = std::mem::replace(&mut keys.anonymous, kept);
+        pruned += gone.values().map(BTreeMap::len).sum::<usize>();
+        Ok(u64::try_from(pruned).unwrap_or(u64::MAX))
     }
 }
 

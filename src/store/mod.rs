@@ -55,6 +55,7 @@ mod settings;
 pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+mod usage;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -82,6 +83,9 @@ pub use sqlx;
 
 /// Longest key name accepted, in characters.
 pub const MAX_NAME_LEN: usize = 100;
+
+/// Most days one usage series may cover ([`KeyStore::usage`]): 36,525, a hundred years.
+pub const MAX_SERIES_DAYS: u32 = 36_525;
 
 /// The lifecycle of keys. Every store implements it, and resolves keys for the layer.
 ///
@@ -133,6 +137,11 @@ pub trait KeyStore: KeyResolver {
     /// flushing into one store add up) and moves each key's `last_used_at` forward to the time
     /// given, if later. All of it or nothing. Counts of keys that no longer exist are dropped.
     ///
+    /// A count kept for one key, day and outcome (or one day and anonymous outcome) saturates
+    /// at `i64::MAX`, the most a SQL `BIGINT` holds, in every store. Moving `last_used_at`
+    /// announces nothing on the [`Invalidations`](crate::Invalidations): it changes no answer a
+    /// cache holds.
+    ///
     /// The default keeps nothing: [`StoreError::UsageNotKept`].
     async fn record_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
         let _ = batch;
@@ -140,7 +149,12 @@ pub trait KeyStore: KeyResolver {
     }
 
     /// The requests of key `id` on each day from `from` to `to` (both included), every day in
-    /// order, days without requests included with zero counts.
+    /// order, days without requests included with zero counts; none if `from` is after `to`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::UnknownKey`] if no key has this id, and [`StoreError::SeriesTooLong`] for
+    /// more than [`MAX_SERIES_DAYS`] days.
     ///
     /// The default keeps nothing: [`StoreError::UsageNotKept`].
     async fn usage(&self, id: &KeyId, from: Day, to: Day) -> Result<Vec<DailyUsage>, StoreError> {
@@ -150,7 +164,11 @@ pub trait KeyStore: KeyResolver {
 
     /// The keys of `owner` (everyone's for `None`), newest first as [`list`](Self::list)
     /// orders them, each with its requests from `from` to `to` (both included) and its last
-    /// use.
+    /// use. Keys with no requests are there, with zero totals (as is every key when `from` is
+    /// after `to`). A total saturates at `u64::MAX`.
+    ///
+    /// [`KeyUsageSummary::never_used`] and [`KeyUsageSummary::unused_since`] find the keys to
+    /// clean up.
     ///
     /// The default keeps nothing: [`StoreError::UsageNotKept`].
     async fn usage_summary(
@@ -164,7 +182,10 @@ pub trait KeyStore: KeyResolver {
     }
 
     /// The requests whose key was not known, from `from` to `to` (both included), per day and
-    /// outcome, in order of day; only what was counted (no zeros).
+    /// outcome, in order of day, then of outcome as [`AnonymousOutcome::ALL`] lists them; only
+    /// what was counted (no zeros).
+    ///
+    /// [`AnonymousOutcome::ALL`]: crate::AnonymousOutcome::ALL
     ///
     /// The default keeps nothing: [`StoreError::UsageNotKept`].
     async fn anonymous_usage(
@@ -177,7 +198,8 @@ pub trait KeyStore: KeyResolver {
     }
 
     /// Deletes the daily counts of the days before `before` (keys' and anonymous ones); how
-    /// many rows went. Last uses stay.
+    /// many went, one for each key, day and outcome and each day and anonymous outcome (a row,
+    /// in the SQL stores). Last uses stay.
     ///
     /// The default keeps nothing: [`StoreError::UsageNotKept`].
     async fn prune_usage(&self, before: Day) -> Result<u64, StoreError> {
@@ -411,6 +433,8 @@ pub enum StoreError {
     KeyGeneration(KeyGenerationError),
     /// The store keeps no usage counts (a store of your own that does not implement them).
     UsageNotKept,
+    /// A usage series of more than [`MAX_SERIES_DAYS`] days was asked for.
+    SeriesTooLong,
     /// The store could not be reached or failed; nothing was changed.
     Unavailable(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -451,6 +475,9 @@ impl fmt::Display for StoreError {
                  the prefix `{configured}`: open it with the format it was created with"
             ),
             StoreError::UsageNotKept => f.write_str("the key store keeps no usage counts"),
+            StoreError::SeriesTooLong => {
+                write!(f, "a usage series covers at most {MAX_SERIES_DAYS} days")
+            }
             StoreError::NoRecordedFormat => f.write_str(
                 "the store has no key format recorded yet: open it with a format and migrate it",
             ),

@@ -217,12 +217,11 @@ fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// A `timestamptz` from parameter `n` holding microseconds since the epoch, computed exactly.
-fn timestamp(n: usize) -> String {
-    let param = Postgres::param(n);
+/// A `timestamptz` from `micros`, microseconds since the epoch, computed exactly.
+fn timestamp(micros: &str) -> String {
     format!(
-        "(TIMESTAMPTZ 'epoch' + ({param}::int8 / 1000000) * INTERVAL '1 second' \
-         + ({param}::int8 % 1000000) * INTERVAL '1 microsecond')"
+        "(TIMESTAMPTZ 'epoch' + ({micros}::int8 / 1000000) * INTERVAL '1 second' \
+         + ({micros}::int8 % 1000000) * INTERVAL '1 microsecond')"
     )
 }
 
@@ -239,6 +238,7 @@ impl Dialect for Postgres {
         )";
     const BEGIN_WRITE: &'static str = "BEGIN";
     const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const FOR_NO_KEY_UPDATE: &'static str = " FOR NO KEY UPDATE";
 
     fn param(n: usize) -> String {
         format!("${n}")
@@ -250,15 +250,34 @@ impl Dialect for Postgres {
             ColumnType::Json => format!("{column}::text"),
             // Microseconds since the epoch, exactly (PostgreSQL 14 or later).
             ColumnType::Time => format!("(EXTRACT(EPOCH FROM {column}) * 1000000)::int8"),
+            ColumnType::Day => format!("({column} - DATE '1970-01-01')::int8"),
+            ColumnType::Int => column.to_owned(),
         }
     }
 
-    fn value(n: usize, ty: ColumnType) -> String {
+    fn from_rust(expr: &str, ty: ColumnType) -> String {
         match ty {
-            ColumnType::Text | ColumnType::Bytes => Self::param(n),
-            ColumnType::Json => format!("{}::jsonb", Self::param(n)),
-            ColumnType::Time => timestamp(n),
+            ColumnType::Text | ColumnType::Bytes | ColumnType::Int => expr.to_owned(),
+            ColumnType::Json => format!("{expr}::jsonb"),
+            ColumnType::Time => timestamp(expr),
+            ColumnType::Day => format!("(DATE '1970-01-01' + ({expr})::int4)"),
         }
+    }
+
+    fn json_rows(n: usize, columns: &[(&str, Read)]) -> String {
+        let columns = columns
+            .iter()
+            .enumerate()
+            .map(|(index, (name, read))| match read {
+                Read::Int => format!("(e->>{index})::int8 AS {name}"),
+                Read::Text | Read::Bytes => format!("e->>{index} AS {name}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "(SELECT {columns} FROM jsonb_array_elements({}::jsonb) AS e)",
+            Self::param(n)
+        )
     }
 
     fn column_type(ty: ColumnType) -> &'static str {
@@ -267,6 +286,8 @@ impl Dialect for Postgres {
             ColumnType::Bytes => "BYTEA",
             ColumnType::Time => "TIMESTAMPTZ",
             ColumnType::Json => "JSONB",
+            ColumnType::Day => "DATE",
+            ColumnType::Int => "BIGINT",
         }
     }
 

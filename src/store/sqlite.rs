@@ -87,7 +87,7 @@ use sqlx::sqlite::{
 use sqlx::Sqlite;
 
 use super::settings::StoreSettings;
-use super::sql::backend::{ColumnType, Dialect};
+use super::sql::backend::{ColumnType, Dialect, Read};
 use super::sql::{table::unavailable, SqlDatabase, SqlStore, DEFAULT_POLL, PROPAGATION_MARGIN};
 use super::StoreError;
 use crate::invalidation::{BusError, Invalidation, InvalidationBus, InvalidationStream};
@@ -266,6 +266,7 @@ impl Dialect for Sqlite {
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
     // The write lock covers every row already.
     const FOR_UPDATE: &'static str = "";
+    const FOR_NO_KEY_UPDATE: &'static str = "";
 
     fn param(n: usize) -> String {
         format!("?{n}")
@@ -275,15 +276,25 @@ impl Dialect for Sqlite {
         column.to_owned()
     }
 
-    fn value(n: usize, _ty: ColumnType) -> String {
-        Self::param(n)
+    fn from_rust(expr: &str, _ty: ColumnType) -> String {
+        expr.to_owned()
+    }
+
+    fn json_rows(n: usize, columns: &[(&str, Read)]) -> String {
+        let columns = columns
+            .iter()
+            .enumerate()
+            .map(|(index, (name, _))| format!("json_extract(value, '$[{index}]') AS {name}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("(SELECT {columns} FROM json_each({}))", Self::param(n))
     }
 
     fn column_type(ty: ColumnType) -> &'static str {
         match ty {
             ColumnType::Text | ColumnType::Json => "TEXT",
             ColumnType::Bytes => "BLOB",
-            ColumnType::Time => "INTEGER",
+            ColumnType::Time | ColumnType::Day | ColumnType::Int => "INTEGER",
         }
     }
 

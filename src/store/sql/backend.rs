@@ -16,7 +16,8 @@ use crate::invalidation::InvalidationBus;
 use crate::store::StoreError;
 
 /// A value bound to a statement's parameter. Every column of the crate's tables is text, bytes
-/// or an integer (times are microseconds since the Unix epoch) on the Rust side.
+/// or an integer (times are microseconds since the Unix epoch, days are days since it) on the
+/// Rust side.
 #[derive(Clone, Copy, Debug)]
 pub enum Param<'a> {
     Text(Option<&'a str>),
@@ -50,6 +51,11 @@ pub enum ColumnType {
     Time,
     /// A JSON object: `TEXT` in SQLite, `JSONB` in PostgreSQL, and text on the Rust side.
     Json,
+    /// A UTC calendar day: `INTEGER` days since 1970-01-01 in SQLite, `DATE` in PostgreSQL, and
+    /// days since 1970-01-01 on the Rust side.
+    Day,
+    /// A whole number: `INTEGER` in SQLite, `BIGINT` in PostgreSQL, `i64` on the Rust side.
+    Int,
 }
 
 impl ColumnType {
@@ -58,7 +64,7 @@ impl ColumnType {
         match self {
             ColumnType::Text | ColumnType::Json => Read::Text,
             ColumnType::Bytes => Read::Bytes,
-            ColumnType::Time => Read::Int,
+            ColumnType::Time | ColumnType::Day | ColumnType::Int => Read::Int,
         }
     }
 }
@@ -85,6 +91,11 @@ pub trait Dialect: Driver {
     /// Ends a `SELECT` that reads a row the transaction is about to change.
     const FOR_UPDATE: &'static str;
 
+    /// Ends a `SELECT` that reads a row whose `last_used_at` or usage counts the transaction is
+    /// about to change: it keeps other such writers (and deletions) off the row until the end,
+    /// without holding off readers, nor inserts naming the row in a foreign key.
+    const FOR_NO_KEY_UPDATE: &'static str;
+
     /// The placeholder of parameter `n` (from 1); numbered, so a statement may use one twice.
     fn param(n: usize) -> String;
 
@@ -92,7 +103,19 @@ pub trait Dialect: Driver {
     fn select(column: &str, ty: ColumnType) -> String;
 
     /// An expression turning parameter `n` into a value of type `ty`.
-    fn value(n: usize, ty: ColumnType) -> String;
+    fn value(n: usize, ty: ColumnType) -> String {
+        Self::from_rust(&Self::param(n), ty)
+    }
+
+    /// An expression turning `expr`, a value as the Rust side holds it (see [`ColumnType`]),
+    /// into a value of type `ty`.
+    fn from_rust(expr: &str, ty: ColumnType) -> String;
+
+    /// A subquery reading parameter `n`, a JSON array of arrays, as rows: one column per entry
+    /// of `columns` (its name, and [`Read::Text`] or [`Read::Int`] for a JSON string or
+    /// number), from the entries of each inner array in order. How the SQL stores send many
+    /// rows in one parameter, whatever their number.
+    fn json_rows(n: usize, columns: &[(&str, Read)]) -> String;
 
     /// The type of a new column of type `ty`, nullable, for `ALTER TABLE ... ADD COLUMN`.
     fn column_type(ty: ColumnType) -> &'static str;
@@ -151,6 +174,13 @@ pub trait Driver: Database {
         columns: &'c [Read],
     ) -> BoxFuture<'c, Result<Vec<Vec<Cell>>, sqlx::Error>>;
 
+    /// Runs `sql` with `params`; how many rows it changed.
+    fn execute<'c>(
+        connection: &'c mut Self::Connection,
+        sql: &'c str,
+        params: &'c [Param<'c>],
+    ) -> BoxFuture<'c, Result<u64, sqlx::Error>>;
+
     /// Runs one or more statements with no parameters, such as a migration script.
     fn run_script<'c>(
         connection: &'c mut Self::Connection,
@@ -158,9 +188,51 @@ pub trait Driver: Database {
     ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
 }
 
+/// How many rows a statement changed, as each database reports it.
+pub trait RowsAffected {
+    fn rows_affected(&self) -> u64;
+}
+
+#[cfg(feature = "sqlite")]
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+/// `sql` with `params` bound.
+fn bind<'q, DB>(
+    sql: &'q str,
+    params: &'q [Param<'q>],
+) -> sqlx::query::Query<'q, DB, DB::Arguments<'q>>
+where
+    DB: Database,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    &'q [u8]: Encode<'q, DB> + Type<DB>,
+    Option<i64>: Encode<'q, DB> + Type<DB>,
+{
+    let mut query = sqlx::query::<DB>(sql);
+    for param in params {
+        query = match *param {
+            Param::Text(text) => query.bind(text),
+            Param::Bytes(bytes) => query.bind(bytes),
+            Param::Int(int) => query.bind(int),
+        };
+    }
+    query
+}
+
 impl<DB> Driver for DB
 where
     DB: Database,
+    DB::QueryResult: RowsAffected,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
@@ -176,14 +248,7 @@ where
         params: &'c [Param<'c>],
         columns: &'c [Read],
     ) -> BoxFuture<'c, Result<Vec<Vec<Cell>>, sqlx::Error>> {
-        let mut query = sqlx::query::<DB>(sql);
-        for param in params {
-            query = match *param {
-                Param::Text(text) => query.bind(text),
-                Param::Bytes(bytes) => query.bind(bytes),
-                Param::Int(int) => query.bind(int),
-            };
-        }
+        let query = bind::<DB>(sql, params);
         async move {
             let rows = query.fetch_all(connection).await?;
             rows.iter()
@@ -203,6 +268,15 @@ where
                 .collect()
         }
         .boxed()
+    }
+
+    fn execute<'c>(
+        connection: &'c mut Self::Connection,
+        sql: &'c str,
+        params: &'c [Param<'c>],
+    ) -> BoxFuture<'c, Result<u64, sqlx::Error>> {
+        let query = bind::<DB>(sql, params);
+        async move { Ok(query.execute(connection).await?.rows_affected()) }.boxed()
     }
 
     fn run_script<'c>(

@@ -10,6 +10,7 @@
 
 pub(super) mod backend;
 pub(crate) mod table;
+mod usage;
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -32,6 +33,7 @@ use super::{
 use crate::invalidation::{Invalidations, Watcher};
 use crate::key::{KeyDigest, KeyFormat};
 use crate::resolver::{KeyId, KeyRecord, KeyResolver, ResolveError};
+use crate::usage::{AnonymousIncrement, DailyUsage, Day, KeyUsageSummary, UsageBatch};
 
 /// A database the SQL store runs on: [`sqlx::Sqlite`] (feature `sqlite`) or [`sqlx::Postgres`]
 /// (feature `postgres`). Sealed: the crate implements it for these two only.
@@ -101,6 +103,7 @@ struct Statements {
     read_setting: String,
     write_setting: String,
     record_migration: String,
+    usage: usage::UsageStatements,
 }
 
 impl Statements {
@@ -180,6 +183,7 @@ impl Statements {
                 p(2),
                 time(3)
             ),
+            usage: usage::UsageStatements::new::<DB>(namespace),
         }
     }
 }
@@ -655,6 +659,35 @@ impl<DB: SqlDatabase> KeyStore for SqlStore<DB> {
             return Err(StoreError::UnknownKey(id.clone()));
         }
         Ok(())
+    }
+
+    async fn record_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
+        usage::record(self, batch).await
+    }
+
+    async fn usage(&self, id: &KeyId, from: Day, to: Day) -> Result<Vec<DailyUsage>, StoreError> {
+        usage::series(self, id, from, to).await
+    }
+
+    async fn usage_summary(
+        &self,
+        owner: Option<&str>,
+        from: Day,
+        to: Day,
+    ) -> Result<Vec<KeyUsageSummary>, StoreError> {
+        usage::summary(self, owner, from, to).await
+    }
+
+    async fn anonymous_usage(
+        &self,
+        from: Day,
+        to: Day,
+    ) -> Result<Vec<AnonymousIncrement>, StoreError> {
+        usage::anonymous(self, from, to).await
+    }
+
+    async fn prune_usage(&self, before: Day) -> Result<u64, StoreError> {
+        usage::prune(self, before).await
     }
 }
 

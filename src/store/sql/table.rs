@@ -18,6 +18,7 @@ use crate::key::{Environment, KeyDigest};
 use crate::resolver::{KeyId, KeyRecord, ResolveError};
 use crate::scope::{Scope, ScopeSet};
 use crate::store::{CreatedKey, StoreError, StoredKey};
+use crate::usage::Day;
 
 /// The table of keys.
 pub(super) const KEYS: &str = "api_keys";
@@ -25,6 +26,10 @@ pub(super) const KEYS: &str = "api_keys";
 pub(super) const MIGRATIONS_TABLE: &str = "api_key_migrations";
 /// The table of the store's own settings, such as the key format it was migrated with.
 pub(super) const SETTINGS: &str = "api_key_settings";
+/// The table of requests per key, day and outcome.
+pub(super) const USAGE: &str = "api_key_usage";
+/// The table of requests per day and outcome whose key was not known.
+pub(super) const ANONYMOUS_USAGE: &str = "api_key_anonymous_usage";
 
 /// The setting that records the product prefix of the store's keys.
 pub(super) const KEY_PREFIX_SETTING: &str = "key_prefix";
@@ -202,6 +207,14 @@ pub(super) const MIGRATIONS: &[Migration] = &[
             postgres: include_str!("../../../migrations/postgres/0003_notify_changes.sql"),
         }],
     },
+    Migration {
+        version: 4,
+        description: "api_key_usage, api_key_anonymous_usage: requests per day",
+        steps: &[Step::Script {
+            sqlite: include_str!("../../../migrations/sqlite/0004_usage.sql"),
+            postgres: include_str!("../../../migrations/postgres/0004_usage.sql"),
+        }],
+    },
 ];
 
 /// A database failure, as the lifecycle calls report it.
@@ -238,6 +251,17 @@ pub(super) fn from_micros(micros: i64) -> Option<SystemTime> {
     } else {
         UNIX_EPOCH.checked_sub(magnitude)
     }
+}
+
+/// The earliest day the SQL stores keep: 0001-01-01, in days since the epoch.
+const MIN_DAY: i32 = -719_162;
+/// The latest day the SQL stores keep: 9999-12-31, in days since the epoch.
+const MAX_DAY: i32 = 2_932_896;
+
+/// `day` as days since the Unix epoch, clamped to years 1 to 9999 as times are: the days both
+/// SQLite integers and PostgreSQL `date`s hold, so that every range read from them is exact.
+pub(super) fn to_days(day: Day) -> i64 {
+    i64::from(day.days_since_epoch().clamp(MIN_DAY, MAX_DAY))
 }
 
 /// `at` as the SQL stores keep it: to the microsecond, within years 1 to 9999.
@@ -512,6 +536,27 @@ mod tests {
         for micros in [0, 1, -1, MIN_MICROS, MAX_MICROS, 1_700_000_000_123_456] {
             assert_eq!(to_micros(from_micros(micros).unwrap()), micros);
         }
+    }
+
+    #[test]
+    fn days_are_kept_within_years_1_to_9999() {
+        assert_eq!(
+            Day::from_days_since_epoch(MIN_DAY).to_string(),
+            "0001-01-01"
+        );
+        assert_eq!(
+            Day::from_days_since_epoch(MAX_DAY).to_string(),
+            "9999-12-31"
+        );
+        assert_eq!(
+            to_days(Day::from_days_since_epoch(i32::MIN)),
+            i64::from(MIN_DAY)
+        );
+        assert_eq!(
+            to_days(Day::from_days_since_epoch(i32::MAX)),
+            i64::from(MAX_DAY)
+        );
+        assert_eq!(to_days(Day::from_days_since_epoch(-1)), -1);
     }
 
     #[test]
