@@ -413,11 +413,13 @@ async fn a_layer_on_a_resolver_records_usage_only_into_a_store_it_is_given() {
 // Many requests, two layers, one store
 // ---------------------------------------------------------------------------------------------
 
-/// 10,000 requests over two layers on `store` (separate stacks, as two instances would be),
-/// from many tasks on a multi-threaded runtime while the background flushes run; then both
-/// layers flush. Returns the keys and how many requests each got, per outcome.
-async fn ten_thousand_requests_over_two_layers(
-    store: impl KeyStore + Clone,
+/// 10,000 requests over two layers, one on `store` and one on `other` (separate stacks on one
+/// database, as two instances would be), from many tasks on a multi-threaded runtime while the
+/// background flushes run; then both layers flush. Returns the keys and how many requests each
+/// got, per outcome; 500 of the requests have no key.
+async fn ten_thousand_requests_over_two_layers<S: KeyStore + Clone>(
+    store: S,
+    other: S,
 ) -> Vec<(KeyId, OutcomeCounts)> {
     let reader = store
         .create(NewKey::new("Reader", Environment::Live).scopes([ORDERS_READ]))
@@ -432,7 +434,7 @@ async fn ten_thousand_requests_over_two_layers(
         ApiKeyLayer::builder(store.clone())
             .usage(settings.clone())
             .build(),
-        ApiKeyLayer::builder(store.clone()).usage(settings).build(),
+        ApiKeyLayer::builder(other).usage(settings).build(),
     ];
     let apps = layers.clone().map(|layer| routes().layer(layer));
     let auth = [bearer(&reader), bearer(&writer)];
@@ -443,7 +445,11 @@ async fn ten_thousand_requests_over_two_layers(
         tasks.push(tokio::spawn(async move {
             for i in 0..500usize {
                 // Readers on `/open` (allowed) and `/write` (insufficient scope), writers on
-                // `/write` (allowed).
+                // `/write` (allowed); every twentieth request has no key.
+                if i % 20 == 19 {
+                    send(&app, "/open", None).await;
+                    continue;
+                }
                 let (key, path) = match (task + i) % 4 {
                     0 | 1 => (0, "/open"),
                     2 => (0, "/write"),
@@ -459,11 +465,20 @@ async fn ten_thousand_requests_over_two_layers(
     for layer in &layers {
         layer.flush_usage().await.unwrap();
     }
+    // Per task, 475 requests with a key, spread over the four cases by `(task + i) % 4`.
+    let mut expected = [[0u64; 4]; 1];
+    for task in 0..20usize {
+        for i in (0..500usize).filter(|i| i % 20 != 19) {
+            expected[0][(task + i) % 4] += 1;
+        }
+    }
+    let [cases] = expected;
     let mut reader_counts = OutcomeCounts::default();
-    reader_counts.add(KeyOutcome::Allowed, 5_000);
-    reader_counts.add(KeyOutcome::InsufficientScope, 2_500);
+    reader_counts.add(KeyOutcome::Allowed, cases[0] + cases[1]);
+    reader_counts.add(KeyOutcome::InsufficientScope, cases[2]);
     let mut writer_counts = OutcomeCounts::default();
-    writer_counts.add(KeyOutcome::Allowed, 2_500);
+    writer_counts.add(KeyOutcome::Allowed, cases[3]);
+    assert_eq!(cases.iter().sum::<u64>(), 9_500);
     vec![
         (reader.id().clone(), reader_counts),
         (writer.id().clone(), writer_counts),
@@ -473,15 +488,103 @@ async fn ten_thousand_requests_over_two_layers(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_requests_over_two_layers_add_up_exactly() {
     let store = Recording::new();
-    let expected = ten_thousand_requests_over_two_layers(store.clone()).await;
+    let expected = ten_thousand_requests_over_two_layers(store.clone(), store.clone()).await;
     for (id, counts) in expected {
         assert_eq!(store.key_total(&id), counts);
     }
+    assert_eq!(store.anonymous()[&AnonymousOutcome::Missing], 500);
     assert_eq!(store.requests(), 10_000);
     assert!(
         store.state().batches.len() >= 2,
         "both layers wrote, and the background flushes ran"
     );
+}
+
+/// What `store` kept: each key's counts from `from` to today, all days together, and the
+/// requests without a key.
+async fn kept(
+    store: &impl KeyStore,
+    expected: &[(KeyId, OutcomeCounts)],
+    from: Day,
+) -> (Vec<(KeyId, OutcomeCounts)>, u64) {
+    let today = Day::today();
+    let mut kept = Vec::new();
+    for (id, _) in expected {
+        let mut total = OutcomeCounts::default();
+        for day in store.usage(id, from, today).await.unwrap() {
+            total.add_all(&day.counts);
+        }
+        kept.push((id.clone(), total));
+    }
+    let missing = store
+        .anonymous_usage(from, today)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|increment| increment.outcome == AnonymousOutcome::Missing)
+        .map(|increment| increment.count)
+        .sum();
+    (kept, missing)
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_requests_over_two_layers_on_one_sqlite_file_add_up_exactly() {
+    use tower_api_key::SqliteStore;
+
+    common::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.db");
+    let format = KeyFormat::new("om").unwrap();
+    let one = SqliteStore::open(&path, format.clone()).await.unwrap();
+    one.migrate().await.unwrap();
+    // A second store on the same file: another process's, as far as the layers can tell.
+    let other = SqliteStore::open(&path, format).await.unwrap();
+    let from = Day::today();
+    let expected = ten_thousand_requests_over_two_layers(one.clone(), other).await;
+    let (kept, missing) = kept(&one, &expected, from).await;
+    assert_eq!(kept, expected);
+    assert_eq!(missing, 500);
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_requests_over_two_layers_on_one_postgres_database_add_up_exactly() {
+    use tower_api_key::PostgresStore;
+
+    common::init_tracing();
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let format = KeyFormat::new("om").unwrap();
+    let schema = format!(
+        "test_usage_{}",
+        &format.generate(Environment::Test).unwrap().digest().to_hex()[..12]
+    );
+    let connect = || async {
+        PostgresStore::connect(&url, format.clone())
+            .await
+            .map(|store| store.with_schema(&schema))
+    };
+    let one = match connect().await {
+        Ok(store) => store,
+        Err(err) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED: PostgreSQL at {url} is unreachable ({err})");
+            return;
+        }
+        Err(err) => panic!("PostgreSQL at {url} is unreachable, and CI is set: {err}"),
+    };
+    one.migrate().await.unwrap();
+    // A second store with its own pool: another instance, as far as the layers can tell.
+    let other = connect().await.unwrap();
+    let from = Day::today();
+    let expected = ten_thousand_requests_over_two_layers(one.clone(), other.clone()).await;
+    let (kept, missing) = kept(&one, &expected, from).await;
+    tower_api_key::store::sqlx::raw_sql(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .execute(one.pool())
+        .await
+        .unwrap();
+    assert_eq!(kept, expected);
+    assert_eq!(missing, 500);
 }
 
 // ---------------------------------------------------------------------------------------------

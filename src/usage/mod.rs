@@ -35,45 +35,15 @@
 //! [`UsageSettings::off`] turns recording off for any layer.
 //!
 //! ```
-//! use std::time::SystemTime;
-//!
 //! use axum::{body::Body, routing::get, Router};
 //! use http::{header, Request};
 //! use tower::ServiceExt;
 //! use tower_api_key::{
-//!     ApiKeyLayer, Day, Environment, KeyFormat, KeyStore, NewKey, UsageSettings,
+//!     ApiKeyLayer, Day, Environment, KeyFormat, KeyStore, MemoryStore, NewKey, UsageSettings,
 //! };
-//! # use tower_api_key::{
-//! #     KeyDigest, KeyId, KeyRecord, KeyResolver, ResolveError, StoreError, UsageBatch,
-//! # };
-//! # /// A store that keeps the last batch it was given.
-//! # #[derive(Clone)]
-//! # struct Store(tower_api_key::MemoryStore, std::sync::Arc<std::sync::Mutex<UsageBatch>>);
-//! # #[async_trait::async_trait]
-//! # impl KeyResolver for Store {
-//! #     async fn resolve(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>, ResolveError> {
-//! #         self.0.resolve(digest).await
-//! #     }
-//! #     fn invalidations(&self) -> Option<tower_api_key::Invalidations> { self.0.invalidations() }
-//! # }
-//! # #[async_trait::async_trait]
-//! # impl KeyStore for Store {
-//! #     fn format(&self) -> &KeyFormat { self.0.format() }
-//! #     async fn create(&self, new: NewKey) -> Result<tower_api_key::CreatedKey, StoreError> { self.0.create(new).await }
-//! #     async fn get(&self, id: &KeyId) -> Result<tower_api_key::StoredKey, StoreError> { self.0.get(id).await }
-//! #     async fn list(&self, owner: Option<&str>) -> Result<Vec<tower_api_key::StoredKey>, StoreError> { self.0.list(owner).await }
-//! #     async fn rename(&self, id: &KeyId, name: &str) -> Result<tower_api_key::StoredKey, StoreError> { self.0.rename(id, name).await }
-//! #     async fn revoke(&self, id: &KeyId) -> Result<tower_api_key::StoredKey, StoreError> { self.0.revoke(id).await }
-//! #     async fn rotate(&self, id: &KeyId, grace: std::time::Duration) -> Result<tower_api_key::Rotation, StoreError> { self.0.rotate(id, grace).await }
-//! #     async fn delete(&self, id: &KeyId) -> Result<(), StoreError> { self.0.delete(id).await }
-//! #     async fn record_use(&self, id: &KeyId, at: SystemTime) -> Result<(), StoreError> { self.0.record_use(id, at).await }
-//! #     async fn record_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
-//! #         *self.1.lock().unwrap() = batch.clone();
-//! #         Ok(())
-//! #     }
-//! # }
+//!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! # let store = Store(tower_api_key::MemoryStore::new(KeyFormat::new("om").unwrap()), Default::default());
+//! let store = MemoryStore::new(KeyFormat::new("om").unwrap());
 //! let created = store.create(NewKey::new("Production", Environment::Live)).await.unwrap();
 //! let layer = ApiKeyLayer::builder(store.clone())
 //!     .usage(UsageSettings::new().retention_days(Some(30)))
@@ -88,10 +58,11 @@
 //!
 //! // On shutdown (here at once): everything counted reaches the store.
 //! layer.flush_usage().await.unwrap();
-//! # let batch = store.1.lock().unwrap().clone();
-//! # let written = &batch.keys[0];
-//! # assert_eq!((&written.id, written.day, written.counts.allowed), (created.id(), Day::today(), 3));
-//! # assert_eq!(batch.last_used.len(), 1);
+//! let today = Day::today();
+//! let usage = store.usage(created.id(), today, today).await.unwrap();
+//! assert_eq!(usage[0].counts.allowed, 3);
+//! let stored = store.get(created.id()).await.unwrap();
+//! assert!(stored.last_used_at.is_some());
 //! # });
 //! ```
 
