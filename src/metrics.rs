@@ -315,10 +315,7 @@ mod tests {
                 outcome.as_str()
             );
         }
-        assert_eq!(
-            OUTCOMES[RequestOutcome::Unavailable.index()],
-            "unavailable"
-        );
+        assert_eq!(OUTCOMES[RequestOutcome::Unavailable.index()], "unavailable");
         assert_eq!(
             ENVIRONMENTS[environment_index(Some(Environment::Live))],
             Environment::Live.as_str()

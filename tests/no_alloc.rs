@@ -106,7 +106,13 @@ async fn allocations_per_hits(layer: tower_api_key::ApiKeyLayer, key: &str, hits
         request
     };
     for _ in 0..3 {
-        let response = service.ready().await.unwrap().call(request()).await.unwrap();
+        let response = service
+            .ready()
+            .await
+            .unwrap()
+            .call(request())
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         // The memory store keeps no usage counts; the per-key metrics keep the counting on.
         let _ = layer.flush_usage().await;
@@ -145,7 +151,8 @@ fn recording_usage_adds_no_allocation_to_a_cache_hit() {
         let without = allocations_per_hits(off, key, 1_000).await;
         let with = allocations_per_hits(on, key, 1_000).await;
         assert_eq!(
-            with, without,
+            with,
+            without,
             "counting usage allocated {} times in 1,000 hits",
             with.saturating_sub(without)
         );

@@ -16,10 +16,10 @@ use http::{header, Request, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use tower::ServiceExt;
 use tower_api_key::{
-    scope_requirement, AnonymousOutcome, ApiKeyLayer, ApiKeyLayerBuilder, CreatedKey, Day,
+    scope_requirement, AnonymousOutcome, ApiKeyLayer, ApiKeyLayerBuilder, Clock, CreatedKey, Day,
     Environment, Invalidations, KeyDigest, KeyFormat, KeyId, KeyOutcome, KeyRecord, KeyResolver,
     KeyStore, ManualClock, MemoryStore, NewKey, OutcomeCounts, RequireScopes, ResolveError,
-    Rotation, Scope, Scoped, StoreError, StoredKey, UsageBatch, UsageSettings, Clock,
+    Rotation, Scope, Scoped, StoreError, StoredKey, UsageBatch, UsageSettings,
 };
 
 const ORDERS_READ: Scope = Scope::from_static("orders:read");
@@ -103,7 +103,10 @@ impl Recording {
 
     /// Every request written, known keys and not.
     fn requests(&self) -> u64 {
-        self.totals().values().map(OutcomeCounts::total).sum::<u64>()
+        self.totals()
+            .values()
+            .map(OutcomeCounts::total)
+            .sum::<u64>()
             + self.anonymous().values().sum::<u64>()
     }
 
@@ -291,7 +294,9 @@ async fn every_outcome_is_counted_per_key_and_day_and_unknown_keys_only_in_aggre
     let store = Recording::new();
     let clock = clock();
     let reader = store.key("Reader", Environment::Live, &[ORDERS_READ]).await;
-    let revoked = store.key("Revoked", Environment::Live, &[ORDERS_READ]).await;
+    let revoked = store
+        .key("Revoked", Environment::Live, &[ORDERS_READ])
+        .await;
     store.revoke(revoked.id()).await.unwrap();
     let expiring = store
         .create(
@@ -300,7 +305,9 @@ async fn every_outcome_is_counted_per_key_and_day_and_unknown_keys_only_in_aggre
         )
         .await
         .unwrap();
-    let sandbox = store.key("Sandbox", Environment::Test, &[ORDERS_READ]).await;
+    let sandbox = store
+        .key("Sandbox", Environment::Test, &[ORDERS_READ])
+        .await;
     let unknown = store.format().generate(Environment::Live).unwrap();
     let mut malformed = reader.key.expose_secret().to_owned().into_bytes();
     malformed[20] = if malformed[20] == b'a' { b'b' } else { b'a' };
@@ -315,7 +322,10 @@ async fn every_outcome_is_counted_per_key_and_day_and_unknown_keys_only_in_aggre
     let reader_auth = bearer(&reader);
     assert_eq!(send_times(&app, 7, "/open", Some(&reader_auth)).await, 200);
     assert_eq!(send_times(&app, 3, "/write", Some(&reader_auth)).await, 403);
-    assert_eq!(send_times(&app, 2, "/scoped", Some(&reader_auth)).await, 403);
+    assert_eq!(
+        send_times(&app, 2, "/scoped", Some(&reader_auth)).await,
+        403
+    );
     assert_eq!(
         send_times(&app, 4, "/open", Some(&bearer(&revoked))).await,
         401
@@ -330,7 +340,10 @@ async fn every_outcome_is_counted_per_key_and_day_and_unknown_keys_only_in_aggre
         401
     );
     assert_eq!(send_times(&app, 6, "/open", None).await, 401);
-    assert_eq!(send_times(&app, 1, "/open", Some("Basic dXNlcg==")).await, 401);
+    assert_eq!(
+        send_times(&app, 1, "/open", Some("Basic dXNlcg==")).await,
+        401
+    );
     assert_eq!(
         send_times(&app, 2, "/open", Some(&format!("Bearer {malformed}"))).await,
         401
@@ -558,7 +571,11 @@ async fn ten_thousand_requests_over_two_layers_on_one_postgres_database_add_up_e
     let format = KeyFormat::new("om").unwrap();
     let schema = format!(
         "test_usage_{}",
-        &format.generate(Environment::Test).unwrap().digest().to_hex()[..12]
+        &format
+            .generate(Environment::Test)
+            .unwrap()
+            .digest()
+            .to_hex()[..12]
     );
     let connect = || async {
         PostgresStore::connect(&url, format.clone())
@@ -595,12 +612,13 @@ async fn ten_thousand_requests_over_two_layers_on_one_postgres_database_add_up_e
 async fn the_background_task_flushes_and_dropping_the_layer_writes_what_is_left() {
     let store = Recording::new();
     let key = store.key("Reader", Environment::Live, &[]).await;
-    let layer = ApiKeyLayer::builder(store.clone())
-        .usage(often())
-        .build();
+    let layer = ApiKeyLayer::builder(store.clone()).usage(often()).build();
     let app = routes().layer(layer.clone());
     send_times(&app, 5, "/open", Some(&bearer(&key))).await;
-    eventually("a background flush", || store.key_total(key.id()).allowed == 5).await;
+    eventually("a background flush", || {
+        store.key_total(key.id()).allowed == 5
+    })
+    .await;
 
     // With a flush interval far longer than the test, only the layer's end can write these.
     let layer = ApiKeyLayer::builder(store.clone())
@@ -617,9 +635,7 @@ async fn the_background_task_flushes_and_dropping_the_layer_writes_what_is_left(
 async fn the_background_task_does_not_keep_the_layer_or_its_store_alive() {
     let store = Recording::new();
     let key = store.key("Reader", Environment::Live, &[]).await;
-    let layer = ApiKeyLayer::builder(store.clone())
-        .usage(often())
-        .build();
+    let layer = ApiKeyLayer::builder(store.clone()).usage(often()).build();
     let app = routes().layer(layer.clone());
     send_times(&app, 2, "/open", Some(&bearer(&key))).await;
     let state = Arc::downgrade(&store.state);
@@ -681,8 +697,7 @@ async fn past_the_cap_new_counts_are_dropped_counted_and_logged() {
     }
     store.state().outage = u32::MAX;
     let (layer, recorder) = with_metrics(
-        ApiKeyLayer::builder(store.clone())
-            .usage(UsageSettings::new().max_pending(4)),
+        ApiKeyLayer::builder(store.clone()).usage(UsageSettings::new().max_pending(4)),
     );
     let app = routes().layer(layer.clone());
     for key in &keys {
@@ -732,7 +747,11 @@ async fn last_used_is_written_at_most_once_a_minute_per_key() {
     // Whole seconds: the layer keeps last uses to the second.
     let second = |at: SystemTime| at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
     assert_eq!(
-        store.last_used(key.id()).iter().map(|at| second(*at)).collect::<Vec<_>>(),
+        store
+            .last_used(key.id())
+            .iter()
+            .map(|at| second(*at))
+            .collect::<Vec<_>>(),
         [second(start)]
     );
 
@@ -746,7 +765,11 @@ async fn last_used_is_written_at_most_once_a_minute_per_key() {
     clock.advance(Duration::from_secs(31));
     send_times(&app, 1_000, "/open", Some(&bearer(&key))).await;
     eventually("the third flush", flushed(3_000)).await;
-    let written: Vec<u64> = store.last_used(key.id()).iter().map(|at| second(*at)).collect();
+    let written: Vec<u64> = store
+        .last_used(key.id())
+        .iter()
+        .map(|at| second(*at))
+        .collect();
     assert_eq!(written, [second(start), second(start) + 61]);
     // Shutdown writes the latest whatever its age; nothing is newer here.
     layer.flush_usage().await.unwrap();
@@ -791,7 +814,11 @@ async fn old_counts_are_pruned_past_the_retention() {
     // The task starts with the layer, in a runtime; requests are not needed.
     eventually("two prunes", || store.state().prunes.len() >= 2).await;
     let today = Day::of(clock.now());
-    assert!(store.state().prunes.iter().all(|&day| day == today.add_days(-29)));
+    assert!(store
+        .state()
+        .prunes
+        .iter()
+        .all(|&day| day == today.add_days(-29)));
     drop(layer);
 
     let kept = Recording::new();
@@ -839,7 +866,11 @@ async fn metrics_count_requests_by_outcome_and_environment_and_per_key_only_when
     assert_eq!(requests("revoked", "live"), Some(1.0));
     assert_eq!(requests("missing", "none"), Some(5.0));
     assert_eq!(requests("unknown", "live"), Some(0.0));
-    assert_eq!(requests("allowed", "none"), None, "no series that cannot move");
+    assert_eq!(
+        requests("allowed", "none"),
+        None,
+        "no series that cannot move"
+    );
     // Three keys, each looked up once; the rest from the cache.
     assert_eq!(
         metric(&rendered, "tower_api_key_cache_misses_total", &[]),
@@ -849,7 +880,12 @@ async fn metrics_count_requests_by_outcome_and_environment_and_per_key_only_when
         metric(&rendered, "tower_api_key_cache_hits_total", &[]),
         Some(7.0)
     );
-    assert!(metric(&rendered, "tower_api_key_resolver_duration_seconds_count", &[]).is_some());
+    assert!(metric(
+        &rendered,
+        "tower_api_key_resolver_duration_seconds_count",
+        &[]
+    )
+    .is_some());
     assert!(!rendered.contains("key_id"), "no key ids unless asked");
     for key in [&live, &test, &revoked] {
         assert!(!rendered.contains(key.key.expose_secret()));
@@ -892,7 +928,12 @@ async fn the_cache_gauges_follow_the_cache() {
     let (layer, recorder) = with_metrics(ApiKeyLayer::builder(store.clone()).usage(often()));
     let app = routes().layer(layer.clone());
     send(&app, "/open", Some(&bearer(&key))).await;
-    send(&app, "/open", Some(&format!("Bearer {}", unknown.expose_secret()))).await;
+    send(
+        &app,
+        "/open",
+        Some(&format!("Bearer {}", unknown.expose_secret())),
+    )
+    .await;
     let entries = |kind: &str| {
         metric(
             &recorder.handle().render(),
@@ -915,7 +956,12 @@ async fn a_failing_resolver_is_counted_as_unavailable_with_its_errors() {
         |_: KeyDigest| async { Err::<Option<KeyRecord>, _>(ResolveError::new("database down")) };
     let (layer, recorder) = with_metrics(ApiKeyLayer::resolver_builder(format, failing));
     let app = routes().layer(layer);
-    let status = send(&app, "/open", Some(&format!("Bearer {}", key.expose_secret()))).await;
+    let status = send(
+        &app,
+        "/open",
+        Some(&format!("Bearer {}", key.expose_secret())),
+    )
+    .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let rendered = recorder.handle().render();
     assert_eq!(

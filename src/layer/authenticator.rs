@@ -59,7 +59,8 @@ impl Authenticator {
                 return Decision::Reject(Rejection::MissingCredentials);
             }
             Credentials::Malformed(reason) => {
-                self.tally.count_anonymous(AnonymousOutcome::Malformed, None);
+                self.tally
+                    .count_anonymous(AnonymousOutcome::Malformed, None);
                 return Decision::Reject(Rejection::InvalidRequest(reason));
             }
         };
@@ -71,11 +72,13 @@ impl Authenticator {
             Err(malformed)
                 if malformed != MalformedKey::Checksum && !credentials::is_b64token(token) =>
             {
-                self.tally.count_anonymous(AnonymousOutcome::Malformed, None);
+                self.tally
+                    .count_anonymous(AnonymousOutcome::Malformed, None);
                 return Decision::Reject(Rejection::InvalidRequest(InvalidRequest::MalformedToken));
             }
             Err(malformed) => {
-                self.tally.count_anonymous(AnonymousOutcome::Malformed, None);
+                self.tally
+                    .count_anonymous(AnonymousOutcome::Malformed, None);
                 return Decision::Reject(Rejection::InvalidKey(InvalidKey::Malformed(malformed)));
             }
         };

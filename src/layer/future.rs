@@ -35,7 +35,6 @@ pin_project! {
 struct Uncounted(Option<Arc<CachedKey>>);
 
 impl Uncounted {
-
     /// Counts the request whose response has the extensions `extensions`.
     fn count(&mut self, extensions: &http::Extensions) {
         if let Some(key) = self.0.take() {

@@ -121,8 +121,7 @@ impl UsageRecorder {
         if batch.is_empty() {
             return Ok(());
         }
-        let written = match tokio::time::timeout(WRITE_TIMEOUT, store.record_usage(&batch)).await
-        {
+        let written = match tokio::time::timeout(WRITE_TIMEOUT, store.record_usage(&batch)).await {
             Ok(result) => result,
             Err(_elapsed) => Err(StoreError::unavailable(format!(
                 "writing usage took longer than {} s",
@@ -316,8 +315,9 @@ fn batch(held: &Held, mode: Flush, settings: &UsageSettings) -> UsageBatch {
 }
 
 fn second_of(at: SystemTime) -> u32 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |since| u32::try_from(since.as_secs()).unwrap_or(u32::MAX))
+    at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u32::try_from(since.as_secs()).unwrap_or(u32::MAX)
+    })
 }
 
 /// Forgets the last uses that were written and can no longer hold back a write.
@@ -352,7 +352,9 @@ mod tests {
         assert_eq!(batch(&held, Flush::Periodic, &settings).last_used.len(), 1);
         held.last_used.get_mut(&id).unwrap().written = 1_000;
         held.last_used.get_mut(&id).unwrap().seen = 1_030;
-        assert!(batch(&held, Flush::Periodic, &settings).last_used.is_empty());
+        assert!(batch(&held, Flush::Periodic, &settings)
+            .last_used
+            .is_empty());
         assert_eq!(
             batch(&held, Flush::Everything, &settings).last_used,
             vec![(id.clone(), system_time(1_030))]

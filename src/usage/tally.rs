@@ -411,9 +411,9 @@ struct Stamp {
 
 impl Stamp {
     fn of(at: SystemTime) -> Stamp {
-        let second = at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| u32::try_from(since.as_secs()).unwrap_or(u32::MAX));
+        let second = at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+            u32::try_from(since.as_secs()).unwrap_or(u32::MAX)
+        });
         Stamp {
             second,
             day: Day::of(at),
@@ -645,7 +645,12 @@ mod tests {
         let source = TimeSource::system();
         let now = source.now();
         let wall = Stamp::of(SystemTime::now());
-        assert!(now.second.abs_diff(wall.second) <= 1, "{} {}", now.second, wall.second);
+        assert!(
+            now.second.abs_diff(wall.second) <= 1,
+            "{} {}",
+            now.second,
+            wall.second
+        );
         assert_eq!(now.day, Day::today());
     }
 }
