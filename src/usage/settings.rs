@@ -66,9 +66,13 @@ impl UsageSettings {
     }
 
     /// How often a key's `last_used_at` is written at most: a flush writes a key's last use
-    /// only when it is this much later than the last one written. Default: 60 seconds. (So
-    /// `last_used_at` can be this much behind; [`ApiKeyLayer::flush_usage`](crate::ApiKeyLayer::flush_usage)
-    /// writes the latest whatever its age.)
+    /// only when it is this much later than the last one written. Default: 60 seconds.
+    ///
+    /// A key's last use is the time of the flush that took its counts (requests let through, or
+    /// refused only by a route's scope), so `last_used_at` is behind the key's last request by
+    /// up to the flush interval, or this period when a write was held back;
+    /// [`ApiKeyLayer::flush_usage`](crate::ApiKeyLayer::flush_usage) writes the latest whatever
+    /// its age.
     pub fn last_used_period(mut self, period: Duration) -> Self {
         self.last_used_period = period;
         self

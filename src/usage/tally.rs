@@ -2,27 +2,30 @@
 //!
 //! # Where the counts live
 //!
-//! - **Let through** (the common case): in the key's cache entry ([`KeyUsage`]), one atomic
-//!   counter per day parity. A request adds one to the counter of its day's parity, and marks
-//!   the second of its use; the entry was reached through the cache anyway, and its reference
-//!   count is already written by every request that uses it, so counting adds no new memory
-//!   that cores must share, and no lookup.
+//! - **Let through** (the common case): in the key's cache entry ([`KeyUsage`], 24 bytes), one
+//!   atomic counter per day parity. A request adds one to the counter of its day's parity; the
+//!   entry was reached through the cache anyway, and its reference count is already written by
+//!   every request that uses it, so counting adds no new memory that cores must share, and no
+//!   lookup.
 //! - **Refused** (revoked, expired, insufficient scope): per thread shard, a small map from key
 //!   and day to counts behind a lock that only that shard's threads and the flusher take.
 //! - **Key not known** (missing, malformed, unknown): per thread shard, atomic counters by day
 //!   parity and outcome. Never per digest.
 //!
+//! A key's last use is the time of the flush that took its counts (let through, or refused by a
+//! route's scope): accurate to the flush interval, at no cost on the request path.
+//!
 //! # Invariants
 //!
-//! 1. **No count is lost between a request and a flush.** A request adds to its counter first
-//!    and then reads the entry's `dirty` flag; if the flag is down, it raises it and registers
-//!    the entry (once per entry and flush period). The flusher lowers the flag *before* it takes
-//!    the counters. So an addition the flusher's take missed was followed by a read of the
-//!    lowered flag, which registered the entry for the next flush. (All four operations are
-//!    `SeqCst`: on x86 the request's are a locked add and a plain load, as `Relaxed` ones.)
+//! 1. **No count is lost between a request and a flush.** The request whose addition finds its
+//!    counter at zero registers the entry for the next flush; the flusher takes a counter by
+//!    swapping it with zero. So after every take, the next addition to that counter registers
+//!    the entry again, and every addition is followed, in the counter's order of changes, by a
+//!    take that a registration made after it (or after an earlier addition since the last take)
+//!    leads to. An entry is registered at most twice (once per parity) per flush period.
 //! 2. **No count is lost with its entry.** The registry holds weak references, so it never
 //!    keeps an evicted entry alive; when an entry is dropped with counts in it, its `Drop` hands
-//!    them to a shard ([`Tally::release`]), where the next flush finds them.
+//!    them to a shard ([`KeyUsage::release`]), where the next flush finds them.
 //! 3. **A flush never races a day change.** Counts are kept per day *parity*: a request made on
 //!    day `d` adds to slot `d % 2`. The flusher reads the day only *after* it has taken the
 //!    counters, so every count it took was made on that day or the one before, and the
@@ -34,7 +37,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -48,10 +51,6 @@ use crate::resolver::KeyId;
 pub(crate) struct KeyUsage {
     /// Requests let through, by the parity of their day.
     allowed: [AtomicU64; 2],
-    /// The second (since the epoch) of the last request let through; 0 for none yet.
-    last_used: AtomicU32,
-    /// Whether the entry is registered for the next flush.
-    dirty: AtomicBool,
     tally: Arc<Tally>,
 }
 
@@ -59,8 +58,6 @@ impl KeyUsage {
     pub(crate) fn new(tally: Arc<Tally>) -> Self {
         KeyUsage {
             allowed: [AtomicU64::new(0), AtomicU64::new(0)],
-            last_used: AtomicU32::new(0),
-            dirty: AtomicBool::new(false),
             tally,
         }
     }
@@ -76,9 +73,8 @@ impl KeyUsage {
             self.allowed[0].swap(0, Ordering::SeqCst),
             self.allowed[1].swap(0, Ordering::SeqCst),
         ];
-        let last_used = self.last_used.load(Ordering::SeqCst);
-        if allowed != [0, 0] || self.dirty.load(Ordering::SeqCst) {
-            self.tally.release(id, allowed, last_used);
+        if allowed != [0, 0] {
+            self.tally.release(id, allowed);
         }
     }
 }
@@ -113,8 +109,6 @@ struct Shard {
 struct ShardKeys {
     /// Refusals of known keys, and the counts of entries dropped before a flush took them.
     counts: HashMap<(KeyId, Day), OutcomeCounts>,
-    /// The last uses of entries dropped before a flush took them.
-    last_used: HashMap<KeyId, u32>,
 }
 
 /// What a flush takes from a [`Tally`]; kept by the flusher between flushes, so that its maps
@@ -136,13 +130,6 @@ impl Taken {
                 .entry((id.clone(), day))
                 .or_default()
                 .add(outcome, count);
-        }
-    }
-
-    fn add_last_used(&mut self, id: &KeyId, second: u32) {
-        if second > 0 {
-            let kept = self.last_used.entry(id.clone()).or_insert(second);
-            *kept = (*kept).max(second);
         }
     }
 }
@@ -228,33 +215,26 @@ impl Tally {
         if !self.is_recording() {
             return;
         }
-        let now = self.time.now();
-        let usage = key.usage();
-        match outcome {
-            KeyOutcome::Allowed => {
-                usage.allowed[parity_of(now.day)].fetch_add(1, Ordering::SeqCst);
+        let day = self.time.now().day;
+        if outcome == KeyOutcome::Allowed {
+            let counter = &key.usage().allowed[parity_of(day)];
+            // The first addition since the last take registers the entry: see invariant 1.
+            if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                self.register(key);
             }
-            other => {
-                let mut keys = self.shard().lock();
-                keys.counts
-                    .entry((key.key_id().clone(), now.day))
-                    .or_default()
-                    .add(other, 1);
-                drop(keys);
-                if other != KeyOutcome::InsufficientScope {
-                    // Refused by the layer: not a use, and nothing left in the entry to flush.
-                    return;
-                }
-            }
+        } else {
+            lock(&self.shard().keys)
+                .counts
+                .entry((key.key_id().clone(), day))
+                .or_default()
+                .add(outcome, 1);
         }
-        if usage.last_used.load(Ordering::Relaxed) != now.second {
-            usage.last_used.store(now.second, Ordering::Relaxed);
-        }
-        // After the addition: see invariant 1.
-        if !usage.dirty.load(Ordering::SeqCst) && !usage.dirty.swap(true, Ordering::SeqCst) {
-            let weak: Weak<K> = Arc::downgrade(key);
-            lock(&self.registry).push(weak as Weak<dyn CountedKey>);
-        }
+    }
+
+    #[cold]
+    fn register<K: CountedKey>(&self, key: &Arc<K>) {
+        let weak: Weak<K> = Arc::downgrade(key);
+        lock(&self.registry).push(weak as Weak<dyn CountedKey>);
     }
 
     /// Counts a request whose key is not known (of `environment`, when its prefix said).
@@ -275,10 +255,10 @@ impl Tally {
     }
 
     /// Takes the counts of an entry being dropped (see [`KeyUsage::release`]).
-    fn release(&self, id: &KeyId, allowed: [u64; 2], last_used: u32) {
+    fn release(&self, id: &KeyId, allowed: [u64; 2]) {
         // After the counters were taken: see invariant 3.
         let today = self.time.now().day;
-        let mut keys = self.shard().lock();
+        let mut keys = lock(&self.shard().keys);
         for (parity, count) in allowed.into_iter().enumerate() {
             if count > 0 {
                 keys.counts
@@ -286,10 +266,6 @@ impl Tally {
                     .or_default()
                     .add(KeyOutcome::Allowed, count);
             }
-        }
-        if last_used > 0 {
-            let kept = keys.last_used.entry(id.clone()).or_insert(last_used);
-            *kept = (*kept).max(last_used);
         }
     }
 
@@ -305,14 +281,13 @@ impl Tally {
             // An entry that is gone handed its counts to a shard as it went.
             let Some(key) = weak.upgrade() else { continue };
             let usage = key.usage();
-            // Before the counters: see invariant 1.
-            usage.dirty.store(false, Ordering::SeqCst);
             let counts = [
                 usage.allowed[0].swap(0, Ordering::SeqCst),
                 usage.allowed[1].swap(0, Ordering::SeqCst),
             ];
-            allowed.push((key.key_id().clone(), counts));
-            into.add_last_used(key.key_id(), usage.last_used.load(Ordering::SeqCst));
+            if counts != [0, 0] {
+                allowed.push((key.key_id().clone(), counts));
+            }
             // Dropping the last reference here hands any later count to a shard: not under a
             // shard's lock.
             drop(key);
@@ -349,12 +324,16 @@ impl Tally {
             }
         }
         for shard in self.shards.iter() {
-            let mut keys = shard.lock();
+            let mut keys = lock(&shard.keys);
             for ((id, day), counts) in keys.counts.drain() {
                 into.keys.entry((id, day)).or_default().add_all(&counts);
             }
-            for (id, second) in keys.last_used.drain() {
-                into.add_last_used(&id, second);
+        }
+        // Keys used since the last flush (let through, or refused only by a route's scope)
+        // were last used now, to within the flush interval.
+        for ((id, _), counts) in &into.keys {
+            if counts.allowed > 0 || counts.insufficient_scope > 0 {
+                into.last_used.insert(id.clone(), now.second);
             }
         }
         now.at
@@ -367,12 +346,6 @@ impl Tally {
 
     fn shard(&self) -> &Shard {
         &self.shards[thread_shard() & (self.shards.len() - 1)]
-    }
-}
-
-impl Shard {
-    fn lock(&self) -> MutexGuard<'_, ShardKeys> {
-        lock(&self.keys)
     }
 }
 
@@ -548,6 +521,7 @@ mod tests {
         tally.count_key(&key, KeyOutcome::Revoked, Environment::Live);
         tally.count_anonymous(AnonymousOutcome::Unknown, None);
 
+        clock.advance(Duration::from_secs(5));
         let mut taken = Taken::default();
         tally.take(&mut taken);
         let day = Day::of(at(NOON));
@@ -562,8 +536,8 @@ mod tests {
         );
         assert_eq!(
             taken.last_used[&id],
-            u32::try_from(NOON + 43_201).unwrap(),
-            "the last request let through"
+            u32::try_from(NOON + 43_206).unwrap(),
+            "used since the last flush: last used when the flush took the counts"
         );
     }
 
@@ -576,6 +550,10 @@ mod tests {
             tally.count_key(&key, KeyOutcome::Allowed, Environment::Live);
         }
         assert_eq!(lock(&tally.registry).len(), 1, "registered once");
+        assert!(
+            std::mem::size_of::<KeyUsage>() <= 24,
+            "what each cached key carries for its counts"
+        );
         let mut taken = Taken::default();
         tally.take(&mut taken);
         assert_eq!(taken.keys.values().map(|c| c.allowed).sum::<u64>(), 1_000);
@@ -602,6 +580,13 @@ mod tests {
         let id: KeyId = "key_1".into();
         assert_eq!(taken.keys[&(id.clone(), Day::of(at(NOON)))].allowed, 5);
         assert_eq!(taken.last_used[&id], u32::try_from(NOON).unwrap());
+        // A key refused by the layer only was not used.
+        let revoked = entry(&tally, "key_2");
+        tally.count_key(&revoked, KeyOutcome::Revoked, Environment::Live);
+        let mut taken = Taken::default();
+        tally.take(&mut taken);
+        assert_eq!(taken.keys.len(), 1);
+        assert!(taken.last_used.is_empty());
     }
 
     #[test]
