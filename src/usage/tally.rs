@@ -215,7 +215,7 @@ impl Tally {
         if !self.is_recording() {
             return;
         }
-        let day = self.time.now().day;
+        let day = self.time.day();
         if outcome == KeyOutcome::Allowed {
             let counter = &key.usage().allowed[parity_of(day)];
             // The first addition since the last take registers the entry: see invariant 1.
@@ -249,7 +249,7 @@ impl Tally {
         if !self.is_recording() {
             return;
         }
-        let day = self.time.now().day;
+        let day = self.time.day();
         self.shard().anonymous[parity_of(day)][anonymous_index(outcome)]
             .fetch_add(1, Ordering::Relaxed);
     }
@@ -257,7 +257,7 @@ impl Tally {
     /// Takes the counts of an entry being dropped (see [`KeyUsage::release`]).
     fn release(&self, id: &KeyId, allowed: [u64; 2]) {
         // After the counters were taken: see invariant 3.
-        let today = self.time.now().day;
+        let today = self.time.day();
         let mut keys = lock(&self.shard().keys);
         for (parity, count) in allowed.into_iter().enumerate() {
             if count > 0 {
@@ -400,8 +400,9 @@ enum TimeSource {
     /// The system clock, read as the coarse monotonic clock plus an offset.
     System {
         start: coarsetime::Instant,
-        /// Milliseconds since the epoch at `start`, by the wall clock's latest reading.
-        epoch_millis_at_start: AtomicU64,
+        /// The wall clock at `start`, in `coarsetime`'s ticks since the epoch, as the latest
+        /// reading of the wall clock puts it.
+        epoch_ticks_at_start: AtomicU64,
     },
     Clock(Arc<dyn Clock>),
 }
@@ -410,33 +411,54 @@ impl TimeSource {
     fn system() -> Self {
         let source = TimeSource::System {
             start: coarsetime::Instant::now_without_cache_update(),
-            epoch_millis_at_start: AtomicU64::new(0),
+            epoch_ticks_at_start: AtomicU64::new(0),
         };
         source.refresh();
         source
     }
 
+    /// Ticks since the epoch now, by the coarse clock.
     #[inline]
+    fn system_ticks(start: &coarsetime::Instant, epoch_ticks_at_start: &AtomicU64) -> u64 {
+        let elapsed = coarsetime::Instant::now_without_cache_update()
+            .duration_since(*start)
+            .as_ticks();
+        epoch_ticks_at_start
+            .load(Ordering::Relaxed)
+            .saturating_add(elapsed)
+    }
+
+    /// Today: on the request path, so only a clock read, an addition and a division.
+    #[inline]
+    fn day(&self) -> Day {
+        match self {
+            TimeSource::System {
+                start,
+                epoch_ticks_at_start,
+            } => {
+                let seconds = coarsetime::Duration::from_ticks(Self::system_ticks(
+                    start,
+                    epoch_ticks_at_start,
+                ))
+                .as_secs();
+                Day::from_days_since_epoch(i32::try_from(seconds / 86_400).unwrap_or(i32::MAX))
+            }
+            TimeSource::Clock(clock) => Day::of(clock.now()),
+        }
+    }
+
+    /// The time, for the flusher.
     fn now(&self) -> Stamp {
         match self {
             TimeSource::System {
                 start,
-                epoch_millis_at_start,
+                epoch_ticks_at_start,
             } => {
-                let elapsed = coarsetime::Instant::now_without_cache_update()
-                    .duration_since(*start)
-                    .as_millis();
-                let millis = epoch_millis_at_start
-                    .load(Ordering::Relaxed)
-                    .saturating_add(elapsed);
-                let second = millis / 1_000;
-                Stamp {
-                    second: u32::try_from(second).unwrap_or(u32::MAX),
-                    day: Day::from_days_since_epoch(
-                        i32::try_from(second / 86_400).unwrap_or(i32::MAX),
-                    ),
-                    at: UNIX_EPOCH + Duration::from_millis(millis),
-                }
+                let ticks = coarsetime::Duration::from_ticks(Self::system_ticks(
+                    start,
+                    epoch_ticks_at_start,
+                ));
+                Stamp::of(UNIX_EPOCH + Duration::from(ticks))
             }
             TimeSource::Clock(clock) => Stamp::of(clock.now()),
         }
@@ -446,16 +468,16 @@ impl TimeSource {
     fn refresh(&self) {
         if let TimeSource::System {
             start,
-            epoch_millis_at_start,
+            epoch_ticks_at_start,
         } = self
         {
             let wall = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
-                .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(0));
+                .map_or(0, |since| coarsetime::Duration::from(since).as_ticks());
             let elapsed = coarsetime::Instant::now_without_cache_update()
                 .duration_since(*start)
-                .as_millis();
-            epoch_millis_at_start.store(wall.saturating_sub(elapsed), Ordering::Relaxed);
+                .as_ticks();
+            epoch_ticks_at_start.store(wall.saturating_sub(elapsed), Ordering::Relaxed);
         }
     }
 }
