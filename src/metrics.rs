@@ -224,11 +224,11 @@ pub(crate) struct WatcherMetrics {
 }
 
 impl WatcherMetrics {
-    pub(crate) fn resolve(watcher: &Cow<'static, str>) -> Self {
+    pub(crate) fn resolve(watcher: Cow<'static, str>) -> Self {
         describe();
         WatcherMetrics {
             connected: metrics::gauge!(INVALIDATION_CONNECTED, "watcher" => watcher.clone()),
-            losses: metrics::counter!(INVALIDATION_LOSSES, "watcher" => watcher.clone()),
+            losses: metrics::counter!(INVALIDATION_LOSSES, "watcher" => watcher),
         }
     }
 }

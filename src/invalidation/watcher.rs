@@ -214,7 +214,7 @@ impl WatcherBuilder {
     ) -> Watcher {
         let (sender, health) = watch::channel(ChannelHealth::Starting);
         let name = self.name.clone();
-        let metrics = WatcherMetrics::resolve(&name);
+        let metrics = WatcherMetrics::resolve(name.clone());
         metrics.connected.set(0.0);
         let task = tokio::spawn(run(self, bus, Targets(targets), sender, metrics));
         Watcher { name, health, task }
