@@ -15,7 +15,10 @@ use std::time::{Duration, SystemTime};
 use regex::Regex;
 use serde_json::Value;
 use tempfile::TempDir;
-use tower_api_key::{KeyDigest, KeyFormat, KeyId, KeyResolver, KeyStore, SqliteStore};
+use tower_api_key::{
+    AnonymousIncrement, AnonymousOutcome, Day, KeyDigest, KeyFormat, KeyId, KeyIncrement,
+    KeyOutcome, KeyResolver, KeyStore, OutcomeCounts, SqliteStore, UsageBatch,
+};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_tower-api-key");
 const WARNING: &str = "only time the new key is shown";
@@ -500,6 +503,23 @@ async fn control_characters_in_a_hand_edited_row_are_escaped() {
         "{show:?}"
     );
 
+    // Usage, of the key and of every key.
+    let usage = sandbox.ok(&["usage", id]);
+    assert_no_raw_control_character(&usage.stdout);
+    assert!(usage.stdout.starts_with(escaped_id), "{usage:?}");
+    let usage = sandbox.ok(&["usage"]);
+    assert_no_raw_control_character(&usage.stdout);
+    assert!(
+        usage
+            .stdout
+            .lines()
+            .any(|line| line.starts_with(escaped_id)),
+        "{usage:?}"
+    );
+    let (value, run) = sandbox.json(&["usage", id]);
+    assert_no_raw_control_character(&run.stdout);
+    assert_eq!(value["id"], id, "{run:?}");
+
     // JSON escapes them too, and a script reads back what the row holds.
     for args in [&["show", id][..], &["list"]] {
         let (value, run) = sandbox.json(args);
@@ -523,6 +543,214 @@ async fn control_characters_in_a_hand_edited_row_are_escaped() {
             "{run:?}"
         );
     }
+}
+
+/// `count` requests of `outcome`, as a flush from a running service would add them.
+fn used(id: &str, day: Day, of: &[(KeyOutcome, u64)]) -> KeyIncrement {
+    let mut counts = OutcomeCounts::default();
+    for &(outcome, count) in of {
+        counts.add(outcome, count);
+    }
+    KeyIncrement::new(KeyId::from(id), day, counts)
+}
+
+#[tokio::test]
+async fn usage_shows_a_keys_days_and_every_keys_totals() {
+    use KeyOutcome::{Allowed, InsufficientScope, Revoked};
+
+    let sandbox = Sandbox::new();
+    let (busy_key, busy) = sandbox.create(&["--name", "Busy", "--owner", "acct_42"]);
+    let (idle_key, idle) = sandbox.create(&["--name", "Idle", "--owner", "acct_42"]);
+    let (_, other) = sandbox.create(&["--name", "Other", "--owner", "acct_7"]);
+    let today = Day::today();
+    let mut flush = UsageBatch::new();
+    flush.keys = vec![
+        used(&busy, today, &[(Allowed, 40), (InsufficientScope, 2)]),
+        used(&busy, today.add_days(-2), &[(Allowed, 10), (Revoked, 1)]),
+        used(&other, today, &[(Allowed, 1)]),
+    ];
+    flush.anonymous = vec![AnonymousIncrement::new(today, AnonymousOutcome::Unknown, 9)];
+    flush.last_used = vec![(KeyId::from(busy.as_str()), SystemTime::now())];
+    let store = sandbox.store().await;
+    store.record_usage(&flush).await.unwrap();
+    store.pool().close().await;
+    let secrets = [busy_key.as_str(), idle_key.as_str()];
+
+    // A key's days: a row a day, oldest first, then the totals; no bars in a pipe.
+    let run = sandbox.ok(&["usage", &busy, "--days", "3"]);
+    assert_no_secret_in(&run.stdout, &secrets);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 7, "{run:?}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "{busy} (\"Busy\"): requests per day from {} to {today} (UTC). Last used: 20",
+            today.add_days(-2)
+        )),
+        "{run:?}"
+    );
+    assert_eq!(
+        lines[2],
+        "DATE        ALLOWED  INSUFFICIENT SCOPE  REVOKED  EXPIRED  RATE LIMITED  TOTAL"
+    );
+    assert_eq!(
+        lines[3],
+        format!(
+            "{}       10                   0        1        0             0     11",
+            today.add_days(-2)
+        )
+    );
+    assert!(lines[4].ends_with("  0"), "{run:?}");
+    assert!(lines[5].ends_with("  42"), "{run:?}");
+    assert_eq!(
+        lines[6],
+        "TOTAL            50                   2        1        0             0     53"
+    );
+    assert!(!run.stdout.contains('█'), "bars in a pipe: {run:?}");
+    let bars = sandbox.ok(&["usage", &busy, "--days", "3", "--bars", "always"]);
+    assert!(
+        bars.stdout
+            .lines()
+            .nth(5)
+            .unwrap()
+            .ends_with(&format!("  42  {}", "█".repeat(24))),
+        "{bars:?}"
+    );
+    assert_eq!(
+        sandbox
+            .ok(&["usage", &busy, "--days", "3", "--bars", "never"])
+            .stdout,
+        run.stdout
+    );
+
+    // The same as JSON: every day, zeros included.
+    let (series, run) = sandbox.json(&["usage", &busy, "--days", "3"]);
+    assert_no_secret_in(&run.stdout, &secrets);
+    assert_eq!(series["id"], busy.as_str());
+    assert_eq!(series["from"], today.add_days(-2).to_string());
+    assert_eq!(series["to"], today.to_string());
+    let days = series["days"].as_array().unwrap();
+    assert_eq!(days.len(), 3, "{series}");
+    assert_eq!(days[1]["total"], 0);
+    assert_eq!(days[2]["allowed"], 40);
+    assert_eq!(days[2]["insufficient_scope"], 2);
+    assert_eq!(series["totals"]["total"], 53);
+    assert!(series["last_used_at"].is_string());
+    // 30 days by default.
+    let (series, _) = sandbox.json(&["usage", &busy]);
+    assert_eq!(series["days"].as_array().unwrap().len(), 30);
+
+    // Every key of an owner: totals, last use, and which were never used.
+    let run = sandbox.ok(&["usage", "--owner", "acct_42", "--days", "7"]);
+    assert_no_secret_in(&run.stdout, &secrets);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{run:?}");
+    assert!(
+        lines[0].starts_with("The keys of \"acct_42\": requests from "),
+        "{run:?}"
+    );
+    assert!(lines[0].ends_with(", 7 days."), "{run:?}");
+    assert!(
+        lines[2].starts_with("ID") && lines[2].ends_with("ALLOWED  REFUSED  TOTAL  NOTE"),
+        "{run:?}"
+    );
+    assert!(lines[3].starts_with(&idle), "newest first: {run:?}");
+    assert!(
+        lines[3].ends_with("0        0      0  never used"),
+        "{run:?}"
+    );
+    assert!(lines[4].starts_with(&busy), "{run:?}");
+    assert!(lines[4].ends_with("50        3     53  -"), "{run:?}");
+    let (summary, _) = sandbox.json(&["usage", "--days", "1"]);
+    let keys = summary["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 3, "everyone's keys: {summary}");
+    assert_eq!(summary["owner"], Value::Null);
+    assert_eq!(summary["from"], today.to_string());
+    let busy_json = keys.iter().find(|k| k["id"] == busy.as_str()).unwrap();
+    assert_eq!(busy_json["totals"]["allowed"], 40);
+    assert_eq!(busy_json["never_used"], false);
+    assert_eq!(busy_json["unused"], false);
+    let idle_json = keys.iter().find(|k| k["id"] == idle.as_str()).unwrap();
+    assert_eq!(idle_json["never_used"], true);
+
+    // `list` shows the last use.
+    let (listed, _) = sandbox.json(&["list"]);
+    let listed_busy = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == busy.as_str())
+        .unwrap();
+    assert!(listed_busy["last_used_at"].is_string(), "{listed}");
+
+    sandbox
+        .run(&["usage", "key_unknown"])
+        .fails(3, "key_unknown");
+    for args in [
+        &["usage", &busy, "--days", "0"][..],
+        &["usage", &busy, "--days", "36526"],
+        &["usage", &busy, "--days", "a week"],
+        &["usage", &busy, "--owner", "acct_42"],
+        &["usage", &busy, "--bars", "sometimes"],
+    ] {
+        let run = sandbox.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(run.stdout.is_empty(), "{run:?}");
+    }
+}
+
+#[tokio::test]
+async fn prune_usage_keeps_the_days_asked_for() {
+    let sandbox = Sandbox::new();
+    let (_, id) = sandbox.create(&["--name", "Pruned"]);
+    let today = Day::today();
+    let mut flush = UsageBatch::new();
+    flush.keys = [0, -1, -2, -40]
+        .into_iter()
+        .map(|back| used(&id, today.add_days(back), &[(KeyOutcome::Allowed, 1)]))
+        .collect();
+    flush.anonymous = vec![AnonymousIncrement::new(
+        today.add_days(-40),
+        AnonymousOutcome::Missing,
+        1,
+    )];
+    flush.last_used = vec![(KeyId::from(id.as_str()), SystemTime::now())];
+    let store = sandbox.store().await;
+    store.record_usage(&flush).await.unwrap();
+    store.pool().close().await;
+
+    sandbox
+        .run(&["prune-usage", "--keep", "36h"])
+        .fails(4, "whole days");
+    sandbox
+        .run(&["prune-usage", "--keep", "0d"])
+        .fails(4, "whole days");
+    let missing = sandbox.run(&["prune-usage"]);
+    assert_eq!(missing.code, 2, "{missing:?}");
+    assert!(missing.stderr.contains("--keep"), "{missing:?}");
+
+    let run = sandbox.ok(&["prune-usage", "--keep", "30d"]);
+    assert_eq!(
+        run.stdout,
+        format!(
+            "Deleted 2 daily counts of the days before {} (UTC). Last uses are kept.\n",
+            today.add_days(-29)
+        )
+    );
+    let (pruned, _) = sandbox.json(&["prune-usage", "--keep", "2d"]);
+    assert_eq!(
+        pruned,
+        serde_json::json!({ "deleted": 1, "before": today.add_days(-1).to_string() })
+    );
+    let (series, _) = sandbox.json(&["usage", &id, "--days", "3"]);
+    let totals: Vec<&Value> = series["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|day| &day["total"])
+        .collect();
+    assert_eq!(totals, [0, 1, 1]);
+    let (key, _) = sandbox.json(&["show", &id]);
+    assert!(key["last_used_at"].is_string(), "the last use stays: {key}");
 }
 
 #[test]
@@ -734,6 +962,8 @@ fn help_documents_the_commands_and_exit_codes() {
         "revoke",
         "rotate",
         "delete",
+        "usage",
+        "prune-usage",
         "--json",
         "--db",
         "--database-url",
@@ -753,6 +983,12 @@ fn help_documents_the_commands_and_exit_codes() {
     }
     let rotate = run_in(&sandbox.dir, &["rotate", "--help"]);
     assert!(rotate.stdout.contains("--grace <DURATION>"), "{rotate:?}");
+    let usage = run_in(&sandbox.dir, &["usage", "--help"]);
+    for text in ["[ID]", "--days <N>", "--owner <OWNER>", "--bars <WHEN>"] {
+        assert!(usage.stdout.contains(text), "{text:?} in {usage:?}");
+    }
+    let prune = run_in(&sandbox.dir, &["prune-usage", "--help"]);
+    assert!(prune.stdout.contains("--keep <DAYS>"), "{prune:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -890,6 +1126,24 @@ mod postgres {
             .expect("the printed key resolves");
         assert_eq!(record.id.as_str(), id);
         assert!(record.revoked_at.is_some());
+
+        // Usage, as running services flush it, through the tool.
+        let today = Day::today();
+        let mut flush = UsageBatch::new();
+        flush.keys = vec![
+            used(id, today, &[(KeyOutcome::Revoked, 4)]),
+            used(id, today.add_days(-50), &[(KeyOutcome::Allowed, 1)]),
+        ];
+        store.record_usage(&flush).await.unwrap();
+        let series = run(&["usage", id, "--days", "2", "--json"]);
+        let series: Value = serde_json::from_str(&series.stdout).unwrap();
+        assert_eq!(series["days"][1]["revoked"], 4, "{series}");
+        let summary = run(&["usage", "--json"]);
+        let summary: Value = serde_json::from_str(&summary.stdout).unwrap();
+        assert_eq!(summary["keys"][0]["totals"]["revoked"], 4, "{summary}");
+        let pruned = run(&["prune-usage", "--keep", "30d", "--json"]);
+        let pruned: Value = serde_json::from_str(&pruned.stdout).unwrap();
+        assert_eq!(pruned["deleted"], 1, "{pruned}");
         store.pool().close().await;
 
         // The tables went to the schema asked for, not the default one.

@@ -1271,7 +1271,8 @@ mod postgres {
         }
 
         fn empty_table(&self) -> String {
-            format!("TRUNCATE {}", self.keys())
+            // The usage counts refer to the keys: PostgreSQL empties both together or neither.
+            format!("TRUNCATE {} CASCADE", self.keys())
         }
 
         fn replace_row(&self, columns: &[&str], values: &[String]) -> String {

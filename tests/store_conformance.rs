@@ -128,6 +128,13 @@ trait SqlBackend: Backend {
     /// Makes every later change to a key's `last_used_at` fail, with a trigger.
     async fn refuse_last_uses(&self, store: &Self::Store);
 
+    /// Writes usage rows by hand as a later version of the crate could: key `id`'s requests of
+    /// the outcome `teleported` on `day`, and anonymous ones of the outcome `spoofed`.
+    async fn add_unknown_outcomes(&self, store: &Self::Store, id: &KeyId, day: Day);
+
+    /// Makes key `id`'s count of allowed requests on `day` negative, past the table's check.
+    async fn make_count_negative(&self, store: &Self::Store, id: &KeyId, day: Day);
+
     /// The same database opened again for keys of `format`, and migrated.
     async fn reopen(&self, format: KeyFormat) -> Result<Self::Store, StoreError>;
 
@@ -306,6 +313,42 @@ mod sqlite_backend {
             .execute(store.pool())
             .await
             .unwrap();
+        }
+
+        async fn add_unknown_outcomes(&self, store: &SqliteStore, id: &KeyId, day: Day) {
+            sqlx::query(
+                "INSERT INTO api_key_usage (key_id, day, outcome, requests) \
+                 VALUES (?1, ?2, 'teleported', 5); \
+                 INSERT INTO api_key_anonymous_usage (day, outcome, requests) \
+                 VALUES (?2, 'spoofed', 5)",
+            )
+            .bind(id.as_str())
+            .bind(day.days_since_epoch())
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+
+        async fn make_count_negative(&self, store: &SqliteStore, id: &KeyId, day: Day) {
+            let mut conn = store.pool().acquire().await.unwrap();
+            sqlx::query("PRAGMA ignore_check_constraints = ON")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            let done = sqlx::query(
+                "UPDATE api_key_usage SET requests = -1 \
+                 WHERE key_id = ? AND day = ? AND outcome = 'allowed'",
+            )
+            .bind(id.as_str())
+            .bind(day.days_since_epoch())
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+            assert_eq!(done.rows_affected(), 1);
+            sqlx::query("PRAGMA ignore_check_constraints = OFF")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
         }
 
         async fn refuse_last_uses(&self, store: &SqliteStore) {
@@ -567,6 +610,46 @@ mod postgres_backend {
             .execute(store.pool())
             .await
             .unwrap();
+        }
+
+        async fn add_unknown_outcomes(&self, store: &PostgresStore, id: &KeyId, day: Day) {
+            let schema = format!("\"{}\"", self.schema);
+            let day = format!("DATE '1970-01-01' + {}", day.days_since_epoch());
+            sqlx::query(&format!(
+                "INSERT INTO {schema}.api_key_usage (key_id, day, outcome, requests) \
+                 VALUES ($1, {day}, 'teleported', 5)"
+            ))
+            .bind(id.as_str())
+            .execute(store.pool())
+            .await
+            .unwrap();
+            sqlx::raw_sql(&format!(
+                "INSERT INTO {schema}.api_key_anonymous_usage (day, outcome, requests) \
+                 VALUES ({day}, 'spoofed', 5)"
+            ))
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+
+        async fn make_count_negative(&self, store: &PostgresStore, id: &KeyId, day: Day) {
+            let table = format!("\"{}\".api_key_usage", self.schema);
+            sqlx::raw_sql(&format!(
+                "ALTER TABLE {table} DROP CONSTRAINT api_key_usage_requests_check"
+            ))
+            .execute(store.pool())
+            .await
+            .unwrap();
+            let done = sqlx::query(&format!(
+                "UPDATE {table} SET requests = -1 WHERE key_id = $1 \
+                 AND day = DATE '1970-01-01' + $2 AND outcome = 'allowed'"
+            ))
+            .bind(id.as_str())
+            .bind(day.days_since_epoch())
+            .execute(store.pool())
+            .await
+            .unwrap();
+            assert_eq!(done.rows_affected(), 1);
         }
 
         async fn refuse_last_uses(&self, store: &PostgresStore) {
@@ -2066,6 +2149,63 @@ mod rules {
         );
     }
 
+    /// Rows a newer version of the crate could write are skipped; rows no version writes give a
+    /// clear error naming the table, never a panic, and spoil nothing else.
+    pub(crate) async fn usage_rows_edited_by_hand_are_read_defensively<B: SqlBackend>() {
+        let t = Test::<B>::new().await;
+        let key = t.create(NewKey::new("Edited", Environment::Live)).await;
+        let other = t.create(NewKey::new("Untouched", Environment::Live)).await;
+        let d = today();
+        let mut flush = batch(vec![
+            increment(&key, d, &[(Allowed, 3)]),
+            increment(&other, d, &[(Allowed, 1)]),
+        ]);
+        flush.anonymous = vec![AnonymousIncrement::new(d, AnonymousOutcome::Unknown, 2)];
+        t.store.record_usage(&flush).await.unwrap();
+
+        t.backend.add_unknown_outcomes(&t.store, key.id(), d).await;
+        assert_eq!(
+            t.store.usage(key.id(), d, d).await.unwrap(),
+            [DailyUsage::new(d, counts(&[(Allowed, 3)]))]
+        );
+        let summary = t.store.usage_summary(None, d, d).await.unwrap();
+        assert_eq!(summary.len(), 2);
+        assert!(summary.iter().all(|s| s.totals.get(Allowed) > 0));
+        assert_eq!(summary.iter().map(|s| s.totals.total()).sum::<u64>(), 4);
+        assert_eq!(
+            t.store.anonymous_usage(d, d).await.unwrap(),
+            [AnonymousIncrement::new(d, AnonymousOutcome::Unknown, 2)]
+        );
+
+        t.backend.make_count_negative(&t.store, key.id(), d).await;
+        for message in [
+            assert_unavailable(t.store.usage(key.id(), d, d).await),
+            assert_unavailable(t.store.usage_summary(None, d, d).await),
+        ] {
+            assert!(
+                message.contains("`api_key_usage` is corrupted"),
+                "{message}"
+            );
+        }
+        assert_eq!(
+            t.store.usage(other.id(), d, d).await.unwrap(),
+            [DailyUsage::new(d, counts(&[(Allowed, 1)]))]
+        );
+        // Flushing, pruning and deleting still work.
+        t.store
+            .record_usage(&batch(vec![increment(&other, d, &[(Allowed, 1)])]))
+            .await
+            .unwrap();
+        t.store.delete(key.id()).await.unwrap();
+        assert_eq!(
+            t.store.usage_summary(None, d, d).await.unwrap()[0]
+                .totals
+                .get(Allowed),
+            2
+        );
+        assert_eq!(t.store.prune_usage(d.add_days(1)).await.unwrap(), 3);
+    }
+
     pub(crate) async fn a_corrupted_row_gives_a_clear_error_never_a_panic<B: SqlBackend>() {
         for corruption in [
             Corruption::Environment,
@@ -2321,6 +2461,7 @@ mod sqlite {
         a_corrupted_row_gives_a_clear_error_never_a_panic,
         a_failed_rotation_changes_nothing,
         a_failed_flush_writes_nothing,
+        usage_rows_edited_by_hand_are_read_defensively,
         migrate_records_the_key_format_and_refuses_another,
     );
 
@@ -2493,6 +2634,7 @@ mod postgres {
         a_corrupted_row_gives_a_clear_error_never_a_panic,
         a_failed_rotation_changes_nothing,
         a_failed_flush_writes_nothing,
+        usage_rows_edited_by_hand_are_read_defensively,
         migrate_records_the_key_format_and_refuses_another,
     );
 

@@ -13,7 +13,8 @@
 -- a cache. `last_used_at` stays in `api_keys`, whose trigger ignores changes to it alone.
 
 CREATE TABLE api_key_usage (
-    -- The key's counts go with it, however it is deleted.
+    -- The key's counts go with it, however it is deleted (emptying api_keys by hand takes
+    -- `TRUNCATE api_keys CASCADE`).
     key_id   TEXT   NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
     day      DATE   NOT NULL,
     outcome  TEXT   NOT NULL,

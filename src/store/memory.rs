@@ -206,6 +206,9 @@ impl KeyStore for MemoryStore {
 
     async fn record_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
         let mut increments = Increments::of(batch);
+        if increments.is_empty() {
+            return Ok(());
+        }
         // One write lock for the whole batch: no reader sees half of it.
         let mut keys = self.write();
         increments.retain_keys(|id| keys.digest_by_id.contains_key(id));
@@ -235,9 +238,9 @@ impl KeyStore for MemoryStore {
     }
 
     async fn usage(&self, id: &KeyId, from: Day, to: Day) -> Result<Vec<DailyUsage>, StoreError> {
+        let mut series = zero_series(from, to)?;
         let keys = self.read();
         keys.digest_of(id)?;
-        let mut series = zero_series(from, to)?;
         if let (Some(days), false) = (keys.usage.get(id), series.is_empty()) {
             for (day, counts) in days.range(from..=to) {
                 if let Some(entry) = day_in(&mut series, from, *day) {

@@ -13,7 +13,7 @@
 //! | [`PostgresStore`] | `postgres` | several instances sharing keys |
 //!
 //! The SQL stores ship their migrations: call `migrate()` once at start-up. Their module docs
-//! ([`sqlite`], [`postgres`]) describe the table. All stores pass one conformance suite
+//! ([`sqlite`], [`postgres`]) describe the tables. All stores pass one conformance suite
 //! (`tests/store_conformance.rs`), so they keep the rules below alike.
 //!
 //! ```

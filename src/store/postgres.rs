@@ -35,6 +35,19 @@
 //! change to a key on the channel `tower_api_key`, with the key's digest in hex and the schema
 //! (changes to `last_used_at` alone are not announced).
 //!
+//! Usage counts ([`KeyStore::record_usage`](crate::KeyStore::record_usage)) are in
+//! `api_key_usage`: one row per key, day and outcome, with `key_id` (a foreign key to
+//! `api_keys.id`, `ON DELETE CASCADE`), `day` (a `date`, UTC), `outcome` (`allowed`,
+//! `insufficient_scope`, `revoked`, `expired` or `rate_limited`) and `requests` (`bigint`),
+//! keyed and ordered by the first three; and in `api_key_anonymous_usage`, one row per day and
+//! outcome (`missing`, `malformed`, `unknown`) of the requests whose key was not known. A flush
+//! adds to `requests` (`requests = requests + ...`, saturating at `i64::MAX`), never overwrites
+//! it, so every instance's counts add up; it locks the rows of the keys it counts, in order, so
+//! concurrent flushes wait for each other briefly instead of deadlocking. Neither table has a
+//! trigger. Since the counts refer to the keys, emptying the key table by hand takes
+//! `TRUNCATE api_keys CASCADE` (a plain `TRUNCATE` is refused); it empties both, and every
+//! instance drops every key it cached.
+//!
 //! Every change is one statement or one transaction: `rotate` locks the old key's row, shortens
 //! its expiry and inserts the new key together, and a failed call leaves nothing behind. A
 //! database that is unreachable or fails gives [`StoreError::Unavailable`], and a layer in front

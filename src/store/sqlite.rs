@@ -22,6 +22,15 @@
 //! newest 10,000 rows) in the transaction of the change, whether the change is made through a
 //! store or with plain SQL (changes to `last_used_at` alone are not logged).
 //!
+//! Usage counts ([`KeyStore::record_usage`](crate::KeyStore::record_usage)) are in
+//! `api_key_usage`: one row per key, day and outcome, with `key_id` (a foreign key to
+//! `api_keys.id`, deleted with the key), `day` (an integer: days since 1970-01-01, UTC),
+//! `outcome` (`allowed`, `insufficient_scope`, `revoked`, `expired` or `rate_limited`) and
+//! `requests`, keyed and ordered by the first three; and in `api_key_anonymous_usage`, one row
+//! per day and outcome (`missing`, `malformed`, `unknown`) of the requests whose key was not
+//! known. A flush adds to `requests`, never overwrites it, and saturates at `i64::MAX`. Neither
+//! table fires a trigger.
+//!
 //! # Several processes on one file
 //!
 //! A revocation through a store reaches the layers built on it before the call returns. Other

@@ -1,7 +1,7 @@
 //! What every store does alike with usage counts: merging a batch into the increments to write,
 //! and the limits on counts and series.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use super::{StoreError, MAX_SERIES_DAYS};
@@ -67,7 +67,8 @@ impl Increments {
     }
 
     /// Every key named, in order.
-    pub(crate) fn ids(&self) -> BTreeSet<&KeyId> {
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) fn ids(&self) -> std::collections::BTreeSet<&KeyId> {
         self.keys
             .keys()
             .map(|(id, _, _)| id)

@@ -26,9 +26,17 @@
 //! A store answers for what it kept: [`KeyStore::usage`](crate::KeyStore::usage) gives one key's
 //! [`DailyUsage`] over a range of days, and
 //! [`KeyStore::usage_summary`](crate::KeyStore::usage_summary) an owner's keys with their
-//! totals and last use, to find unused keys or a leaked one at work. A store that keeps no usage
-//! ([`StoreError::UsageNotKept`](crate::StoreError::UsageNotKept)) is told once in the log, and
-//! the layer stops counting.
+//! totals and last use, to find unused keys or a leaked one at work.
+//!
+//! Every store of the crate keeps them: [`MemoryStore`](crate::MemoryStore) in memory, and the
+//! SQL stores in two tables, `api_key_usage` (`key_id`, `day`, `outcome`, `requests`: one row per
+//! key, day and outcome that had requests, deleted with the key) and `api_key_anonymous_usage`
+//! (`day`, `outcome`, `requests`). A flush is one transaction; counts saturate at `i64::MAX`.
+//! [`KeyStore::prune_usage`](crate::KeyStore::prune_usage) deletes the days past a retention
+//! (the command-line tool's `prune-usage --keep 90d`), and `tower-api-key usage` shows them.
+//!
+//! A store that keeps no usage ([`StoreError::UsageNotKept`](crate::StoreError::UsageNotKept)) is
+//! told once in the log, and the layer stops counting.
 //!
 //! A layer on a resolver of your own records usage only when given a store for it
 //! ([`ApiKeyLayerBuilder::usage_store`](crate::ApiKeyLayerBuilder::usage_store));

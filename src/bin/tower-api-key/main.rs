@@ -15,10 +15,11 @@
 
 mod output;
 mod time;
+mod usage;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -26,9 +27,10 @@ use std::time::SystemTime;
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 use futures_util::future::BoxFuture;
+use tower_api_key::store::MAX_SERIES_DAYS;
 use tower_api_key::{
-    Environment, KeyFormat, KeyId, KeyStore, NewKey, PostgresStore, Scope, SqlDatabase, SqlStore,
-    SqliteStore, StoreError,
+    Day, Environment, KeyFormat, KeyId, KeyStore, NewKey, PostgresStore, Scope, SqlDatabase,
+    SqlStore, SqliteStore, StoreError,
 };
 
 use crate::time::{latest_storable, parse_duration, parse_rfc3339};
@@ -41,14 +43,14 @@ Exit codes:
      conflicting flags, `delete` without --yes, no --prefix for a store that records none
   3  no key has this id
   4  invalid input: a name, scope, duration, time or metadata entry, an expiry in the past, a
-     revoked, expired or already rotated key given to `rotate`, a --prefix other than the
-     store's, or a PostgreSQL schema name over 63 bytes
+     revoked, expired or already rotated key given to `rotate`, a retention that is not whole
+     days, a --prefix other than the store's, or a PostgreSQL schema name over 63 bytes
   5  the key store is unavailable: the database cannot be opened or reached, or it failed
 
 Errors are one line on stderr, starting with `tower-api-key: `.";
 
 /// Manage the API keys of a tower-api-key store: create, list, show, rename, revoke, rotate and
-/// delete them.
+/// delete them, and see how they are used.
 ///
 /// The keys live in a SQLite file (--db, default `ordermonk.db`, the OrderMonk demo's) or in
 /// PostgreSQL when --database-url or DATABASE_URL is given. The tables are created or updated
@@ -185,6 +187,66 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+
+    /// Show a key's requests day by day, or every key's totals and last use.
+    ///
+    /// With a key id: a row per UTC day over the last --days days, today included, counting
+    /// the requests let through (ALLOWED) and those refused for a missing scope, as revoked, as
+    /// expired or over a rate limit, with a bar per day when stdout is a terminal. Without one:
+    /// every key (or --owner's), newest first, with its last use and its requests over those
+    /// days, noting keys never used or not used on any of them. Running services add their
+    /// counts to the store every few seconds.
+    Usage(UsageArgs),
+
+    /// Delete the daily usage counts of days past a retention; last uses are kept.
+    ///
+    /// `--keep 90d` keeps today and the 89 days before it, for every key and for the requests
+    /// made with unknown keys, and deletes the counts of earlier days.
+    PruneUsage {
+        /// How many days of counts to keep, today included, in whole days: `30d`, `90d`.
+        #[arg(long, value_name = "DAYS")]
+        keep: String,
+    },
+}
+
+#[derive(Args)]
+struct UsageArgs {
+    /// The key's id; without it, every key (or --owner's) with its totals.
+    id: Option<String>,
+
+    /// Only the keys of this owner.
+    #[arg(long, value_name = "OWNER", conflicts_with = "id")]
+    owner: Option<String>,
+
+    /// How many days to show, ending today (UTC): 1 to 36525.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SERIES_DAYS))
+    )]
+    days: u32,
+
+    /// When to draw a bar per day: `auto` when stdout is a terminal, `always` or `never`.
+    #[arg(long, value_name = "WHEN", value_enum, default_value = "auto")]
+    bars: BarsArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BarsArg {
+    Auto,
+    Always,
+    Never,
+}
+
+impl BarsArg {
+    fn draw(self) -> bool {
+        match self {
+            BarsArg::Auto => std::io::stdout().is_terminal(),
+            BarsArg::Always => true,
+            BarsArg::Never => false,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -284,7 +346,8 @@ fn exit_code(err: &StoreError) -> u8 {
         | StoreError::Expired(_)
         | StoreError::AlreadyRotated { .. }
         | StoreError::FormatMismatch { .. }
-        | StoreError::InvalidSchemaName(_) => Failure::INVALID,
+        | StoreError::InvalidSchemaName(_)
+        | StoreError::SeriesTooLong => Failure::INVALID,
         StoreError::NoRecordedFormat => Failure::USAGE,
         StoreError::Unavailable(_) => Failure::UNAVAILABLE,
         // Random number generator failures, and errors added to the library later.
@@ -592,7 +655,65 @@ async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
                 output::deleted_text(&id)
             }))
         }
+        Command::Usage(args) => {
+            let store = source.open(prefix, false).await?;
+            let (from, to) = last_days(args.days);
+            let stdout = match args.id {
+                Some(id) => {
+                    let id = KeyId::from(id);
+                    let key = store.get(&id).await?;
+                    let series = store.usage(&id, from, to).await?;
+                    if json {
+                        json_text(usage::series_json(&key, &series))?
+                    } else {
+                        usage::series_text(&key, &series, args.bars.draw())
+                    }
+                }
+                None => {
+                    let owner = args.owner.as_deref();
+                    let summary = store.usage_summary(owner, from, to).await?;
+                    if json {
+                        json_text(usage::summary_json(owner, from, to, &summary))?
+                    } else {
+                        usage::summary_text(owner, from, to, &summary)
+                    }
+                }
+            };
+            Ok(Printed::text(stdout))
+        }
+        Command::PruneUsage { keep } => {
+            let keep = retention(&keep)?;
+            let store = source.open(prefix, false).await?;
+            let (before, _) = last_days(keep);
+            let deleted = store.prune_usage(before).await?;
+            Ok(Printed::text(if json {
+                json_text(usage::pruned_json(deleted, before))?
+            } else {
+                usage::pruned_text(deleted, before)
+            }))
+        }
     }
+}
+
+/// The first and the last of the `days` UTC days that end today.
+fn last_days(days: u32) -> (Day, Day) {
+    let today = Day::today();
+    let back = i32::try_from(days.saturating_sub(1)).unwrap_or(i32::MAX);
+    (today.add_days(-back), today)
+}
+
+/// How many days a retention such as `90d` keeps: whole days, at least one.
+fn retention(text: &str) -> Result<u32, Failure> {
+    const DAY: u64 = 86_400;
+    let duration = parse_duration(text).map_err(Failure::invalid)?;
+    let seconds = duration.as_secs();
+    if seconds < DAY || seconds % DAY != 0 {
+        return Err(Failure::invalid(format_args!(
+            "invalid retention {text:?}: expected whole days, at least one, such as 30d or 90d"
+        )));
+    }
+    // `parse_duration` reads up to about 20,000 years: far fewer days than a `u32` holds.
+    u32::try_from(seconds / DAY).map_err(Failure::invalid)
 }
 
 /// The JSON output, or a failure. Only strings, maps of strings and options are serialized,
@@ -719,6 +840,25 @@ mod tests {
     }
 
     #[test]
+    fn retentions_are_whole_days() {
+        assert_eq!(retention("90d").unwrap(), 90);
+        assert_eq!(retention("1d").unwrap(), 1);
+        assert_eq!(retention("48h").unwrap(), 2);
+        assert_eq!(retention("3000000d").unwrap(), 3_000_000);
+        for bad in ["0d", "36h", "90", "-1d", "1w", "99999999999d"] {
+            assert_eq!(retention(bad).unwrap_err().code, Failure::INVALID, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_last_days_end_today() {
+        let (from, to) = last_days(30);
+        assert_eq!(to, Day::today());
+        assert_eq!(from, to.add_days(-29));
+        assert_eq!(last_days(1), (to, to));
+    }
+
+    #[test]
     fn store_errors_have_their_exit_codes() {
         let id = KeyId::from("key_x");
         let cases = [
@@ -727,6 +867,7 @@ mod tests {
             (StoreError::Revoked(id.clone()), 4),
             (StoreError::Expired(id), 4),
             (StoreError::ExpiryInPast, 4),
+            (StoreError::SeriesTooLong, 4),
             (StoreError::unavailable("down"), 5),
         ];
         for (err, code) in cases {

@@ -94,7 +94,7 @@ fn status(key: &StoredKey, now: SystemTime) -> &'static str {
 /// (U+007F to U+009F, among them the one-character CSI) as they are, and some terminals act on
 /// those too. Outside strings JSON holds only ASCII below DEL, so they can only be in a string,
 /// where `\uXXXX` reads back as the same character.
-fn json(value: &impl Serialize) -> Result<String, serde_json::Error> {
+pub(crate) fn json(value: &impl Serialize) -> Result<String, serde_json::Error> {
     let raw = serde_json::to_string_pretty(value)?;
     let mut text = String::with_capacity(raw.len() + 1);
     for c in raw.chars() {
@@ -301,13 +301,13 @@ pub(crate) fn table(keys: &[StoredKey]) -> String {
 }
 
 /// `text` in double quotes, control characters escaped.
-fn quoted(text: &str) -> String {
+pub(crate) fn quoted(text: &str) -> String {
     format!("\"{}\"", printable(text))
 }
 
 /// `text` with control characters escaped, so that an id, a hint or a name edited into the
 /// database by hand cannot move the cursor or recolour the terminal.
-fn printable(text: &str) -> String {
+pub(crate) fn printable(text: &str) -> String {
     if !text.chars().any(char::is_control) {
         return text.to_owned();
     }
@@ -322,7 +322,7 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
-fn or_none(text: &str) -> String {
+pub(crate) fn or_none(text: &str) -> String {
     if text.is_empty() {
         "-".to_owned()
     } else {

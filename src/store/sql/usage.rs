@@ -3,15 +3,18 @@
 //! A flush ([`record`]) is one write transaction of at most four statements, whatever the size
 //! of the batch: lock the keys it names (learning which still exist), add the counts, add the
 //! anonymous counts, move the last uses forward. Each statement takes all its rows in one JSON
-//! parameter ([`Dialect::json_rows`](super::backend::Dialect::json_rows)), so its text never changes with the batch and each
+//! parameter ([`Dialect::json_rows`]), so its text never changes with the batch and each
 //! connection prepares it once. Counts are added in the database (`requests = requests + ...`),
 //! never read and written back, so that instances flushing into one database add up exactly.
 //!
 //! On PostgreSQL the lock is `FOR NO KEY UPDATE`, taken in order of id: two flushes naming the
-//! same keys run one after the other instead of deadlocking, a key deleted meanwhile is skipped
-//! rather than failing the flush on its foreign key, and readers, revocations' notifications and
-//! the layer's lookups are not held up. Anonymous rows are written in order of day and outcome
-//! for the same reason. On SQLite the transaction holds the write lock from its start.
+//! same keys run one after the other instead of deadlocking, and a key deleted meanwhile is
+//! skipped rather than failing the flush on its foreign key. Reads, the layer's lookups among
+//! them, are not held up; a change to one of the keys waits for the flush to commit.
+//! Anonymous rows are written in order of day and outcome, so that flushes wait for each other
+//! there in one order too. On SQLite the transaction holds the write lock from its start.
+//!
+//! [`Dialect::json_rows`]: super::backend::Dialect::json_rows
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -151,7 +154,7 @@ impl UsageStatements {
     }
 }
 
-/// `rows` as a JSON array of arrays, for [`Dialect::json_rows`](super::backend::Dialect::json_rows).
+/// `rows` as a JSON array of arrays, for `Dialect::json_rows`.
 fn json_rows(rows: impl IntoIterator<Item = Vec<Value>>) -> String {
     Value::Array(rows.into_iter().map(Value::Array).collect()).to_string()
 }
