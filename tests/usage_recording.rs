@@ -981,3 +981,59 @@ async fn a_failing_resolver_is_counted_as_unavailable_with_its_errors() {
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn each_invalidation_watcher_reports_its_connection_by_name() {
+    use futures_util::StreamExt;
+    use tower_api_key::{BusError, ChannelHealth, InvalidationBus, InvalidationStream, Watcher};
+
+    /// Subscribes once, holds the subscription until told to drop it, then refuses.
+    struct Once(Arc<tokio::sync::Notify>, Arc<Mutex<bool>>);
+
+    #[async_trait]
+    impl InvalidationBus for Once {
+        async fn subscribe(&self) -> Result<InvalidationStream, BusError> {
+            if std::mem::replace(&mut *self.1.lock().unwrap(), true) {
+                return Err(BusError::new("connection refused"));
+            }
+            let lost = self.0.clone();
+            Ok(futures_util::stream::once(async move {
+                lost.notified().await;
+                Err(BusError::new("connection reset"))
+            })
+            .boxed())
+        }
+    }
+
+    common::init_tracing();
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let lose = Arc::new(tokio::sync::Notify::new());
+    let watcher = metrics::with_local_recorder(&recorder, || {
+        Watcher::builder()
+            .name("orders-bus")
+            .backoff(Duration::from_millis(5), Duration::from_millis(10))
+            .spawn(Once(lose.clone(), Arc::default()), Invalidations::new())
+    });
+    let gauge = || {
+        metric(
+            &recorder.handle().render(),
+            "tower_api_key_invalidation_channel_connected",
+            &["watcher=\"orders-bus\""],
+        )
+    };
+    let mut health = watcher.health_changes();
+    health.wait_for(ChannelHealth::is_connected).await.unwrap();
+    assert_eq!(gauge(), Some(1.0));
+    lose.notify_one();
+    health
+        .wait_for(|health| !health.is_connected())
+        .await
+        .unwrap();
+    eventually("the gauge down", || gauge() == Some(0.0)).await;
+    let losses = metric(
+        &recorder.handle().render(),
+        "tower_api_key_invalidation_channel_losses_total",
+        &["watcher=\"orders-bus\""],
+    );
+    assert!(losses >= Some(1.0), "{losses:?}");
+}

@@ -7,7 +7,12 @@
 //! [`AnonymousOutcome`], never per digest, so made-up keys cannot fill the store.
 //!
 //! Counting costs a request an atomic addition in the key's cache entry: no await, no I/O, no
-//! lock (see `BENCHMARKS.md` for the figures). A background task hands the counts to the store
+//! lock (see `BENCHMARKS.md` for the figures). A request let through is counted when its response
+//! comes back, as `insufficient_scope` if a scope check further in ([`RequireScopes`](crate::RequireScopes),
+//! the `Scoped` extractor) refused it, which the [`Rejection`](crate::Rejection)
+//! in the response's extensions says (a middleware between them that drops a response's
+//! extensions makes such a refusal count as `allowed`), and as `allowed` otherwise, also when the
+//! response never comes (the client went away). A background task hands the counts to the store
 //! every [`flush_interval`](UsageSettings::flush_interval) (10 seconds by default) in one
 //! [`UsageBatch`] of increments, so that any number of instances flushing into one database add
 //! up exactly; a key's `last_used_at` is written at most once a
