@@ -36,7 +36,7 @@ use sha2::{Digest, Sha256};
 use tower::ServiceExt;
 use tower_api_key::{
     ApiKeyLayer, Environment, KeyDigest, KeyFormat, KeyRecord, KeyStore, MemoryStore, NewKey,
-    RequireScopes, ResolveError, Scope, Scoped,
+    RequireScopes, ResolveError, Scope, Scoped, UsageSettings,
 };
 
 const PRODUCTS_READ: Scope = Scope::from_static("products:read");
@@ -99,6 +99,11 @@ const SLICE: Duration = Duration::from_millis(20);
 /// The baseline whose overhead the others are compared with.
 const STRONGEST: &str = "handwritten_strongest";
 
+/// A cache hit with usage recorded (the default), and the same with recording off: their
+/// difference, as a share of the layer's own overhead with recording off, is what recording
+/// costs a request.
+const RECORDING: (&str, &str) = ("hit_no_scope", "hit_no_scope_usage_off");
+
 /// Times every variant in each of [`PASSES`] passes, rotating which goes first, and prints the
 /// median over the passes of each variant's time divided by the bare router's in the same pass,
 /// and of its overhead divided by [`STRONGEST`]'s in the same pass.
@@ -119,6 +124,15 @@ fn interleaved_passes(variants: &[Variant]) {
         .iter()
         .position(|variant| variant.name == STRONGEST)
         .expect("the strongest baseline is measured");
+    let recording = (
+        variants
+            .iter()
+            .position(|variant| variant.name == RECORDING.0),
+        variants
+            .iter()
+            .position(|variant| variant.name == RECORDING.1),
+    );
+    let mut recording_shares = Vec::with_capacity(PASSES);
     let mut ratios = vec![Vec::with_capacity(PASSES); variants.len()];
     let mut shares = vec![Vec::with_capacity(PASSES); variants.len()];
     let mut bare_ns = Vec::with_capacity(PASSES);
@@ -139,6 +153,9 @@ fn interleaved_passes(variants: &[Variant]) {
             times[index] = started.elapsed().as_nanos() as f64 / f64::from(calibration);
         }
         bare_ns.push(times[0]);
+        if let (Some(on), Some(off)) = recording {
+            recording_shares.push((times[on] - times[off]) / (times[off] - times[0]));
+        }
         let strongest_overhead = times[strongest] - times[0];
         for (((ratios, shares), best), time) in ratios
             .iter_mut()
@@ -189,6 +206,15 @@ fn interleaved_passes(variants: &[Variant]) {
         );
     }
     println!("(bare: median {bare:.0} ns, fastest {best_bare:.0} ns per request)");
+    if let (Some(on), Some(off)) = recording {
+        let fastest = (best[on] - best[off]) / (best[off] - best_bare);
+        let median_share = median(&mut recording_shares);
+        println!(
+            "usage recording on a cache hit ({} against {}): {:+.3} of the layer's own overhead \
+             (median of the passes; {:+.3} between the fastest slices)",
+            RECORDING.0, RECORDING.1, median_share, fastest
+        );
+    }
 }
 
 /// Runs the criterion benchmarks and returns the variants for the interleaved passes, the bare
@@ -275,12 +301,40 @@ fn benches(c: &mut Criterion) -> Vec<Variant> {
             .iter(|| send(&strongest, &good, StatusCode::OK))
     });
 
+    // Usage is recorded into the store by default, as in the other layered variants.
     let layer = ApiKeyLayer::new(store.clone());
     let no_scope = route().layer(layer.clone()).with_state(());
     runtime.block_on(send(&no_scope, &good, StatusCode::OK));
     group.bench_function("hit_no_scope", |b| {
         b.to_async(&runtime)
             .iter(|| send(&no_scope, &good, StatusCode::OK))
+    });
+
+    let unrecorded = route()
+        .layer(
+            ApiKeyLayer::builder(store.clone())
+                .usage(UsageSettings::off())
+                .build(),
+        )
+        .with_state(());
+    runtime.block_on(send(&unrecorded, &good, StatusCode::OK));
+    group.bench_function("hit_no_scope_usage_off", |b| {
+        b.to_async(&runtime)
+            .iter(|| send(&unrecorded, &good, StatusCode::OK))
+    });
+
+    // The same with a Prometheus recorder behind the metrics (the layer takes its handles from
+    // the recorder installed when it is built).
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let observed = route()
+        .layer(metrics::with_local_recorder(&prometheus, || {
+            ApiKeyLayer::new(store.clone())
+        }))
+        .with_state(());
+    runtime.block_on(send(&observed, &good, StatusCode::OK));
+    group.bench_function("hit_no_scope_prometheus", |b| {
+        b.to_async(&runtime)
+            .iter(|| send(&observed, &good, StatusCode::OK))
     });
 
     let hit = scoped().layer(layer.clone()).with_state(());
@@ -414,6 +468,8 @@ fn benches(c: &mut Criterion) -> Vec<Variant> {
         ),
         variant("handwritten_strongest", &strongest, &good, StatusCode::OK),
         variant("hit_no_scope", &no_scope, &good, StatusCode::OK),
+        variant("hit_no_scope_usage_off", &unrecorded, &good, StatusCode::OK),
+        variant("hit_no_scope_prometheus", &observed, &good, StatusCode::OK),
         variant("hit_with_scope_route_layer", &hit, &good, StatusCode::OK),
         variant(
             "hit_with_scope_handler_layer",
@@ -491,6 +547,8 @@ fn print_ratios() {
         "handwritten_middleware",
         STRONGEST,
         "hit_no_scope",
+        "hit_no_scope_usage_off",
+        "hit_no_scope_prometheus",
         "hit_with_scope_extractor",
         "hit_with_scope_handler_layer",
         "hit_with_scope_route_layer",

@@ -9,7 +9,10 @@
 //! - handlers that take the `Principal` and choose live or sandbox data from the key's
 //!   environment, so an `om_test_` key can never change live data;
 //! - keys kept in a database (a SQLite file, or PostgreSQL), created on the first start and
-//!   shown exactly once.
+//!   shown exactly once;
+//! - usage per key, counted by the layer in memory and written to the same database in batches
+//!   (`GET /v1/me/usage` shows a key its own), and metrics in the Prometheus text format on an
+//!   address of their own.
 //!
 //! # Running it
 //!
@@ -25,7 +28,20 @@
 //! first time keep working. It listens on `127.0.0.1:3000`. Set `ORDERMONK_ADDR` to listen
 //! elsewhere (`127.0.0.1:0` picks a free port), `ORDERMONK_CACHE_TTL` to cache found keys for
 //! that many seconds instead of the crate's default 30, and `RUST_LOG` to change the logging,
-//! which goes to stderr (default: `info,tower_api_key=debug`). Stop it with Ctrl-C.
+//! which goes to stderr (default: `info,tower_api_key=debug`). Stop it with Ctrl-C: the server
+//! finishes the requests in flight, then writes the usage counts it holds before it exits.
+//!
+//! # Usage and metrics
+//!
+//! The layer counts each key's requests per day and outcome (allowed, insufficient scope,
+//! revoked, expired) in memory and writes them to the key database every 10 seconds (set
+//! `ORDERMONK_USAGE_FLUSH_MS` for another interval) and on Ctrl-C; a key's `last_used_at` at
+//! most once a minute. `GET /v1/me/usage` shows the calling key its last seven days.
+//!
+//! Metrics (requests by outcome and environment, cache hits, misses and entries, resolver
+//! latency and errors, usage flushes, the watch for changes) are served in the Prometheus text
+//! format at `http://127.0.0.1:9100/metrics`, with no key: set `ORDERMONK_METRICS_ADDR` to serve
+//! them elsewhere (`127.0.0.1:0` picks a free port), or to `off`. The banner says where.
 //!
 //! The command-line tool manages the same keys while the server runs:
 //!
@@ -58,7 +74,7 @@
 //! | `GET /v1/keywords`, `GET /v1/keywords/suggestions` | `keywords:read` |
 //! | `POST /v1/keywords/suggestions/{id}/accept` | `keywords:write` |
 //! | `GET /v1/analytics` | `analytics:read` |
-//! | `GET /v1/me` | any valid key |
+//! | `GET /v1/me`, `GET /v1/me/usage` | any valid key |
 //!
 //! A request without a key gets `401`, one with a key that is unknown, revoked or expired gets
 //! `401 invalid_token`, and one with a key that lacks the route's scope gets
@@ -75,11 +91,12 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tower_api_key::{
-    ApiKeyLayer, ChannelHealth, CreatedKey, Environment, KeyFormat, KeyStore, NewKey, Principal,
-    RequireScopes, SqliteStore,
+    ApiKeyLayer, ChannelHealth, CreatedKey, Day, Environment, KeyFormat, KeyStore, NewKey,
+    Principal, RequireScopes, SqliteStore, StoreError, UsageSettings,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -129,21 +146,33 @@ const DEFAULT_DB: &str = "ordermonk.db";
 const DEFAULT_ADDR: &str = "127.0.0.1:3000";
 /// How many days the demo's sandbox key lives.
 const SANDBOX_KEY_DAYS: u64 = 30;
+/// Where the metrics are served unless `ORDERMONK_METRICS_ADDR` says otherwise.
+const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9100";
+/// How many days `GET /v1/me/usage` shows, today included.
+const USAGE_DAYS: i32 = 7;
 
 #[tokio::main]
 async fn main() {
     init_tracing();
+    // Before the layer is built: the layer takes its metric handles from the recorder installed
+    // when it is built.
+    let metrics = install_metrics_recorder();
 
     let format = KeyFormat::new("om").expect("`om` is a valid key prefix");
     let (store, location, watch) = key_store(&format).await;
 
-    let mut layer = ApiKeyLayer::builder(store.clone()).realm("OrderMonk API");
+    let mut builder = ApiKeyLayer::builder(store.clone()).realm("OrderMonk API");
     if let Some(ttl) = cache_ttl() {
-        layer = layer.cache_ttl(ttl);
+        builder = builder.cache_ttl(ttl);
     }
+    let flush_every = usage_flush_interval().unwrap_or(Duration::from_secs(10));
+    builder = builder.usage(UsageSettings::new().flush_interval(flush_every));
+    // Kept, to write the usage counts on shutdown.
+    let layer = builder.build();
     let app = routes()
         .with_state(Shops::seeded())
-        .layer(layer.build())
+        .route("/v1/me/usage", get(my_usage).with_state(store.clone()))
+        .layer(layer.clone())
         // Added after the layer, so that it needs no key.
         .route("/health", get(health).with_state(watch.clone()));
 
@@ -170,6 +199,18 @@ async fn main() {
 
     println!("{}", watch.described);
     println!("Health of that watch, no key needed: curl http://{local}/health");
+    println!(
+        "Usage: each key's requests are counted in memory and written to {location} every {} \
+         and on Ctrl-C; a key sees its last {USAGE_DAYS} days at GET /v1/me/usage.",
+        human(flush_every)
+    );
+    match serve_metrics(metrics).await {
+        Ok(Some(addr)) => {
+            println!("Metrics, Prometheus text format, no key needed: curl http://{addr}/metrics")
+        }
+        Ok(None) => println!("Metrics: not served (ORDERMONK_METRICS_ADDR=off)."),
+        Err(problem) => println!("Metrics: not served: {problem}"),
+    }
     println!();
     println!("listening on http://{local}");
     std::io::stdout().flush().expect("stdout can be written to");
@@ -179,6 +220,88 @@ async fn main() {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .expect("the server failed");
+
+    // No request is in flight any more: write what the layer counted since its last flush.
+    match layer.flush_usage().await {
+        Ok(()) => tracing::info!("usage counts written; stopped"),
+        Err(err) => tracing::warn!(error = %err, "usage counts could not be written; stopped"),
+    }
+}
+
+/// The Prometheus recorder, installed for the whole process; its handle renders the text format.
+fn install_metrics_recorder() -> PrometheusHandle {
+    let lookups = [
+        0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+        3.0,
+    ];
+    PrometheusBuilder::new()
+        // Resolver latency as a histogram with buckets, rather than the exporter's summary.
+        .set_buckets_for_metric(
+            Matcher::Full(tower_api_key::metrics::RESOLVER_DURATION.to_owned()),
+            &lookups,
+        )
+        .expect("the buckets are not empty")
+        .install_recorder()
+        .expect("no other metrics recorder is installed")
+}
+
+/// Serves `GET /metrics` at `ORDERMONK_METRICS_ADDR`: the address it listens on, `None` when
+/// turned off, or why it could not.
+async fn serve_metrics(metrics: PrometheusHandle) -> Result<Option<std::net::SocketAddr>, String> {
+    let addr =
+        std::env::var("ORDERMONK_METRICS_ADDR").unwrap_or_else(|_| DEFAULT_METRICS_ADDR.to_owned());
+    if addr == "off" {
+        return Ok(None);
+    }
+    // Another program (node_exporter likes 9100) may hold the address: the API runs anyway.
+    let listener = TcpListener::bind(&addr).await.map_err(|err| {
+        format!("cannot listen on {addr} ({err}); set ORDERMONK_METRICS_ADDR to another address")
+    })?;
+    let local = listener
+        .local_addr()
+        .map_err(|err| format!("no local address: {err}"))?;
+    // The exporter's histograms drain on upkeep.
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let app = Router::new().route(
+        "/metrics",
+        get(move || async move {
+            (
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                metrics.render(),
+            )
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            tracing::warn!(error = %err, "the metrics server stopped");
+        }
+    });
+    Ok(Some(local))
+}
+
+/// `10 s`, or `250 ms` for what is not whole seconds.
+fn human(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 && !duration.is_zero() {
+        format!("{} s", duration.as_secs())
+    } else {
+        format!("{} ms", duration.as_millis())
+    }
+}
+
+/// `ORDERMONK_USAGE_FLUSH_MS`, in milliseconds, if set.
+fn usage_flush_interval() -> Option<Duration> {
+    let millis = std::env::var("ORDERMONK_USAGE_FLUSH_MS").ok()?;
+    match millis.parse() {
+        Ok(millis) => Some(Duration::from_millis(millis)),
+        Err(_) => fail("ORDERMONK_USAGE_FLUSH_MS must be a whole number of milliseconds"),
+    }
 }
 
 /// Logs to stderr, filtered by `RUST_LOG`. The crate logs key ids, never keys.
@@ -426,6 +549,11 @@ fn print_keys(keys: &DemoKeys, base: &str) {
         "  curl -si -X POST {base}/v1/products -H 'Authorization: Bearer {}' \
          -H 'Content-Type: application/json' \
          -d '{{\"sku\":\"PEN-007\",\"name\":\"Gel Pen\",\"price_cents\":350}}'",
+        dashboard.key.expose_secret()
+    );
+    println!("  # what this key did, day by day (written every few seconds):");
+    println!(
+        "  curl -s {base}/v1/me/usage -H 'Authorization: Bearer {}'",
         dashboard.key.expose_secret()
     );
 
@@ -706,6 +834,37 @@ async fn me(principal: Principal) -> Json<Me> {
     })
 }
 
+/// `GET /v1/me/usage`: the calling key's requests on each of the last days, and its last use,
+/// as written by the layer's last flush (the request asking is not in them yet).
+async fn my_usage(
+    State(store): State<Arc<dyn KeyStore>>,
+    principal: Principal,
+) -> Result<Json<MyUsage>, ApiError> {
+    let today = Day::today();
+    let days = store
+        .usage(principal.key_id(), today.add_days(1 - USAGE_DAYS), today)
+        .await
+        .map_err(ApiError::store)?;
+    let key = store
+        .get(principal.key_id())
+        .await
+        .map_err(ApiError::store)?;
+    Ok(Json(MyUsage {
+        key_id: principal.key_id().to_string(),
+        last_used_at: key.last_used_at.map(unix_seconds),
+        days: days
+            .into_iter()
+            .map(|day| UsageDay {
+                day: day.day.to_string(),
+                allowed: day.counts.allowed,
+                insufficient_scope: day.counts.insufficient_scope,
+                revoked: day.counts.revoked,
+                expired: day.counts.expired,
+            })
+            .collect(),
+    }))
+}
+
 fn is_valid_sku(sku: &str) -> bool {
     (1..=32).contains(&sku.len()) && sku.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
@@ -726,10 +885,17 @@ enum ApiError {
     NotFound(&'static str),
     Conflict(&'static str),
     Unprocessable(&'static str),
+    Unavailable(&'static str),
 }
 
 impl ApiError {
     const UNKNOWN_SKU: ApiError = ApiError::NotFound("No product has this SKU.");
+
+    /// The key database failed: logged here, told to the client without details.
+    fn store(err: StoreError) -> ApiError {
+        tracing::warn!(error = %err, "the key database failed");
+        ApiError::Unavailable("The key database is unavailable; try again shortly.")
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -738,6 +904,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(detail) => (StatusCode::NOT_FOUND, detail),
             ApiError::Conflict(detail) => (StatusCode::CONFLICT, detail),
             ApiError::Unprocessable(detail) => (StatusCode::UNPROCESSABLE_ENTITY, detail),
+            ApiError::Unavailable(detail) => (StatusCode::SERVICE_UNAVAILABLE, detail),
         };
         let body = serde_json::json!({
             "type": "about:blank",
@@ -981,4 +1148,25 @@ struct Me {
     scopes: Vec<String>,
     /// Unix seconds, or `null` for a key that does not expire.
     expires_at: Option<u64>,
+}
+
+/// The body of `GET /v1/me/usage`.
+#[derive(Serialize)]
+struct MyUsage {
+    key_id: String,
+    /// Unix seconds, or `null` for a key never used (as of the last flush).
+    last_used_at: Option<u64>,
+    /// The last days, oldest first, today last.
+    days: Vec<UsageDay>,
+}
+
+/// One day of a key's requests.
+#[derive(Serialize)]
+struct UsageDay {
+    /// `YYYY-MM-DD`, UTC.
+    day: String,
+    allowed: u64,
+    insufficient_scope: u64,
+    revoked: u64,
+    expired: u64,
 }

@@ -98,8 +98,10 @@ no_sha=(--toggle-collect='sha2::sha256::compress256' --collect-atstart=yes)
 printf '%-19s %12s %10s %12s %10s\n' variant instructions 'over bare' 'without SHA' 'share'
 bare=0
 strongest=0
-for variant in bare strongest handwritten static noscope extractor handlerscope routescope \
-    handleridentity handlerpassthrough routepassthrough unknown malformed; do
+declare -A over over_without
+for variant in bare strongest handwritten static noscope noscope_usage_off noscope_prometheus \
+    extractor handlerscope routescope handleridentity handlerpassthrough routepassthrough unknown \
+    malformed; do
     all=$(per_request "$variant")
     without=$(( $(per_request "$variant" "${no_sha[@]}") - bare ))
     [ "$variant" = bare ] && bare=$all && without=0
@@ -107,4 +109,15 @@ for variant in bare strongest handwritten static noscope extractor handlerscope 
     # The overhead over bare, without SHA-256, as a share of the strongest baseline's.
     share=$(awk -v a="$without" -v s="$strongest" 'BEGIN { if (s > 0) printf "%.2f", a / s }')
     printf '%-19s %12d %+10d %+12d %10s\n' "$variant" "$all" "$((all - bare))" "$without" "$share"
+    over[$variant]=$((all - bare))
+    over_without[$variant]=$without
 done
+# What recording usage costs a cache hit, as a share of the layer's own overhead without it.
+recording=$(( over[noscope] - over[noscope_usage_off] ))
+awk -v r="$recording" -v a="${over[noscope_usage_off]}" \
+    -v rw="$(( over_without[noscope] - over_without[noscope_usage_off] ))" \
+    -v aw="${over_without[noscope_usage_off]}" 'BEGIN {
+    printf "usage recording per cache hit: %+d instructions, %.3f of the layer'"'"'s own overhead", r, r / a
+    printf " (%.3f without SHA-256'"'"'s compression)\n", rw / aw
+}'
+

@@ -19,6 +19,7 @@ mod events;
 pub mod invalidation;
 pub mod key;
 pub mod layer;
+pub mod metrics;
 pub mod principal;
 pub mod rejection;
 pub mod resolver;
@@ -63,7 +64,7 @@ pub use crate::store::{
 pub use crate::store::{SqlDatabase, SqlStore};
 pub use crate::usage::{
     AnonymousIncrement, AnonymousOutcome, DailyUsage, Day, KeyIncrement, KeyOutcome,
-    KeyUsageSummary, OutcomeCounts, UsageBatch,
+    KeyUsageSummary, OutcomeCounts, UsageBatch, UsageSettings,
 };
 
 #[doc(hidden)]

@@ -128,6 +128,11 @@ impl Principal {
     pub(crate) fn responses(&self) -> &Arc<Responses> {
         &self.responses
     }
+
+    /// The cache entry behind the principal.
+    pub(crate) fn cached_key(&self) -> &Arc<CachedKey> {
+        &self.key
+    }
 }
 
 impl fmt::Debug for Principal {

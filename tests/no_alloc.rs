@@ -1,4 +1,5 @@
-//! Reading the `Authorization` header, parsing a presented key and hashing it allocate nothing.
+//! Reading the `Authorization` header, parsing a presented key and hashing it allocate nothing,
+//! and counting a cache hit's usage adds no allocation to the layer's.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -85,4 +86,75 @@ fn reading_the_authorization_header_does_not_allocate() {
         assert_eq!(bearer_token(&cases[1]), Credentials::Bearer(b"om_live_abc"));
     });
     assert_eq!(count, 0);
+}
+
+/// Allocations of `hits` cache hits through `layer`, after a miss and two usage flushes (so
+/// that the recorder's lists have grown to what one key needs).
+async fn allocations_per_hits(layer: tower_api_key::ApiKeyLayer, key: &str, hits: usize) -> usize {
+    use tower::{Layer, Service, ServiceExt};
+
+    let inner = tower::service_fn(|_: http::Request<()>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(bytes::Bytes::new()))
+    });
+    let mut service = layer.layer(inner);
+    let authorization = HeaderValue::try_from(format!("Bearer {key}")).unwrap();
+    let request = || {
+        let mut request = http::Request::new(());
+        request
+            .headers_mut()
+            .insert(AUTHORIZATION, authorization.clone());
+        request
+    };
+    for _ in 0..3 {
+        let response = service
+            .ready()
+            .await
+            .unwrap()
+            .call(request())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        // The memory store keeps no usage counts; the per-key metrics keep the counting on.
+        let _ = layer.flush_usage().await;
+    }
+    let before = ALLOCATIONS.with(Cell::get);
+    for _ in 0..hits {
+        let request = request();
+        let response = service.ready().await.unwrap().call(request).await.unwrap();
+        std::hint::black_box(response);
+    }
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+#[test]
+fn recording_usage_adds_no_allocation_to_a_cache_hit() {
+    use tower_api_key::{ApiKeyLayer, KeyStore, MemoryStore, NewKey, UsageSettings};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = MemoryStore::new(KeyFormat::new("om").unwrap());
+        let created = store
+            .create(NewKey::new("Hot", Environment::Live))
+            .await
+            .unwrap();
+        let key = created.key.expose_secret();
+        let off = ApiKeyLayer::builder(store.clone())
+            .usage(UsageSettings::off())
+            .build();
+        let on = ApiKeyLayer::builder(store.clone())
+            .usage(UsageSettings::new().flush_interval(std::time::Duration::from_secs(3600)))
+            .metrics_per_key()
+            .build();
+        let without = allocations_per_hits(off, key, 1_000).await;
+        let with = allocations_per_hits(on, key, 1_000).await;
+        assert_eq!(
+            with,
+            without,
+            "counting usage allocated {} times in 1,000 hits",
+            with.saturating_sub(without)
+        );
+    });
 }

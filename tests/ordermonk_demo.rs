@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::RawResponse;
 use demo::{om, scanner, Keys, Server, Tool};
 use serde_json::{json, Value};
-use tower_api_key::Environment;
+use tower_api_key::{Day, Environment, KeyStore, SqliteStore};
 
 const OWNER: &str = "acct_ordermonk_demo";
 /// How long the example caches a found key (`ORDERMONK_CACHE_TTL`, in seconds): longer than the
@@ -423,4 +423,183 @@ fn stock_of(inventory: &Value, sku: &str) -> u64 {
         .find(|level| level["sku"] == sku)
         .and_then(|level| level["quantity"].as_u64())
         .unwrap_or_else(|| panic!("no stock level for {sku} in {inventory}"))
+}
+
+/// The value of the series of `name` whose labels contain each of `labels`, in the Prometheus
+/// text `metrics` (0 when the series is not there yet).
+fn metric(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (series, value) = rest.rsplit_once(' ')?;
+            (labels.iter().all(|label| series.contains(label))
+                && (series.is_empty() || series.starts_with('{')))
+            .then(|| value.parse().expect("a metric value is a number"))
+        })
+        .unwrap_or(0.0)
+}
+
+async fn scrape(metrics: SocketAddr) -> String {
+    let response = common::get(metrics, "/metrics", &[]).await;
+    assert_eq!(response.status, 200, "{}", response.body_text());
+    assert!(response.header("content-type").starts_with("text/plain"));
+    response.body_text().to_owned()
+}
+
+/// The demo counts each key's requests, shows a key its own (`GET /v1/me/usage`), serves
+/// metrics in the Prometheus text format whose counters move with the requests, and writes the
+/// counts it holds when it is stopped with Ctrl-C.
+#[tokio::test]
+async fn ordermonk_demo_records_usage_and_serves_metrics() {
+    let dir = tempfile::tempdir().expect("a temporary directory can be made");
+    let db = dir.path().join("ordermonk.db");
+    let keys = Keys::Sqlite(db.clone());
+    let (mut server, banner) =
+        Server::start(&keys, CACHE_TTL, &[("ORDERMONK_USAGE_FLUSH_MS", "50")]);
+    let addr = banner.addr;
+    let production = banner.key("Production").to_owned();
+    let dashboard = banner.key("Read-only dashboard").to_owned();
+    let metrics = banner.metrics.unwrap_or_else(|| {
+        panic!(
+            "the banner says where the metrics are:\n{}",
+            banner.transcript
+        )
+    });
+
+    let before = scrape(metrics).await;
+    let allowed = ["outcome=\"allowed\"", "environment=\"live\""];
+    let refused = ["outcome=\"insufficient_scope\"", "environment=\"live\""];
+    let missing = ["outcome=\"missing\"", "environment=\"none\""];
+    let requests = "tower_api_key_requests_total";
+    for _ in 0..3 {
+        assert_eq!(get_as(addr, &dashboard, "/v1/orders").await.status, 200);
+    }
+    let write = json!({"sku": "PEN-001", "name": "Fountain Pen", "price_cents": 2500});
+    assert_eq!(
+        send_as(addr, &dashboard, "POST", "/v1/products", &write)
+            .await
+            .status,
+        403
+    );
+    assert_eq!(common::get(addr, "/v1/orders", &[]).await.status, 401);
+
+    let after = scrape(metrics).await;
+    assert_eq!(
+        metric(&after, requests, &allowed) - metric(&before, requests, &allowed),
+        3.0,
+        "{after}"
+    );
+    assert_eq!(
+        metric(&after, requests, &refused) - metric(&before, requests, &refused),
+        1.0
+    );
+    assert_eq!(
+        metric(&after, requests, &missing) - metric(&before, requests, &missing),
+        1.0
+    );
+    assert!(metric(&after, "tower_api_key_cache_misses_total", &[]) >= 1.0);
+    assert!(metric(&after, "tower_api_key_cache_hits_total", &[]) >= 3.0);
+    assert!(
+        after.contains("tower_api_key_resolver_duration_seconds_bucket"),
+        "the resolver's latency is a histogram with buckets:\n{after}"
+    );
+    assert!(
+        after.contains("tower_api_key_invalidation_channel_connected"),
+        "{after}"
+    );
+    assert!(
+        !after.contains("key_id"),
+        "no key ids in the demo's metrics"
+    );
+    assert_no_key_in(&after, &[&production, &dashboard]);
+
+    // The dashboard key's own usage, once the layer flushed (every 50 ms here).
+    let started = Instant::now();
+    let today = loop {
+        let usage = get_as(addr, &dashboard, "/v1/me/usage").await;
+        assert_eq!(usage.status, 200, "{}", usage.body_text());
+        let usage = usage.json();
+        let today = usage["days"].as_array().expect("days").last().cloned();
+        let today = today.expect("today is in the days");
+        // Its requests so far: three orders, one refused write, and the earlier usage looks.
+        if today["allowed"].as_u64() >= Some(3) && today["insufficient_scope"] == 1 {
+            assert!(usage["last_used_at"].is_u64(), "{usage}");
+            assert_eq!(usage["days"].as_array().unwrap().len(), 7);
+            break today;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the usage never showed up: {usage}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(today["revoked"], 0);
+    let flushes = scrape(metrics).await;
+    assert!(
+        metric(
+            &flushes,
+            "tower_api_key_usage_flushes_total",
+            &["result=\"ok\""]
+        ) >= 1.0
+    );
+    server.stop();
+
+    // A server that would flush only after an hour: Ctrl-C writes what it counted.
+    let (mut server, banner) =
+        Server::start(&keys, CACHE_TTL, &[("ORDERMONK_USAGE_FLUSH_MS", "3600000")]);
+    let store = SqliteStore::open(&db, om())
+        .await
+        .expect("the demo's file opens");
+    let production_id = store
+        .list(Some(OWNER))
+        .await
+        .expect("the keys can be listed")
+        .into_iter()
+        .find(|key| key.record.name == "Production")
+        .expect("the production key")
+        .record
+        .id;
+    let today = Day::today();
+    let before = allowed_on(&store, &production_id, today).await;
+    for _ in 0..5 {
+        assert_eq!(
+            get_as(banner.addr, &production, "/v1/products")
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(allowed_on(&store, &production_id, today).await, before);
+    let (exited, logs) = server.interrupt();
+    assert!(exited, "the demo did not exit cleanly on SIGINT:\n{logs}");
+    assert!(logs.contains("usage counts written"), "{logs}");
+    assert_eq!(
+        allowed_on(&store, &production_id, Day::today()).await
+            + if Day::today() == today {
+                0
+            } else {
+                allowed_on(&store, &production_id, today).await
+            },
+        before + 5,
+        "the shutdown wrote every request"
+    );
+    assert!(store
+        .get(&production_id)
+        .await
+        .expect("the key")
+        .last_used_at
+        .is_some());
+    assert_no_key_in(&logs, &[&production, &dashboard]);
+}
+
+async fn allowed_on(store: &SqliteStore, id: &tower_api_key::KeyId, day: Day) -> u64 {
+    store
+        .usage(id, day, day)
+        .await
+        .expect("usage can be read")
+        .iter()
+        .map(|day| day.counts.allowed)
+        .sum()
 }

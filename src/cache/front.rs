@@ -156,8 +156,11 @@ mod tests {
 
     use super::*;
     use crate::cache::CachedKey;
+    use crate::clock::SystemClock;
     use crate::key::Environment;
+    use crate::resolver::KeyRecord;
     use crate::scope::ScopeSet;
+    use crate::usage::tally::Tally;
 
     fn front() -> Front {
         Front::new(Duration::from_secs(30), Duration::from_secs(5))
@@ -166,16 +169,14 @@ mod tests {
     /// Puts a key whose lookup started `ago` into `front`.
     fn put(front: &Front, slot: Slot, ago: Duration, epoch: u64) {
         let looked_up_at = Instant::now() - ago;
-        let key = CachedKey {
-            id: "key_1".into(),
-            name: "".into(),
-            owner: "".into(),
-            environment: Environment::Live,
-            scopes: ScopeSet::empty(),
-            expires_at: None,
-            revoked: false,
-            looked_up_at,
-        };
+        let record = KeyRecord::new("key_1", Environment::Live, ScopeSet::empty());
+        let tally = Tally::new(
+            Arc::new(SystemClock),
+            true,
+            false,
+            crate::metrics::LayerMetrics::noop(),
+        );
+        let key = CachedKey::new(record, ScopeSet::empty(), looked_up_at, Arc::new(tally));
         front.put(slot, Lookup::Found(Arc::new(key)), looked_up_at, epoch);
     }
 

@@ -45,12 +45,13 @@ use crate::invalidation::Invalidate;
 use crate::key::{Environment, KeyDigest};
 use crate::resolver::{KeyId, KeyRecord, KeyResolver, ResolveError};
 use crate::scope::ScopeSet;
+use crate::usage::tally::{CountedKey, KeyUsage, Tally};
 
-/// What the resolver said about a key it found, as the cache keeps it.
+/// What the resolver said about a key it found, as the cache keeps it, and what the layer
+/// counted of its use since the last usage flush.
 ///
 /// Revoked and expired keys are kept too, so that the next request is refused with no lookup;
 /// the layer checks both on every request.
-#[derive(Debug)]
 pub(crate) struct CachedKey {
     pub(crate) id: KeyId,
     pub(crate) name: Box<str>,
@@ -62,11 +63,19 @@ pub(crate) struct CachedKey {
     pub(crate) revoked: bool,
     /// When the lookup that found it started: the answer is served at most `ttl` after.
     pub(crate) looked_up_at: Instant,
+    /// Requests counted since the last flush; handed to the tally when the entry is dropped.
+    pub(crate) usage: KeyUsage,
 }
 
 impl CachedKey {
-    fn new(record: KeyRecord, scopes: ScopeSet, looked_up_at: Instant) -> Self {
+    pub(crate) fn new(
+        record: KeyRecord,
+        scopes: ScopeSet,
+        looked_up_at: Instant,
+        tally: Arc<Tally>,
+    ) -> Self {
         CachedKey {
+            usage: KeyUsage::new(tally),
             revoked: record.revoked_at.is_some(),
             id: record.id,
             name: record.name.into_boxed_str(),
@@ -76,6 +85,38 @@ impl CachedKey {
             expires_at: record.expires_at,
             looked_up_at,
         }
+    }
+}
+
+impl CountedKey for CachedKey {
+    fn key_id(&self) -> &KeyId {
+        &self.id
+    }
+
+    fn usage(&self) -> &KeyUsage {
+        &self.usage
+    }
+}
+
+impl Drop for CachedKey {
+    fn drop(&mut self) {
+        // Counts that no flush took yet go to the tally, for the next one.
+        self.usage.release(&self.id);
+    }
+}
+
+impl std::fmt::Debug for CachedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedKey")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("owner", &self.owner)
+            .field("environment", &self.environment)
+            .field("scopes", &self.scopes)
+            .field("expires_at", &self.expires_at)
+            .field("revoked", &self.revoked)
+            .field("looked_up_at", &self.looked_up_at)
+            .finish_non_exhaustive()
     }
 }
 
@@ -142,6 +183,8 @@ pub(crate) struct KeyCache {
     /// Distinct scope sets seen, to share among cached keys.
     scope_sets: Mutex<HashSet<ScopeSet>>,
     front: Front,
+    /// Where found keys count their use, and the resolver's metrics go.
+    tally: Arc<Tally>,
 }
 
 /// How many distinct scope sets a cache shares at most.
@@ -264,8 +307,10 @@ impl KeyCache {
         resolver: Arc<dyn KeyResolver>,
         clock: Arc<dyn Clock>,
         settings: &CacheSettings,
+        tally: Arc<Tally>,
     ) -> Self {
         KeyCache {
+            tally,
             positive: moka::sync::Cache::builder()
                 .max_capacity(settings.capacity)
                 .expire_after(PositiveExpiry {
@@ -365,15 +410,33 @@ impl KeyCache {
         let call = tokio::time::timeout(self.resolver_timeout, self.resolver.resolve(&digest));
         // A panicking resolver must not skip the bookkeeping below, or the key would stay
         // "in flight" for good.
+        let metrics = &self.tally.metrics;
         let answer = match AssertUnwindSafe(call).catch_unwind().await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_elapsed)) => Err(ResolveError::timed_out(self.resolver_timeout)),
-            Err(_panic) => Err(ResolveError::panicked()),
+            Ok(Ok(answer)) => {
+                if answer.is_err() {
+                    metrics.resolver_errors.increment(1);
+                }
+                answer
+            }
+            Ok(Err(_elapsed)) => {
+                metrics.resolver_timeouts.increment(1);
+                Err(ResolveError::timed_out(self.resolver_timeout))
+            }
+            Err(_panic) => {
+                metrics.resolver_panics.increment(1);
+                Err(ResolveError::panicked())
+            }
         };
+        metrics.resolver_duration.record(started.elapsed());
         let outcome = answer.map(|record| match record {
             Some(record) => {
                 let scopes = self.shared_scopes(&record.scopes);
-                Lookup::Found(Arc::new(CachedKey::new(record, scopes, started)))
+                Lookup::Found(Arc::new(CachedKey::new(
+                    record,
+                    scopes,
+                    started,
+                    self.tally.clone(),
+                )))
             }
             None => Lookup::Unknown,
         });
@@ -476,6 +539,12 @@ mod tests {
             Arc::new(resolver),
             Arc::new(SystemClock),
             &CacheSettings::default(),
+            Arc::new(Tally::new(
+                Arc::new(SystemClock),
+                true,
+                false,
+                crate::metrics::LayerMetrics::noop(),
+            )),
         )
     }
 

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::bus::{BusError, InvalidationBus};
 use super::{Invalidation, Invalidations};
+use crate::metrics::WatcherMetrics;
 
 /// How a [`Watcher`]'s subscription is doing: what an application's health endpoint can show.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -213,7 +214,9 @@ impl WatcherBuilder {
     ) -> Watcher {
         let (sender, health) = watch::channel(ChannelHealth::Starting);
         let name = self.name.clone();
-        let task = tokio::spawn(run(self, bus, Targets(targets), sender));
+        let metrics = WatcherMetrics::resolve(name.clone());
+        metrics.connected.set(0.0);
+        let task = tokio::spawn(run(self, bus, Targets(targets), sender, metrics));
         Watcher { name, health, task }
     }
 }
@@ -238,10 +241,12 @@ async fn run(
     bus: impl InvalidationBus,
     targets: Targets,
     health: watch::Sender<ChannelHealth>,
+    metrics: WatcherMetrics,
 ) {
     let _stopped = Stopped {
         health: &health,
         targets: &targets,
+        metrics: &metrics,
     };
     let name = &settings.name;
     let mut failures: u32 = 0;
@@ -255,6 +260,7 @@ async fn run(
                 health.send_replace(ChannelHealth::Connected {
                     since: SystemTime::now(),
                 });
+                metrics.connected.set(1.0);
                 if failures > 0 {
                     tracing::info!(bus = %name, "invalidation channel is back; caches emptied");
                 } else {
@@ -281,6 +287,8 @@ async fn run(
             )),
         };
         failures = failures.saturating_add(1);
+        metrics.connected.set(0.0);
+        metrics.losses.increment(1);
         let pause = pause(&settings, failures);
         let error: Arc<str> = error.to_string().into();
         tracing::warn!(
@@ -311,10 +319,12 @@ async fn run(
 struct Stopped<'a> {
     health: &'a watch::Sender<ChannelHealth>,
     targets: &'a Targets,
+    metrics: &'a WatcherMetrics,
 }
 
 impl Drop for Stopped<'_> {
     fn drop(&mut self) {
+        self.metrics.connected.set(0.0);
         // Nobody reads the health: the watcher was dropped, and the store or code that ran it
         // with it.
         if self.health.receiver_count() == 0 {

@@ -4,13 +4,17 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
+use super::housekeeping::Housekeeping;
 use crate::cache::{KeyCache, Lookup, Outcome, PendingLookup};
 use crate::clock::Clock;
 use crate::credentials::{self, Credentials};
 use crate::events::{trace_allowed, trace_rejected};
 use crate::key::{Environment, KeyFormat, MalformedKey};
+use crate::metrics::RequestOutcome;
 use crate::principal::{Anonymous, Principal};
 use crate::rejection::{InvalidKey, InvalidRequest, Rejection, Responses};
+use crate::usage::tally::Tally;
+use crate::usage::{AnonymousOutcome, KeyOutcome, UsageRecorder};
 
 /// Everything an [`ApiKeyLayer`](super::ApiKeyLayer) shares with its services.
 pub(crate) struct Authenticator {
@@ -22,6 +26,12 @@ pub(crate) struct Authenticator {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) responses: Arc<Responses>,
     pub(crate) anonymous: Anonymous,
+    /// Where requests are counted (usage and metrics).
+    pub(crate) tally: Arc<Tally>,
+    /// Writes the usage counts to the store; `None` when usage is off.
+    pub(crate) recorder: Option<Arc<UsageRecorder>>,
+    /// The background task that flushes usage and updates the cache gauges.
+    pub(crate) housekeeping: Housekeeping,
 }
 
 /// What to do with a request.
@@ -34,17 +44,24 @@ pub(crate) enum Decision {
 }
 
 impl Authenticator {
+    /// The decision for a request with `headers`, counted (usage and metrics) unless it lets
+    /// the request through with a key: that one is counted when the response is ready, which
+    /// says whether a scope check refused it.
     pub(crate) fn decide(&self, headers: &mut HeaderMap) -> Decision {
         let token = match credentials::bearer_for_layer(headers) {
             Credentials::Bearer(token) => token,
             Credentials::Missing | Credentials::OtherScheme if self.optional => {
-                return Decision::Anonymous
+                self.tally.count_anonymous(AnonymousOutcome::Missing, None);
+                return Decision::Anonymous;
             }
             Credentials::Missing | Credentials::OtherScheme => {
-                return Decision::Reject(Rejection::MissingCredentials)
+                self.tally.count_anonymous(AnonymousOutcome::Missing, None);
+                return Decision::Reject(Rejection::MissingCredentials);
             }
             Credentials::Malformed(reason) => {
-                return Decision::Reject(Rejection::InvalidRequest(reason))
+                self.tally
+                    .count_anonymous(AnonymousOutcome::Malformed, None);
+                return Decision::Reject(Rejection::InvalidRequest(reason));
             }
         };
         let key = match self.format.parse_bytes(token) {
@@ -55,10 +72,14 @@ impl Authenticator {
             Err(malformed)
                 if malformed != MalformedKey::Checksum && !credentials::is_b64token(token) =>
             {
-                return Decision::Reject(Rejection::InvalidRequest(InvalidRequest::MalformedToken))
+                self.tally
+                    .count_anonymous(AnonymousOutcome::Malformed, None);
+                return Decision::Reject(Rejection::InvalidRequest(InvalidRequest::MalformedToken));
             }
             Err(malformed) => {
-                return Decision::Reject(Rejection::InvalidKey(InvalidKey::Malformed(malformed)))
+                self.tally
+                    .count_anonymous(AnonymousOutcome::Malformed, None);
+                return Decision::Reject(Rejection::InvalidKey(InvalidKey::Malformed(malformed)));
             }
         };
         let environment = key.environment();
@@ -67,16 +88,24 @@ impl Authenticator {
             Environment::Test => self.accepts_test,
         };
         if !accepted {
+            self.tally
+                .count_anonymous(AnonymousOutcome::Unknown, Some(environment));
             return Decision::Reject(Rejection::InvalidKey(InvalidKey::WrongEnvironment(
                 environment,
             )));
         }
         match self.cache.lookup(key.digest()) {
-            Ok(found) => match self.check(found, environment) {
-                Ok(principal) => Decision::Allow(principal),
-                Err(rejection) => Decision::Reject(rejection),
-            },
-            Err(pending) => Decision::Pending(pending, environment),
+            Ok(found) => {
+                self.tally.metrics.cache_hits.increment(1);
+                match self.check(found, environment) {
+                    Ok(principal) => Decision::Allow(principal),
+                    Err(rejection) => Decision::Reject(rejection),
+                }
+            }
+            Err(pending) => {
+                self.tally.metrics.cache_misses.increment(1);
+                Decision::Pending(pending, environment)
+            }
         }
     }
 
@@ -86,9 +115,15 @@ impl Authenticator {
         outcome: Outcome,
         environment: Environment,
     ) -> Result<Principal, Rejection> {
-        let result = outcome
-            .map_err(Rejection::Unavailable)
-            .and_then(|found| self.check(found, environment));
+        let result = match outcome {
+            Ok(found) => self.check(found, environment),
+            Err(error) => {
+                self.tally
+                    .metrics
+                    .request(RequestOutcome::Unavailable, Some(environment));
+                Err(Rejection::Unavailable(error))
+            }
+        };
         match &result {
             Ok(principal) => trace_allowed(principal),
             Err(rejection) => trace_rejected(rejection),
@@ -97,23 +132,35 @@ impl Authenticator {
     }
 
     /// Revocation and expiry, checked on every request whether the answer came from the cache or
-    /// not; the principal is built only for a key that passes.
+    /// not; the principal is built only for a key that passes. Refusals are counted here.
     fn check(&self, found: Lookup, environment: Environment) -> Result<Principal, Rejection> {
         let key = match found {
             Lookup::Found(key) => key,
-            Lookup::Unknown => return Err(Rejection::InvalidKey(InvalidKey::Unknown)),
+            Lookup::Unknown => {
+                self.tally
+                    .count_anonymous(AnonymousOutcome::Unknown, Some(environment));
+                return Err(Rejection::InvalidKey(InvalidKey::Unknown));
+            }
         };
         if key.environment != environment {
             // The record disagrees with the key text: a store bug or a forged row. Refuse.
+            self.tally
+                .count_anonymous(AnonymousOutcome::Unknown, Some(environment));
             return Err(Rejection::InvalidKey(InvalidKey::Unknown));
         }
         if key.revoked {
+            key.usage
+                .tally()
+                .count_key(&key, KeyOutcome::Revoked, environment);
             return Err(Rejection::InvalidKey(InvalidKey::Revoked {
                 key_id: key.id.clone(),
             }));
         }
         if let Some(expires_at) = key.expires_at {
             if expires_at <= self.clock.now() {
+                key.usage
+                    .tally()
+                    .count_key(&key, KeyOutcome::Expired, environment);
                 return Err(Rejection::InvalidKey(InvalidKey::Expired {
                     key_id: key.id.clone(),
                 }));

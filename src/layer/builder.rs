@@ -6,15 +6,19 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::authenticator::Authenticator;
+use super::housekeeping::Housekeeping;
 use super::service::ApiKeyService;
 use crate::cache::{CacheSettings, CacheStats, KeyCache};
 use crate::clock::{Clock, SystemClock};
 use crate::invalidation::{Invalidate, Invalidations};
 use crate::key::{Environment, KeyFormat};
+use crate::metrics::LayerMetrics;
 use crate::principal::Anonymous;
 use crate::rejection::{ProblemJson, Responder, Responses};
 use crate::resolver::KeyResolver;
-use crate::store::KeyStore;
+use crate::store::{KeyStore, StoreError};
+use crate::usage::tally::Tally;
+use crate::usage::{Flush, UsageRecorder, UsageSettings};
 
 /// Authenticates requests with API keys. See the [module docs](crate::layer).
 ///
@@ -29,22 +33,30 @@ pub struct ApiKeyLayer {
 
 impl ApiKeyLayer {
     /// A layer with the default settings that accepts the keys of `store`, in the store's
-    /// [`KeyFormat`].
+    /// [`KeyFormat`], and records their [usage](crate::usage) in it.
     pub fn new(store: impl KeyStore) -> Self {
         ApiKeyLayer::builder(store).build()
     }
 
-    /// A builder for a layer that accepts the keys of `store`, in the store's [`KeyFormat`].
+    /// A builder for a layer that accepts the keys of `store`, in the store's [`KeyFormat`],
+    /// and records their [usage](crate::usage) in it.
     pub fn builder(store: impl KeyStore) -> ApiKeyLayerBuilder {
         let format = store.format().clone();
-        ApiKeyLayer::resolver_builder(format, store)
+        let store = Arc::new(store);
+        let mut builder = ApiKeyLayer::builder_on(format, store.clone());
+        builder.usage_store = Some(store);
+        builder
     }
 
     /// A builder for a layer that accepts keys of `format` that `resolver` knows: for keys kept
     /// in a database of your own. (A [`KeyStore`] brings its format;
-    /// use [`builder`](Self::builder) for one.)
+    /// use [`builder`](Self::builder) for one.) It records usage only in a store given to
+    /// [`usage_store`](ApiKeyLayerBuilder::usage_store).
     pub fn resolver_builder(format: KeyFormat, resolver: impl KeyResolver) -> ApiKeyLayerBuilder {
-        let resolver: Arc<dyn KeyResolver> = Arc::new(resolver);
+        ApiKeyLayer::builder_on(format, Arc::new(resolver))
+    }
+
+    fn builder_on(format: KeyFormat, resolver: Arc<dyn KeyResolver>) -> ApiKeyLayerBuilder {
         // A resolver with no handle of its own may wrap a store, which announces on the
         // process's handle too.
         let invalidations = vec![resolver
@@ -62,6 +74,23 @@ impl ApiKeyLayer {
             cache: CacheSettings::default(),
             retry_after: Duration::from_secs(5),
             clock: Arc::new(SystemClock),
+            system_clock: true,
+            usage: UsageSettings::default(),
+            usage_store: None,
+            metrics_per_key: false,
+        }
+    }
+
+    /// Writes every usage count made so far to the store, with every key's latest use: for a
+    /// graceful shutdown (after the server stopped taking requests) and for tests. Waits for a
+    /// flush in progress first. `Ok` also when the layer records no usage.
+    ///
+    /// On an error the counts stay in memory, and the background flush tries again.
+    /// [`StoreError::UsageNotKept`]: the store keeps no usage, and the layer stopped counting.
+    pub async fn flush_usage(&self) -> Result<(), StoreError> {
+        match &self.authenticator.recorder {
+            Some(recorder) if recorder.is_active() => recorder.flush(Flush::Everything).await,
+            _ => Ok(()),
         }
     }
 
@@ -94,6 +123,10 @@ impl fmt::Debug for ApiKeyLayer {
             .field("accepts_test", &a.accepts_test)
             .field("optional", &a.optional)
             .field("responses", &a.responses)
+            .field(
+                "usage",
+                &a.recorder.as_ref().map(|recorder| recorder.settings()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -112,6 +145,11 @@ pub struct ApiKeyLayerBuilder {
     cache: CacheSettings,
     retry_after: Duration,
     clock: Arc<dyn Clock>,
+    /// Whether `clock` is the system clock, which the usage counters read faster.
+    system_clock: bool,
+    usage: UsageSettings,
+    usage_store: Option<Arc<dyn KeyStore>>,
+    metrics_per_key: bool,
 }
 
 impl ApiKeyLayerBuilder {
@@ -208,8 +246,41 @@ impl ApiKeyLayerBuilder {
     }
 
     /// Where the layer reads the time to check expiry. Default: [`SystemClock`].
+    ///
+    /// Usage counts are made by this clock's days too (and, with the system clock, read from a
+    /// faster, coarser clock that is set by it at every flush).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
+        self.system_clock = false;
+        self
+    }
+
+    /// How [usage](crate::usage) is recorded: flush interval, last-use period, memory cap while
+    /// the store is down, retention; or [`UsageSettings::off`]. Default: [`UsageSettings::new`],
+    /// into the layer's store (a layer on a resolver needs
+    /// [`usage_store`](Self::usage_store)).
+    pub fn usage(mut self, settings: UsageSettings) -> Self {
+        self.usage = settings;
+        self
+    }
+
+    /// Records usage into `store`: for a layer on a resolver of your own
+    /// ([`ApiKeyLayer::resolver_builder`]), or into another store than the layer's.
+    pub fn usage_store(mut self, store: impl KeyStore) -> Self {
+        self.usage_store = Some(Arc::new(store));
+        self
+    }
+
+    /// Also reports requests per key, as
+    /// [`tower_api_key_key_requests_total{key_id, outcome}`](crate::metrics::KEY_REQUESTS),
+    /// brought up to date at each usage flush. Default: off, since it makes a series per key.
+    ///
+    /// The counts come from the usage counters, so this counts requests even with
+    /// [`UsageSettings::off`] or a store that keeps no usage (but writes nothing then). Since
+    /// key ids are not known in advance, these series are registered at each flush, with the
+    /// recorder installed then (the global one), not when the layer is built.
+    pub fn metrics_per_key(mut self) -> Self {
+        self.metrics_per_key = true;
         self
     }
 
@@ -236,27 +307,49 @@ impl ApiKeyLayerBuilder {
             &self.realm,
             self.retry_after,
         ));
+        // Resolved once, here: a request pays for increments, never for a look-up by name.
+        let metrics = LayerMetrics::resolve(self.metrics_per_key);
+        let usage_store = self.usage_store.filter(|_| self.usage.enabled);
+        let counting = usage_store.is_some() || self.metrics_per_key;
+        let tally = Arc::new(Tally::new(
+            self.clock.clone(),
+            self.system_clock,
+            counting,
+            metrics,
+        ));
+        let recorder = counting.then(|| {
+            Arc::new(UsageRecorder::new(
+                tally.clone(),
+                usage_store,
+                self.usage.clone(),
+            ))
+        });
         let cache = Arc::new(KeyCache::new(
             self.resolver,
             self.clock.clone(),
             &self.cache,
+            tally.clone(),
         ));
         let subscriber: Arc<dyn Invalidate> = cache.clone();
         for invalidations in &self.invalidations {
             invalidations.subscribe(Arc::downgrade(&subscriber) as Weak<dyn Invalidate>);
         }
-        ApiKeyLayer {
-            authenticator: Arc::new(Authenticator {
-                format: self.format,
-                accepts_live: self.accepts_live,
-                accepts_test: self.accepts_test,
-                optional: self.optional,
-                cache,
-                clock: self.clock,
-                anonymous: Anonymous(responses.clone()),
-                responses,
-            }),
-        }
+        let authenticator = Arc::new(Authenticator {
+            format: self.format,
+            accepts_live: self.accepts_live,
+            accepts_test: self.accepts_test,
+            optional: self.optional,
+            cache,
+            clock: self.clock,
+            anonymous: Anonymous(responses.clone()),
+            responses,
+            tally,
+            recorder,
+            housekeeping: Housekeeping::new(self.usage.flush_interval),
+        });
+        // Now if this is a Tokio runtime, otherwise with the first request in one.
+        authenticator.housekeeping.start(&authenticator);
+        ApiKeyLayer { authenticator }
     }
 }
 
@@ -270,6 +363,9 @@ impl fmt::Debug for ApiKeyLayerBuilder {
             .field("optional", &self.optional)
             .field("cache", &self.cache)
             .field("retry_after", &self.retry_after)
+            .field("usage", &self.usage)
+            .field("records_usage_in_a_store", &self.usage_store.is_some())
+            .field("metrics_per_key", &self.metrics_per_key)
             .finish_non_exhaustive()
     }
 }

@@ -10,8 +10,10 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::authenticator::Authenticator;
-use crate::cache::PendingLookup;
+use crate::cache::{CachedKey, PendingLookup};
 use crate::key::Environment;
+use crate::rejection::Rejection;
+use crate::usage::KeyOutcome;
 
 pin_project! {
     /// The response future of [`ApiKeyService`](super::ApiKeyService).
@@ -21,6 +23,38 @@ pin_project! {
     {
         #[pin]
         state: State<S, ReqBody>,
+        // The request let through with a key, counted when its response is ready.
+        uncounted: Uncounted,
+    }
+}
+
+/// A request let through with a key, not counted yet: counted as `allowed`, or as
+/// `insufficient_scope` when a scope check further in refused it, once its response is ready;
+/// as `allowed` if the response never comes (the future dropped: the client left, or the
+/// service panicked), since the key was let through.
+struct Uncounted(Option<Arc<CachedKey>>);
+
+impl Uncounted {
+    /// Counts the request whose response has the extensions `extensions`.
+    fn count(&mut self, extensions: &http::Extensions) {
+        if let Some(key) = self.0.take() {
+            // Every refusal carries its `Rejection`; a scope check's is `InsufficientScope`.
+            let outcome = match extensions.get::<Rejection>() {
+                Some(Rejection::InsufficientScope(_)) => KeyOutcome::InsufficientScope,
+                _ => KeyOutcome::Allowed,
+            };
+            key.usage.tally().count_key(&key, outcome, key.environment);
+        }
+    }
+}
+
+impl Drop for Uncounted {
+    fn drop(&mut self) {
+        if let Some(key) = self.0.take() {
+            key.usage
+                .tally()
+                .count_key(&key, KeyOutcome::Allowed, key.environment);
+        }
     }
 }
 
@@ -54,9 +88,19 @@ impl<S, ReqBody> ApiKeyResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>>,
 {
+    /// The inner service's future for a request without a key (an optional layer).
     pub(crate) fn inner(future: S::Future) -> Self {
         ApiKeyResponseFuture {
             state: State::Inner { future },
+            uncounted: Uncounted(None),
+        }
+    }
+
+    /// The inner service's future for a request let through with `key`.
+    pub(crate) fn allowed(future: S::Future, key: Arc<CachedKey>) -> Self {
+        ApiKeyResponseFuture {
+            state: State::Inner { future },
+            uncounted: Uncounted(Some(key)),
         }
     }
 
@@ -65,6 +109,7 @@ where
             state: State::Rejected {
                 response: Some(response),
             },
+            uncounted: Uncounted(None),
         }
     }
 
@@ -83,6 +128,7 @@ where
                 inner,
                 authenticator,
             },
+            uncounted: Uncounted(None),
         }
     }
 }
@@ -96,8 +142,17 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
-            let next = match self.as_mut().project().state.project() {
-                StateProj::Inner { future } => return future.poll(cx),
+            let this = self.as_mut().project();
+            let next = match this.state.project() {
+                StateProj::Inner { future } => {
+                    let result = ready!(future.poll(cx));
+                    match &result {
+                        Ok(response) => this.uncounted.count(response.extensions()),
+                        // The service failed, after the key was let through.
+                        Err(_) => this.uncounted.count(&http::Extensions::new()),
+                    }
+                    return Poll::Ready(result);
+                }
                 StateProj::Rejected { response } => {
                     // Taken once: a future is not polled again after it returned `Ready`.
                     let response = response
@@ -118,6 +173,7 @@ where
                         .expect("ApiKeyResponseFuture polled after completion");
                     match authenticator.verdict(outcome, *environment) {
                         Ok(principal) => {
+                            this.uncounted.0 = Some(principal.cached_key().clone());
                             request.extensions_mut().insert(principal);
                             State::Inner {
                                 future: inner.call(request),

@@ -10,6 +10,12 @@
 //! `tower::ServiceBuilder`, and any tower service whose response body can be built from
 //! [`Bytes`](bytes::Bytes). It needs a Tokio runtime.
 //!
+//! A layer built on a store records each key's [usage](crate::usage) in it, and every layer
+//! reports [metrics](crate::metrics) to the recorder installed when it is built. Both need a
+//! background task per layer, which starts with the first request inside a Tokio runtime and
+//! ends when the layer is dropped; [`ApiKeyLayer::flush_usage`] writes the usage counts on a
+//! graceful shutdown.
+//!
 //! # Example
 //!
 //! ```
@@ -61,6 +67,7 @@
 mod authenticator;
 mod builder;
 mod future;
+mod housekeeping;
 mod service;
 
 pub use self::builder::{ApiKeyLayer, ApiKeyLayerBuilder};

@@ -55,13 +55,17 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        // The usage flusher starts with the first request in a Tokio runtime.
+        self.authenticator.housekeeping.start(&self.authenticator);
         // Also marks the key sensitive, out of `Debug` output further in (tracing layers, panics).
         let decision = self.authenticator.decide(request.headers_mut());
         decision.trace();
         match decision {
             Decision::Allow(principal) => {
+                // Counted when the response is ready, which says whether a scope check refused.
+                let key = principal.cached_key().clone();
                 request.extensions_mut().insert(principal);
-                ApiKeyResponseFuture::inner(self.inner.call(request))
+                ApiKeyResponseFuture::allowed(self.inner.call(request), key)
             }
             Decision::Anonymous => {
                 let extensions = request.extensions_mut();

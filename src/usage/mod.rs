@@ -1,11 +1,32 @@
 //! Usage per key: what each key did, day by day, counted without a write per request.
 //!
-//! The layer counts every request it decides in memory, per key, per UTC day and per
-//! [`KeyOutcome`]; requests whose key is not known (no key, a malformed key, an unknown key) are
-//! counted only in aggregate, per [`AnonymousOutcome`], never per digest. A background task
-//! hands the counts to the store in a [`UsageBatch`] every few seconds, as increments, so that
-//! any number of instances flushing into one database add up exactly; a key's `last_used_at` is
-//! written at most once a minute.
+//! An [`ApiKeyLayer`](crate::ApiKeyLayer) built on a [`KeyStore`](crate::KeyStore) counts every
+//! request it decides, in memory, per key, per UTC day and per [`KeyOutcome`]: let through
+//! (`allowed`), refused for a missing scope, revoked or expired. Requests whose key is not known
+//! (no key, a malformed key, an unknown key) are counted only in aggregate, per
+//! [`AnonymousOutcome`], never per digest, so made-up keys cannot fill the store.
+//!
+//! Counting costs a request an atomic addition in the key's cache entry: no await, no I/O, no
+//! lock (see `BENCHMARKS.md` for the figures). A request let through is counted when its response
+//! comes back, as `insufficient_scope` if a scope check further in ([`RequireScopes`](crate::RequireScopes),
+//! the `Scoped` extractor) refused it, which the [`Rejection`](crate::Rejection)
+//! in the response's extensions says (a middleware between them that drops a response's
+//! extensions makes such a refusal count as `allowed`), and as `allowed` otherwise, also when the
+//! response never comes (the client went away). A background task hands the counts to the store
+//! every [`flush_interval`](UsageSettings::flush_interval) (10 seconds by default) in one
+//! [`UsageBatch`] of increments, so that any number of instances flushing into one database add
+//! up exactly; a key's `last_used_at` is written at most once a
+//! [`last_used_period`](UsageSettings::last_used_period) (a minute). While the store cannot take
+//! a batch, the counts stay in memory and are tried again at the next flush, up to
+//! [`max_pending`](UsageSettings::max_pending) keys and days; past that, new ones are dropped,
+//! counted and logged. Once a day the task deletes counts older than the
+//! [retention](UsageSettings::retention_days) (90 days).
+//!
+//! The task starts with the first request inside a Tokio runtime and stops when the layer (every
+//! clone of it, and every service it made) is dropped, writing what is left. For a graceful
+//! shutdown, call [`ApiKeyLayer::flush_usage`](crate::ApiKeyLayer::flush_usage) after the server
+//! stopped taking requests: it writes everything counted so far and says whether the store took
+//! it.
 //!
 //! A store answers for what it kept: [`KeyStore::usage`](crate::KeyStore::usage) gives one key's
 //! [`DailyUsage`] over a range of days, and
@@ -18,10 +39,55 @@
 //! (`day`, `outcome`, `requests`). A flush is one transaction; counts saturate at `i64::MAX`.
 //! [`KeyStore::prune_usage`](crate::KeyStore::prune_usage) deletes the days past a retention
 //! (the command-line tool's `prune-usage --keep 90d`), and `tower-api-key usage` shows them.
+//!
+//! A store that keeps no usage ([`StoreError::UsageNotKept`](crate::StoreError::UsageNotKept)) is
+//! told once in the log, and the layer stops counting.
+//!
+//! A layer on a resolver of your own records usage only when given a store for it
+//! ([`ApiKeyLayerBuilder::usage_store`](crate::ApiKeyLayerBuilder::usage_store));
+//! [`UsageSettings::off`] turns recording off for any layer.
+//!
+//! ```
+//! use axum::{body::Body, routing::get, Router};
+//! use http::{header, Request};
+//! use tower::ServiceExt;
+//! use tower_api_key::{
+//!     ApiKeyLayer, Day, Environment, KeyFormat, KeyStore, MemoryStore, NewKey, UsageSettings,
+//! };
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let store = MemoryStore::new(KeyFormat::new("om").unwrap());
+//! let created = store.create(NewKey::new("Production", Environment::Live)).await.unwrap();
+//! let layer = ApiKeyLayer::builder(store.clone())
+//!     .usage(UsageSettings::new().retention_days(Some(30)))
+//!     .build();
+//! let app = Router::new().route("/", get(|| async { "ok" })).layer(layer.clone());
+//!
+//! let bearer = format!("Bearer {}", created.key.expose_secret());
+//! for _ in 0..3 {
+//!     let request = Request::get("/").header(header::AUTHORIZATION, &bearer);
+//!     app.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+//! }
+//!
+//! // On shutdown (here at once): everything counted reaches the store.
+//! layer.flush_usage().await.unwrap();
+//! let today = Day::today();
+//! let usage = store.usage(created.id(), today, today).await.unwrap();
+//! assert_eq!(usage[0].counts.allowed, 3);
+//! let stored = store.get(created.id()).await.unwrap();
+//! assert!(stored.last_used_at.is_some());
+//! # });
+//! ```
+
+mod recorder;
+mod settings;
+pub(crate) mod tally;
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub(crate) use self::recorder::{Flush, UsageRecorder};
+pub use self::settings::UsageSettings;
 use crate::resolver::KeyId;
 
 const SECONDS_PER_DAY: u64 = 86_400;
@@ -150,7 +216,6 @@ impl KeyOutcome {
     }
 
     /// Its place in [`ALL`](Self::ALL).
-    #[allow(dead_code)] // for the recorder
     pub(crate) const fn index(self) -> usize {
         match self {
             KeyOutcome::Allowed => 0,

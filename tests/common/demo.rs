@@ -69,6 +69,8 @@ pub struct Server {
 /// What the example printed before it started listening.
 pub struct Banner {
     pub addr: SocketAddr,
+    /// Where it serves its metrics, if it said.
+    pub metrics: Option<SocketAddr>,
     /// Each key, by the name printed above it.
     pub keys: HashMap<String, String>,
     /// Everything printed up to the `listening on` line.
@@ -87,6 +89,8 @@ impl Server {
             .env_remove("ORDERMONK_DB");
         command
             .env("ORDERMONK_ADDR", "127.0.0.1:0")
+            // Never the default port, which another demo (or program) may hold.
+            .env("ORDERMONK_METRICS_ADDR", "127.0.0.1:0")
             .env("ORDERMONK_CACHE_TTL", cache_ttl.as_secs().to_string())
             .env("RUST_LOG", "trace");
         // The test's own settings win.
@@ -126,6 +130,33 @@ impl Server {
         }
     }
 
+    /// Sends the process SIGINT, as Ctrl-C does, waits (up to 30 s) until it exits, and returns
+    /// whether it exited successfully and everything it wrote to stderr.
+    pub fn interrupt(&mut self) -> (bool, String) {
+        let sent = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill can be run");
+        assert!(sent.success(), "kill -INT failed");
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("the child can be waited for") {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the example did not exit within 30 s of SIGINT"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let logs = self
+            .stderr
+            .take()
+            .map(|reader| reader.join().expect("the stderr reader does not panic"))
+            .unwrap_or_default();
+        (status.success(), logs)
+    }
+
     /// Kills the process and returns everything it wrote to stderr.
     pub fn stop(&mut self) -> String {
         self.kill();
@@ -160,7 +191,9 @@ impl Banner {
 /// printed after it.
 fn read_banner(lines: &mpsc::Receiver<std::io::Result<String>>) -> Result<Banner, String> {
     let scanner = scanner();
+    let metrics_line = Regex::new(r"curl http://([0-9.:]+)/metrics").expect("a valid regex");
     let mut keys = HashMap::new();
+    let mut metrics = None;
     let mut name: Option<String> = None;
     let mut transcript = String::new();
     loop {
@@ -188,9 +221,17 @@ fn read_banner(lines: &mpsc::Receiver<std::io::Result<String>>) -> Result<Banner
                 .map_err(|err| format!("bad address in {line:?}: {err}"))?;
             return Ok(Banner {
                 addr,
+                metrics,
                 keys,
                 transcript,
             });
+        }
+        if let Some(found) = metrics_line.captures(&line) {
+            metrics = Some(
+                found[1]
+                    .parse()
+                    .map_err(|err| format!("bad metrics address in {line:?}: {err}"))?,
+            );
         }
         if let Some(rest) = line.strip_prefix("Key \"") {
             name = rest.split('"').next().map(str::to_owned);
