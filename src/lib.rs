@@ -63,7 +63,7 @@ pub use crate::store::{
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use crate::store::{SqlDatabase, SqlStore};
 pub use crate::usage::{
-    AnonymousIncrement, AnonymousOutcome, DailyUsage, Day, KeyIncrement, KeyOutcome,
+    AnonymousIncrement, AnonymousOutcome, BatchId, DailyUsage, Day, KeyIncrement, KeyOutcome,
     KeyUsageSummary, OutcomeCounts, UsageBatch, UsageSettings,
 };
 

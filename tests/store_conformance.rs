@@ -26,9 +26,9 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_api_key::store::MAX_SERIES_DAYS;
 use tower_api_key::{
-    AnonymousIncrement, AnonymousOutcome, ApiKeyLayer, CreatedKey, DailyUsage, Day, Environment,
-    KeyFormat, KeyId, KeyIncrement, KeyOutcome, KeyResolver, KeyStore, MemoryStore, NewKey,
-    OutcomeCounts, Principal, Scope, ScopeCatalog, StoreError, UsageBatch,
+    AnonymousIncrement, AnonymousOutcome, ApiKeyLayer, BatchId, CreatedKey, DailyUsage, Day,
+    Environment, KeyFormat, KeyId, KeyIncrement, KeyOutcome, KeyResolver, KeyStore, MemoryStore,
+    NewKey, OutcomeCounts, Principal, Scope, ScopeCatalog, StoreError, UsageBatch,
 };
 use tower_api_key::{ChannelHealth, Clock, ManualClock};
 
@@ -1950,6 +1950,49 @@ mod rules {
         assert_eq!(name_seen(&t.app, &key).await, "Pruned");
     }
 
+    /// A flush whose acknowledgement was lost is written again as it was: the store applies it
+    /// once. Batches without an id, and other ids, are applied every time.
+    pub(crate) async fn a_batch_with_an_id_is_applied_once<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let key = t.create(NewKey::new("Retried", Environment::Live)).await;
+        let d = today();
+        let allowed = |n| DailyUsage::new(d, counts(&[(Allowed, n)]));
+        let mut flush = batch(vec![increment(&key, d, &[(Allowed, 2)])]);
+        flush.anonymous = vec![AnonymousIncrement::new(d, AnonymousOutcome::Unknown, 1)];
+        flush.last_used = vec![(key.id().clone(), t0() + MINUTE)];
+        let flush = flush.with_id(BatchId::random());
+
+        t.store.record_usage(&flush).await.unwrap();
+        t.store.record_usage(&flush).await.unwrap();
+        assert_eq!(t.store.usage(key.id(), d, d).await.unwrap(), [allowed(2)]);
+        assert_eq!(
+            t.store.anonymous_usage(d, d).await.unwrap(),
+            [AnonymousIncrement::new(d, AnonymousOutcome::Unknown, 1)]
+        );
+
+        // Without an id: every time.
+        let plain = batch(vec![increment(&key, d, &[(Allowed, 1)])]);
+        t.store.record_usage(&plain).await.unwrap();
+        t.store.record_usage(&plain).await.unwrap();
+        assert_eq!(t.store.usage(key.id(), d, d).await.unwrap(), [allowed(4)]);
+
+        // The same counts under another id are another flush.
+        let again = flush.clone().with_id(BatchId::random());
+        t.store.record_usage(&again).await.unwrap();
+        assert_eq!(t.store.usage(key.id(), d, d).await.unwrap(), [allowed(6)]);
+
+        // Still known days later, pruning or not.
+        t.clock.advance(6 * 24 * HOUR);
+        t.store.prune_usage(d.add_days(-30)).await.unwrap();
+        t.store.record_usage(&flush).await.unwrap();
+        t.store.record_usage(&again).await.unwrap();
+        assert_eq!(t.store.usage(key.id(), d, d).await.unwrap(), [allowed(6)]);
+        assert_eq!(
+            t.store.anonymous_usage(d, d).await.unwrap(),
+            [AnonymousIncrement::new(d, AnonymousOutcome::Unknown, 2)]
+        );
+    }
+
     pub(crate) async fn counts_saturate_and_no_batch_makes_a_store_fail_or_panic<B: Backend>() {
         let t = Test::<B>::new().await;
         let key = t.create(NewKey::new("Flooded", Environment::Live)).await;
@@ -2438,6 +2481,7 @@ macro_rules! suite {
             anonymous_counts_are_kept_per_day_and_outcome,
             pruning_removes_only_the_days_before,
             counts_saturate_and_no_batch_makes_a_store_fail_or_panic,
+            a_batch_with_an_id_is_applied_once,
         );
     };
 }
@@ -2502,7 +2546,7 @@ mod sqlite {
             .fetch_all(store.pool())
             .await
             .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4]);
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
         // Two processes migrating at once wait for each other.
         let other = SqliteStore::open(&backend.path, om()).await.unwrap();
         let (a, b) = tokio::join!(store.migrate(), other.migrate());
@@ -2673,7 +2717,7 @@ mod postgres {
         .fetch_all(&pool)
         .await
         .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4]);
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
         // The tables are where they were asked to be, and nowhere else.
         let schemas: Vec<String> = sqlx::query_scalar(
             "SELECT table_schema::text FROM information_schema.tables \

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 use super::settings::{settings_methods, StoreSettings};
-use super::usage::{add_count, day_in, zero_series, Increments, MAX_COUNT};
+use super::usage::{add_count, day_in, zero_series, Increments, BATCH_ID_RETENTION, MAX_COUNT};
 use super::{
     plan_rotation, prepare, validate_name, CreatedKey, KeyStore, NewKey, Rotation, StoreError,
     StoredKey,
@@ -15,7 +15,7 @@ use crate::invalidation::Invalidations;
 use crate::key::{KeyDigest, KeyFormat};
 use crate::resolver::{KeyId, KeyRecord, KeyResolver, ResolveError};
 use crate::usage::{
-    AnonymousIncrement, AnonymousOutcome, DailyUsage, Day, KeyOutcome, KeyUsageSummary,
+    AnonymousIncrement, AnonymousOutcome, BatchId, DailyUsage, Day, KeyOutcome, KeyUsageSummary,
     OutcomeCounts, UsageBatch,
 };
 
@@ -36,6 +36,8 @@ struct Keys {
     usage: HashMap<KeyId, BTreeMap<Day, OutcomeCounts>>,
     /// The requests whose key was not known, by day and outcome.
     anonymous: BTreeMap<Day, BTreeMap<AnonymousOutcome, u64>>,
+    /// The ids of the batches applied, with when, for [`BATCH_ID_RETENTION`].
+    batches: HashMap<BatchId, SystemTime>,
 }
 
 impl Keys {
@@ -211,6 +213,18 @@ impl KeyStore for MemoryStore {
         }
         // One write lock for the whole batch: no reader sees half of it.
         let mut keys = self.write();
+        if let Some(id) = batch.id {
+            let now = self.settings.now();
+            // Pruned here: a few entries a minute, and no other task to do it.
+            keys.batches.retain(|_, applied| {
+                now.duration_since(*applied)
+                    .map_or(true, |age| age < BATCH_ID_RETENTION)
+            });
+            if keys.batches.contains_key(&id) {
+                return Ok(());
+            }
+            keys.batches.insert(id, now);
+        }
         increments.retain_keys(|id| keys.digest_by_id.contains_key(id));
         for ((id, day, outcome), count) in increments.keys {
             let counts = keys.usage.entry(id).or_default().entry(day).or_default();

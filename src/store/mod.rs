@@ -142,6 +142,11 @@ pub trait KeyStore: KeyResolver {
     /// announces nothing on the [`Invalidations`](crate::Invalidations): it changes no answer a
     /// cache holds.
     ///
+    /// A batch with an [`id`](UsageBatch::id) that the store already applied is not applied
+    /// again, and the call succeeds: a flush whose acknowledgement was lost is written again as
+    /// it was, and must count once. A store remembers the ids it applied for at least seven
+    /// days; a batch without an id is applied every time.
+    ///
     /// The default keeps nothing: [`StoreError::UsageNotKept`].
     async fn record_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
         let _ = batch;

@@ -46,7 +46,9 @@
 //! concurrent flushes wait for each other briefly instead of deadlocking. Neither table has a
 //! trigger. Since the counts refer to the keys, emptying the key table by hand takes
 //! `TRUNCATE api_keys CASCADE` (a plain `TRUNCATE` is refused); it empties both, and every
-//! instance drops every key it cached.
+//! instance drops every key it cached. `api_key_usage_batches` holds the id (`id`, 32
+//! hexadecimal digits) and time (`applied_at`, `timestamptz`) of each batch applied, so that a
+//! batch written again is not counted again; ids older than seven days are deleted.
 //!
 //! Every change is one statement or one transaction: `rotate` locks the old key's row, shortens
 //! its expiry and inserts the new key together, and a failed call leaves nothing behind. A

@@ -29,7 +29,9 @@
 //! `requests`, keyed and ordered by the first three; and in `api_key_anonymous_usage`, one row
 //! per day and outcome (`missing`, `malformed`, `unknown`) of the requests whose key was not
 //! known. A flush adds to `requests`, never overwrites it, and saturates at `i64::MAX`. Neither
-//! table fires a trigger.
+//! table fires a trigger. `api_key_usage_batches` holds the id (`id`, 32 hexadecimal digits) and
+//! time (`applied_at`, microseconds) of each batch applied, so that a batch written again is not
+//! counted again; ids older than seven days are deleted.
 //!
 //! # Several processes on one file
 //!

@@ -2,7 +2,7 @@
 //! and the limits on counts and series.
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::{StoreError, MAX_SERIES_DAYS};
 use crate::resolver::KeyId;
@@ -11,6 +11,11 @@ use crate::usage::{AnonymousOutcome, DailyUsage, Day, KeyOutcome, OutcomeCounts,
 /// The largest count a store keeps for one key, day and outcome (or one day and anonymous
 /// outcome): `i64::MAX`, the most a SQL `BIGINT` holds. Counts saturate there.
 pub(crate) const MAX_COUNT: u64 = i64::MAX.unsigned_abs();
+
+/// How long a store remembers the id of a batch it applied, at least: a batch written again
+/// after this may count twice. Far longer than any retry (a recorder retries a failed batch at
+/// every flush, seconds apart), and few rows (one per flush and instance).
+pub(crate) const BATCH_ID_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// Adds `count` to `slot`, saturating at [`MAX_COUNT`].
 pub(crate) fn add_count(slot: &mut u64, count: u64) {

@@ -36,7 +36,8 @@
 //! Every store of the crate keeps them: [`MemoryStore`](crate::MemoryStore) in memory, and the
 //! SQL stores in two tables, `api_key_usage` (`key_id`, `day`, `outcome`, `requests`: one row per
 //! key, day and outcome that had requests, deleted with the key) and `api_key_anonymous_usage`
-//! (`day`, `outcome`, `requests`). A flush is one transaction; counts saturate at `i64::MAX`.
+//! (`day`, `outcome`, `requests`), and the ids of the batches applied in
+//! `api_key_usage_batches`. A flush is one transaction; counts saturate at `i64::MAX`.
 //! [`KeyStore::prune_usage`](crate::KeyStore::prune_usage) deletes the days past a retention
 //! (the command-line tool's `prune-usage --keep 90d`), and `tower-api-key usage` shows them.
 //!
@@ -385,6 +386,11 @@ impl AnonymousIncrement {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct UsageBatch {
+    /// The batch's identity, for a store to apply it once however often it is written: a write
+    /// whose acknowledgement was lost (a timeout, a dropped connection after the commit) is
+    /// written again with the same id, and must not count twice. `None` (the default, and what
+    /// batches built by hand carry): applied every time.
+    pub id: Option<BatchId>,
     /// Per key and day.
     pub keys: Vec<KeyIncrement>,
     /// Per day and outcome, for requests whose key was not known.
@@ -394,14 +400,61 @@ pub struct UsageBatch {
 }
 
 impl UsageBatch {
-    /// An empty batch.
+    /// An empty batch, without an id.
     pub fn new() -> Self {
         UsageBatch::default()
+    }
+
+    /// The batch with id `id`, which a store applies once.
+    #[must_use]
+    pub fn with_id(mut self, id: BatchId) -> Self {
+        self.id = Some(id);
+        self
     }
 
     /// Whether the batch holds nothing to write.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty() && self.anonymous.is_empty() && self.last_used.is_empty()
+    }
+}
+
+/// The identity of a [`UsageBatch`]: 128 random bits, shown as 32 hexadecimal digits.
+///
+/// A store that saw an id applies its batch again only once it has forgotten the id, after at
+/// least seven days (see [`KeyStore::record_usage`](crate::KeyStore::record_usage)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BatchId(u128);
+
+impl BatchId {
+    /// A new id from the OS's random numbers; should they fail, from the time and a counter
+    /// of this process, which still never repeats within it.
+    pub fn random() -> Self {
+        let mut random = [0u8; 16];
+        if getrandom::fill(&mut random).is_ok() {
+            return BatchId(u128::from_le_bytes(random));
+        }
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos());
+        BatchId((nanos << 64) ^ u128::from(count))
+    }
+
+    /// The id of these 128 bits, as [`BatchId::as_u128`] gives them back.
+    pub const fn from_u128(bits: u128) -> Self {
+        BatchId(bits)
+    }
+
+    /// The id's 128 bits.
+    pub const fn as_u128(self) -> u128 {
+        self.0
+    }
+}
+
+impl fmt::Display for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
     }
 }
 

@@ -30,6 +30,8 @@ pub(super) const SETTINGS: &str = "api_key_settings";
 pub(super) const USAGE: &str = "api_key_usage";
 /// The table of requests per day and outcome whose key was not known.
 pub(super) const ANONYMOUS_USAGE: &str = "api_key_anonymous_usage";
+/// The table of the usage batches applied, by id.
+pub(super) const USAGE_BATCHES: &str = "api_key_usage_batches";
 
 /// The setting that records the product prefix of the store's keys.
 pub(super) const KEY_PREFIX_SETTING: &str = "key_prefix";
@@ -213,6 +215,14 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         steps: &[Step::Script {
             sqlite: include_str!("../../../migrations/sqlite/0004_usage.sql"),
             postgres: include_str!("../../../migrations/postgres/0004_usage.sql"),
+        }],
+    },
+    Migration {
+        version: 5,
+        description: "api_key_usage_batches: each usage batch applied once",
+        steps: &[Step::Script {
+            sqlite: include_str!("../../../migrations/sqlite/0005_usage_batches.sql"),
+            postgres: include_str!("../../../migrations/postgres/0005_usage_batches.sql"),
         }],
     },
 ];

@@ -1,8 +1,9 @@
 //! Usage counts in the SQL stores: their statements, and reading back what they return.
 //!
 //! A flush ([`record`]) is one write transaction of at most four statements, whatever the size
-//! of the batch: lock the keys it names (learning which still exist), add the counts, add the
-//! anonymous counts, move the last uses forward. Each statement takes all its rows in one JSON
+//! of the batch, after claiming the batch's id if it has one: lock the keys it names (learning
+//! which still exist), add the counts, add the anonymous counts, move the last uses forward. A
+//! batch whose id is already in `api_key_usage_batches` was applied, and nothing is written. Each statement takes all its rows in one JSON
 //! parameter ([`Dialect::json_rows`]), so its text never changes with the batch and each
 //! connection prepares it once. Counts are added in the database (`requests = requests + ...`),
 //! never read and written back, so that instances flushing into one database add up exactly.
@@ -22,10 +23,12 @@ use std::fmt;
 use serde_json::Value;
 
 use super::backend::{Cell, ColumnType, Param, Read};
-use super::table::{from_micros, to_days, to_micros, unavailable, ANONYMOUS_USAGE, KEYS, USAGE};
+use super::table::{
+    from_micros, to_days, to_micros, unavailable, ANONYMOUS_USAGE, KEYS, USAGE, USAGE_BATCHES,
+};
 use super::{SqlDatabase, SqlStore};
 use crate::resolver::KeyId;
-use crate::store::usage::{add_count, day_in, zero_series, Increments};
+use crate::store::usage::{add_count, day_in, zero_series, Increments, BATCH_ID_RETENTION};
 use crate::store::StoreError;
 use crate::usage::{
     AnonymousIncrement, AnonymousOutcome, DailyUsage, Day, KeyOutcome, KeyUsageSummary,
@@ -34,6 +37,8 @@ use crate::usage::{
 
 /// The usage statements of one store, with its table names in them.
 pub(super) struct UsageStatements {
+    claim_batch: String,
+    forget_batches: String,
     lock_keys: String,
     add_counts: String,
     add_anonymous: String,
@@ -70,6 +75,7 @@ impl UsageStatements {
         let keys = DB::table(namespace, KEYS);
         let usage = DB::table(namespace, USAGE);
         let anonymous = DB::table(namespace, ANONYMOUS_USAGE);
+        let batches = DB::table(namespace, USAGE_BATCHES);
         let p = DB::param;
         let day = |n| DB::value(n, ColumnType::Day);
         let (text, int) = (Read::Text, Read::Int);
@@ -104,6 +110,17 @@ impl UsageStatements {
             )
         };
         UsageStatements {
+            // No row back: the batch was applied before.
+            claim_batch: format!(
+                "INSERT INTO {batches} (id, applied_at) VALUES ({}, {}) \
+                 ON CONFLICT (id) DO NOTHING RETURNING id",
+                p(1),
+                DB::value(2, ColumnType::Time)
+            ),
+            forget_batches: format!(
+                "DELETE FROM {batches} WHERE applied_at < {}",
+                DB::value(1, ColumnType::Time)
+            ),
             lock_keys: format!(
                 "SELECT id FROM {keys} WHERE id IN (SELECT v.id FROM {ids} AS v) \
                  ORDER BY id{}",
@@ -183,6 +200,30 @@ pub(super) async fn record<DB: SqlDatabase>(
         .begin_with(DB::BEGIN_WRITE)
         .await
         .map_err(unavailable)?;
+
+    if let Some(batch_id) = batch.id {
+        // In the transaction that adds the counts: the id is kept exactly when they are.
+        let id = batch_id.to_string();
+        let now = store.settings.now();
+        let rows = DB::fetch(
+            &mut tx,
+            &statements.claim_batch,
+            &[Param::Text(Some(&id)), Param::Int(Some(to_micros(now)))],
+            &[Read::Text],
+        )
+        .await
+        .map_err(unavailable)?;
+        if rows.is_empty() {
+            // Applied before; nothing was written.
+            return tx.commit().await.map_err(unavailable);
+        }
+        // Also without a retention, which leaves `prune` to nobody: one flush in 256 (by its
+        // random id) deletes the old ids, an index range in a transaction that holds the write
+        // lock anyway.
+        if batch_id.as_u128() % 256 == 0 {
+            forget_batches::<DB>(store, &mut tx).await?;
+        }
+    }
 
     let ids = increments.ids();
     if !ids.is_empty() {
@@ -427,6 +468,24 @@ pub(super) async fn anonymous<DB: SqlDatabase>(
         .collect())
 }
 
+/// Deletes the ids of the batches applied longer than [`BATCH_ID_RETENTION`] ago.
+async fn forget_batches<DB: SqlDatabase>(
+    store: &SqlStore<DB>,
+    tx: &mut sqlx::Transaction<'static, DB>,
+) -> Result<(), StoreError> {
+    let Some(before) = store.settings.now().checked_sub(BATCH_ID_RETENTION) else {
+        return Ok(());
+    };
+    DB::execute(
+        tx,
+        &store.statements.usage.forget_batches,
+        &[Param::Int(Some(to_micros(before)))],
+    )
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
 /// Deletes the counts of the days before `before`; how many rows went.
 pub(super) async fn prune<DB: SqlDatabase>(
     store: &SqlStore<DB>,
@@ -446,6 +505,8 @@ pub(super) async fn prune<DB: SqlDatabase>(
     let anonymous = DB::execute(&mut tx, &statements.prune_anonymous, &params)
         .await
         .map_err(unavailable)?;
+    // Not counted among the rows pruned: they are no usage.
+    forget_batches::<DB>(store, &mut tx).await?;
     tx.commit().await.map_err(unavailable)?;
     Ok(keys.saturating_add(anonymous))
 }
