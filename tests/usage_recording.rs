@@ -43,6 +43,9 @@ struct State {
     batches: Vec<UsageBatch>,
     /// Writes still to refuse as if the database were down.
     outage: u32,
+    /// Writes still to apply and then refuse, as a write whose commit succeeded but whose
+    /// acknowledgement was lost (a timeout, a dropped connection) looks.
+    lost_acks: u32,
     /// Whether to answer that no usage is kept.
     keeps_none: bool,
     /// Every `record_usage` call, refused or not.
@@ -170,17 +173,27 @@ impl KeyStore for Recording {
     }
 
     async fn record_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
-        let mut state = self.state();
-        state.calls += 1;
-        if state.keeps_none {
-            return Err(StoreError::UsageNotKept);
+        let lose_ack = {
+            let mut state = self.state();
+            state.calls += 1;
+            if state.keeps_none {
+                return Err(StoreError::UsageNotKept);
+            }
+            if state.outage > 0 {
+                state.outage -= 1;
+                state.refused += 1;
+                return Err(StoreError::unavailable("connection refused"));
+            }
+            state.batches.push(batch.clone());
+            let lose_ack = state.lost_acks > 0;
+            state.lost_acks = state.lost_acks.saturating_sub(1);
+            lose_ack
+        };
+        // Applied by a real store too, which knows batches by their id.
+        self.keys.record_usage(batch).await?;
+        if lose_ack {
+            return Err(StoreError::unavailable("connection reset after the commit"));
         }
-        if state.outage > 0 {
-            state.outage -= 1;
-            state.refused += 1;
-            return Err(StoreError::unavailable("connection refused"));
-        }
-        state.batches.push(batch.clone());
         Ok(())
     }
 
@@ -686,6 +699,40 @@ async fn a_store_outage_during_flushes_loses_nothing_and_is_retried() {
         metric(&rendered, "tower_api_key_usage_dropped_requests_total", &[]),
         Some(0.0)
     );
+}
+
+#[tokio::test]
+async fn a_write_whose_acknowledgement_was_lost_is_not_counted_twice() {
+    let store = Recording::new();
+    let key = store.key("Reader", Environment::Live, &[]).await;
+    store.state().lost_acks = 1;
+    let layer = ApiKeyLayer::builder(store.clone())
+        .usage(UsageSettings::new().flush_interval(Duration::from_secs(3600)))
+        .build();
+    let app = routes().layer(layer.clone());
+    send_times(&app, 3, "/open", Some(&bearer(&key))).await;
+    send_times(&app, 1, "/open", None).await;
+    // Committed, but the layer cannot know.
+    assert!(matches!(
+        layer.flush_usage().await,
+        Err(StoreError::Unavailable(_))
+    ));
+    send_times(&app, 2, "/open", Some(&bearer(&key))).await;
+    layer.flush_usage().await.unwrap();
+
+    let today = Day::today();
+    let kept = store.keys.usage(key.id(), today, today).await.unwrap();
+    assert_eq!(kept[0].counts.allowed, 5, "counted once");
+    let anonymous = store.keys.anonymous_usage(today, today).await.unwrap();
+    assert_eq!(anonymous.len(), 1);
+    assert_eq!(anonymous[0].count, 1);
+    // The failed batch again as it was, then the newer counts in a batch of their own.
+    let batches = store.state().batches.clone();
+    assert_eq!(batches.len(), 3);
+    assert!(batches[0].id.is_some());
+    assert_eq!(batches[1], batches[0]);
+    assert_ne!(batches[2].id, batches[0].id);
+    assert_eq!(batches[2].keys[0].counts.allowed, 2);
 }
 
 #[tokio::test]

@@ -19,7 +19,9 @@
 //! [`last_used_period`](UsageSettings::last_used_period) (a minute). While the store cannot take
 //! a batch, the counts stay in memory and are tried again at the next flush, up to
 //! [`max_pending`](UsageSettings::max_pending) keys and days; past that, new ones are dropped,
-//! counted and logged. Once a day the task deletes counts older than the
+//! counted and logged. Flushes are idempotent: a failed batch is written again as it was, with
+//! its [`BatchId`], which a store applies once, so a retried batch is never counted twice, even
+//! when the store had committed it and only the acknowledgement was lost. Once a day the task deletes counts older than the
 //! [retention](UsageSettings::retention_days) (90 days).
 //!
 //! The task starts with the first request inside a Tokio runtime and stops when the layer (every

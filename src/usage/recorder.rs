@@ -7,11 +7,16 @@
 //!    requested while another runs waits for it and then writes what came since.
 //! 2. **Nothing taken is lost while memory holds it.** Counts taken from the tally join the
 //!    ones held, and are let go only when the store said it kept the batch (stores add a batch
-//!    all or nothing). A failed write keeps them for the next flush, which adds the newer counts
-//!    to the same entries.
-//! 3. **Bounded.** At most `max_pending` entries (a key's day, or a key's last use) are held;
-//!    the counts of new entries past it are dropped, and counted and logged as dropped.
-//! 4. **A store that keeps no usage is told once.** On [`StoreError::UsageNotKept`] the recorder
+//!    all or nothing).
+//! 3. **Nothing is counted twice.** Each batch has a random id, and a store applies an id once.
+//!    A batch whose write failed may have been applied all the same (a timeout, a connection
+//!    lost after the commit), so it stays in flight, and the next flush writes it again as it
+//!    is, with its id, before a new batch of the counts taken since; a batch the store already
+//!    had changes nothing.
+//! 4. **Bounded.** At most `max_pending` entries (a key's day, in flight or held, or a key's
+//!    last use) are held; the counts of new entries past it are dropped, and counted and logged
+//!    as dropped.
+//! 5. **A store that keeps no usage is told once.** On [`StoreError::UsageNotKept`] the recorder
 //!    logs it, forgets what it held, and stops counting (unless per-key metrics need the counts).
 
 use std::collections::HashMap;
@@ -21,7 +26,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::settings::UsageSettings;
 use super::tally::{Taken, Tally};
-use super::{AnonymousIncrement, AnonymousOutcome, Day, KeyIncrement, OutcomeCounts, UsageBatch};
+use super::{
+    AnonymousIncrement, AnonymousOutcome, BatchId, Day, KeyIncrement, OutcomeCounts, UsageBatch,
+};
 use crate::resolver::KeyId;
 use crate::store::{KeyStore, StoreError};
 
@@ -50,7 +57,12 @@ pub(crate) struct UsageRecorder {
 /// What the recorder holds between flushes.
 #[derive(Default)]
 struct Held {
-    /// Taken from the tally and not yet written.
+    /// The batch last written, if the store did not acknowledge it: it may have been applied
+    /// (a timeout, a connection lost after the commit), so it is written again as it is, with
+    /// its id, before anything newer. Its counts are no longer in `keys` and `anonymous`; its
+    /// last uses stay in `last_used`, not yet written.
+    in_flight: Option<UsageBatch>,
+    /// Taken from the tally since, and not yet in a batch.
     keys: HashMap<(KeyId, Day), OutcomeCounts>,
     anonymous: HashMap<(Day, AnonymousOutcome), u64>,
     last_used: HashMap<KeyId, LastUse>,
@@ -60,6 +72,24 @@ struct Held {
     dropped_unlogged: u64,
     /// Failed writes in a row.
     failures: u32,
+}
+
+impl Held {
+    /// The keys' days not yet written, in the batch in flight or since.
+    fn pending(&self) -> usize {
+        self.in_flight.as_ref().map_or(0, |batch| batch.keys.len()) + self.keys.len()
+    }
+}
+
+/// Writes `batch`, within [`WRITE_TIMEOUT`].
+async fn write(store: &dyn KeyStore, batch: &UsageBatch) -> Result<(), StoreError> {
+    match tokio::time::timeout(WRITE_TIMEOUT, store.record_usage(batch)).await {
+        Ok(result) => result,
+        Err(_elapsed) => Err(StoreError::unavailable(format!(
+            "writing usage took longer than {} s",
+            WRITE_TIMEOUT.as_secs()
+        ))),
+    }
 }
 
 /// A key's last use, as seen and as written.
@@ -116,70 +146,86 @@ impl UsageRecorder {
         let (Some(store), true) = (&self.store, keeps_usage) else {
             return Ok(());
         };
-        let batch = batch(held, mode, &self.settings);
-        self.tally.metrics.pending.set(held.keys.len() as f64);
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let written = match tokio::time::timeout(WRITE_TIMEOUT, store.record_usage(&batch)).await {
-            Ok(result) => result,
-            Err(_elapsed) => Err(StoreError::unavailable(format!(
-                "writing usage took longer than {} s",
-                WRITE_TIMEOUT.as_secs()
-            ))),
-        };
-        match written {
-            Ok(()) => {
+        // A batch that failed goes first, as it was: the store may have applied it, and knows
+        // it by its id. Newer counts wait for it.
+        let mut wrote = false;
+        loop {
+            let fresh = held.in_flight.is_none();
+            if fresh {
+                let batch = batch(held, mode, &self.settings);
+                if batch.is_empty() {
+                    break;
+                }
                 held.keys.clear();
                 held.anonymous.clear();
-                for (id, at) in &batch.last_used {
-                    if let Some(last) = held.last_used.get_mut(id) {
-                        last.written = second_of(*at);
+                held.in_flight = Some(batch);
+            }
+            self.tally.metrics.pending.set(held.pending() as f64);
+            let Some(batch) = &held.in_flight else {
+                break;
+            };
+            match write(store.as_ref(), batch).await {
+                Ok(()) => {
+                    // Only now are its last uses written.
+                    for (id, at) in &batch.last_used {
+                        if let Some(last) = held.last_used.get_mut(id) {
+                            last.written = last.written.max(second_of(*at));
+                        }
                     }
+                    held.in_flight = None;
+                    wrote = true;
+                    if fresh {
+                        break;
+                    }
+                    // A retried batch written: then what is held, in a batch of its own.
                 }
-                forget_old_last_uses(&mut held.last_used, now, &self.settings);
-                self.tally.metrics.flushes_ok.increment(1);
-                self.tally.metrics.pending.set(0.0);
-                if held.failures > 0 {
+                Err(StoreError::UsageNotKept) => {
+                    self.keeps_usage.store(false, Ordering::Relaxed);
+                    *held = Held::default();
+                    if !self.tally.metrics.per_key {
+                        self.tally.stop_recording();
+                    }
                     tracing::info!(
                         target: "tower_api_key",
-                        failed_attempts = held.failures,
-                        "usage counts written to the key store again"
+                        "the key store keeps no usage counts: usage is not recorded \
+                         (turn it off with UsageSettings::off to skip counting)"
                     );
+                    return Err(StoreError::UsageNotKept);
                 }
-                held.failures = 0;
-                Ok(())
-            }
-            Err(StoreError::UsageNotKept) => {
-                self.keeps_usage.store(false, Ordering::Relaxed);
-                *held = Held::default();
-                if !self.tally.metrics.per_key {
-                    self.tally.stop_recording();
+                Err(error) => {
+                    held.failures = held.failures.saturating_add(1);
+                    self.tally.metrics.flushes_failed.increment(1);
+                    // The first failure, then every power of two: a long outage is not a log
+                    // flood.
+                    if held.failures.is_power_of_two() {
+                        tracing::warn!(
+                            target: "tower_api_key",
+                            error = %error,
+                            failed_attempts = held.failures,
+                            held = held.pending(),
+                            "usage counts could not be written to the key store; kept in memory \
+                             and tried again at the next flush"
+                        );
+                    }
+                    return Err(error);
                 }
-                tracing::info!(
-                    target: "tower_api_key",
-                    "the key store keeps no usage counts: usage is not recorded \
-                     (turn it off with UsageSettings::off to skip counting)"
-                );
-                Err(StoreError::UsageNotKept)
-            }
-            Err(error) => {
-                held.failures = held.failures.saturating_add(1);
-                self.tally.metrics.flushes_failed.increment(1);
-                // The first failure, then every power of two: a long outage is not a log flood.
-                if held.failures.is_power_of_two() {
-                    tracing::warn!(
-                        target: "tower_api_key",
-                        error = %error,
-                        failed_attempts = held.failures,
-                        held = held.keys.len(),
-                        "usage counts could not be written to the key store; kept in memory and \
-                         tried again at the next flush"
-                    );
-                }
-                Err(error)
             }
         }
+        if !wrote {
+            return Ok(());
+        }
+        forget_old_last_uses(&mut held.last_used, now, &self.settings);
+        self.tally.metrics.flushes_ok.increment(1);
+        self.tally.metrics.pending.set(0.0);
+        if held.failures > 0 {
+            tracing::info!(
+                target: "tower_api_key",
+                failed_attempts = held.failures,
+                "usage counts written to the key store again"
+            );
+        }
+        held.failures = 0;
+        Ok(())
     }
 
     /// Deletes the counts older than the retention, if there is one.
@@ -234,11 +280,13 @@ impl UsageRecorder {
     /// Adds what was just taken to what is held, within the cap.
     fn hold(&self, held: &mut Held) {
         let cap = self.settings.max_pending;
+        // The batch in flight takes room until the store has it.
+        let in_flight = held.in_flight.as_ref().map_or(0, |batch| batch.keys.len());
         let mut dropped = 0u64;
         for (slot, counts) in held.taken.keys.drain() {
             if let Some(kept) = held.keys.get_mut(&slot) {
                 kept.add_all(&counts);
-            } else if held.keys.len() + held.last_used.len() < cap {
+            } else if in_flight + held.keys.len() + held.last_used.len() < cap {
                 held.keys.insert(slot, counts);
             } else {
                 dropped = dropped.saturating_add(counts.total());
@@ -251,7 +299,7 @@ impl UsageRecorder {
         for (id, second) in held.taken.last_used.drain() {
             if let Some(last) = held.last_used.get_mut(&id) {
                 last.seen = last.seen.max(second);
-            } else if held.keys.len() + held.last_used.len() < cap {
+            } else if in_flight + held.keys.len() + held.last_used.len() < cap {
                 held.last_used.insert(
                     id,
                     LastUse {
@@ -281,7 +329,7 @@ impl UsageRecorder {
 /// The batch for what is held: every count, and the last uses due.
 fn batch(held: &Held, mode: Flush, settings: &UsageSettings) -> UsageBatch {
     let period = u32::try_from(settings.last_used_period.as_secs()).unwrap_or(u32::MAX);
-    let mut batch = UsageBatch::new();
+    let mut batch = UsageBatch::new().with_id(BatchId::random());
     batch.keys = held
         .keys
         .iter()
