@@ -58,7 +58,8 @@ pub use crate::store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use crate::store::SqliteStore;
 pub use crate::store::{
-    CreatedKey, KeyStore, MemoryStore, NewKey, Rotation, StoreError, StoreSettings, StoredKey,
+    Actor, AuditAction, AuditEvent, AuditQuery, CreatedKey, KeyStore, MemoryStore, NewKey,
+    Rotation, StoreError, StoreSettings, StoredKey,
 };
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use crate::store::{SqlDatabase, SqlStore};

@@ -16,10 +16,10 @@ use http::{header, Request, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use tower::ServiceExt;
 use tower_api_key::{
-    scope_requirement, AnonymousOutcome, ApiKeyLayer, ApiKeyLayerBuilder, Clock, CreatedKey, Day,
-    Environment, Invalidations, KeyDigest, KeyFormat, KeyId, KeyOutcome, KeyRecord, KeyResolver,
-    KeyStore, ManualClock, MemoryStore, NewKey, OutcomeCounts, RequireScopes, ResolveError,
-    Rotation, Scope, Scoped, StoreError, StoredKey, UsageBatch, UsageSettings,
+    scope_requirement, Actor, AnonymousOutcome, ApiKeyLayer, ApiKeyLayerBuilder, Clock, CreatedKey,
+    Day, Environment, Invalidations, KeyDigest, KeyFormat, KeyId, KeyOutcome, KeyRecord,
+    KeyResolver, KeyStore, ManualClock, MemoryStore, NewKey, OutcomeCounts, RequireScopes,
+    ResolveError, Rotation, Scope, Scoped, StoreError, StoredKey, UsageBatch, UsageSettings,
 };
 
 const ORDERS_READ: Scope = Scope::from_static("orders:read");
@@ -147,8 +147,8 @@ impl KeyStore for Recording {
     fn format(&self) -> &KeyFormat {
         self.keys.format()
     }
-    async fn create(&self, new: NewKey) -> Result<CreatedKey, StoreError> {
-        self.keys.create(new).await
+    async fn create_by(&self, new: NewKey, actor: &Actor) -> Result<CreatedKey, StoreError> {
+        self.keys.create_by(new, actor).await
     }
     async fn get(&self, id: &KeyId) -> Result<StoredKey, StoreError> {
         self.keys.get(id).await
@@ -156,17 +156,27 @@ impl KeyStore for Recording {
     async fn list(&self, owner: Option<&str>) -> Result<Vec<StoredKey>, StoreError> {
         self.keys.list(owner).await
     }
-    async fn rename(&self, id: &KeyId, name: &str) -> Result<StoredKey, StoreError> {
-        self.keys.rename(id, name).await
+    async fn rename_by(
+        &self,
+        id: &KeyId,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<StoredKey, StoreError> {
+        self.keys.rename_by(id, name, actor).await
     }
-    async fn revoke(&self, id: &KeyId) -> Result<StoredKey, StoreError> {
-        self.keys.revoke(id).await
+    async fn revoke_by(&self, id: &KeyId, actor: &Actor) -> Result<StoredKey, StoreError> {
+        self.keys.revoke_by(id, actor).await
     }
-    async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<Rotation, StoreError> {
-        self.keys.rotate(id, grace).await
+    async fn rotate_by(
+        &self,
+        id: &KeyId,
+        grace: Duration,
+        actor: &Actor,
+    ) -> Result<Rotation, StoreError> {
+        self.keys.rotate_by(id, grace, actor).await
     }
-    async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
-        self.keys.delete(id).await
+    async fn delete_by(&self, id: &KeyId, actor: &Actor) -> Result<(), StoreError> {
+        self.keys.delete_by(id, actor).await
     }
     async fn record_use(&self, id: &KeyId, at: SystemTime) -> Result<(), StoreError> {
         self.keys.record_use(id, at).await

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use super::settings::{settings_methods, StoreSettings};
 use super::usage::{add_count, day_in, zero_series, Increments, BATCH_ID_RETENTION, MAX_COUNT};
 use super::{
-    plan_rotation, prepare, validate_name, CreatedKey, KeyStore, NewKey, Rotation, StoreError,
-    StoredKey,
+    plan_rotation, prepare, validate_name, Actor, CreatedKey, KeyStore, NewKey, Rotation,
+    StoreError, StoredKey,
 };
 use crate::invalidation::Invalidations;
 use crate::key::{KeyDigest, KeyFormat};
@@ -127,7 +127,7 @@ impl KeyStore for MemoryStore {
         &self.settings.format
     }
 
-    async fn create(&self, new: NewKey) -> Result<CreatedKey, StoreError> {
+    async fn create_by(&self, new: NewKey, _actor: &Actor) -> Result<CreatedKey, StoreError> {
         let settings = &self.settings;
         let created = prepare(
             &settings.format,
@@ -152,7 +152,12 @@ impl KeyStore for MemoryStore {
         Ok(self.read().listed(owner).into_iter().cloned().collect())
     }
 
-    async fn rename(&self, id: &KeyId, name: &str) -> Result<StoredKey, StoreError> {
+    async fn rename_by(
+        &self,
+        id: &KeyId,
+        name: &str,
+        _actor: &Actor,
+    ) -> Result<StoredKey, StoreError> {
         let name = validate_name(name)?;
         self.change(id, |stored| {
             stored.record.name = name.to_owned();
@@ -160,7 +165,7 @@ impl KeyStore for MemoryStore {
         })
     }
 
-    async fn revoke(&self, id: &KeyId) -> Result<StoredKey, StoreError> {
+    async fn revoke_by(&self, id: &KeyId, _actor: &Actor) -> Result<StoredKey, StoreError> {
         let now = self.settings.now();
         self.change(id, |stored| {
             stored.record.revoked_at.get_or_insert(now);
@@ -168,7 +173,12 @@ impl KeyStore for MemoryStore {
         })
     }
 
-    async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<Rotation, StoreError> {
+    async fn rotate_by(
+        &self,
+        id: &KeyId,
+        grace: Duration,
+        _actor: &Actor,
+    ) -> Result<Rotation, StoreError> {
         let now = self.settings.now();
         let (old_digest, rotation) = {
             let mut keys = self.write();
@@ -184,7 +194,7 @@ impl KeyStore for MemoryStore {
         Ok(rotation)
     }
 
-    async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
+    async fn delete_by(&self, id: &KeyId, _actor: &Actor) -> Result<(), StoreError> {
         let digest = {
             let mut keys = self.write();
             let digest = keys.digest_of(id)?;

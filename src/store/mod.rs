@@ -47,6 +47,7 @@
 //! # });
 //! ```
 
+mod audit;
 mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -64,6 +65,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
+pub use self::audit::{Actor, AuditAction, AuditEvent, AuditQuery, MAX_ACTOR_LEN, MAX_AUDIT_PAGE};
 pub use self::memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresStore;
@@ -101,6 +103,9 @@ pub const MAX_SERIES_DAYS: u32 = 36_525;
 ///   expiry) and is then rejected, and records its replacement. A revoked or expired key cannot
 ///   be rotated, nor one rotated already ([`StoreError::AlreadyRotated`]).
 /// - A failed operation changes nothing.
+/// - Every change (`create`, `rename`, the first `revoke`, `rotate`, `delete` and their `_by`
+///   forms) is written to the audit trail in the same transaction, with its [`Actor`]; an
+///   invalid actor refuses the change ([`StoreError::InvalidActor`]).
 /// - `revoke`, `rotate`, `rename` and `delete` announce the key on the store's
 ///   [`Invalidations`](crate::Invalidations) before returning.
 #[async_trait]
@@ -108,8 +113,15 @@ pub trait KeyStore: KeyResolver {
     /// The format of the keys this store creates.
     fn format(&self) -> &KeyFormat;
 
-    /// Creates a key. The plaintext in the result is the only copy there will ever be.
-    async fn create(&self, new: NewKey) -> Result<CreatedKey, StoreError>;
+    /// Creates a key, recorded in the audit trail as made by [`Actor::system`]. The plaintext
+    /// in the result is the only copy there will ever be.
+    async fn create(&self, new: NewKey) -> Result<CreatedKey, StoreError> {
+        self.create_by(new, &Actor::system()).await
+    }
+
+    /// Creates a key for `actor`, and records it in the audit trail. The plaintext in the
+    /// result is the only copy there will ever be.
+    async fn create_by(&self, new: NewKey, actor: &Actor) -> Result<CreatedKey, StoreError>;
 
     /// The key with id `id`.
     async fn get(&self, id: &KeyId) -> Result<StoredKey, StoreError>;
@@ -117,18 +129,58 @@ pub trait KeyStore: KeyResolver {
     /// The keys of `owner` (everyone's for `None`), newest first.
     async fn list(&self, owner: Option<&str>) -> Result<Vec<StoredKey>, StoreError>;
 
-    /// Gives the key a new name.
-    async fn rename(&self, id: &KeyId, name: &str) -> Result<StoredKey, StoreError>;
+    /// Gives the key a new name, as [`Actor::system`].
+    async fn rename(&self, id: &KeyId, name: &str) -> Result<StoredKey, StoreError> {
+        self.rename_by(id, name, &Actor::system()).await
+    }
 
-    /// Revokes the key: refused from the next request on. Revoking a revoked key succeeds and
-    /// keeps the first revocation time.
-    async fn revoke(&self, id: &KeyId) -> Result<StoredKey, StoreError>;
+    /// Gives the key a new name for `actor`, and records it in the audit trail.
+    async fn rename_by(
+        &self,
+        id: &KeyId,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<StoredKey, StoreError>;
 
-    /// Replaces the key with a new one; the old key keeps working for `grace`.
-    async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<Rotation, StoreError>;
+    /// Revokes the key, as [`Actor::system`]: see [`revoke_by`](Self::revoke_by).
+    async fn revoke(&self, id: &KeyId) -> Result<StoredKey, StoreError> {
+        self.revoke_by(id, &Actor::system()).await
+    }
 
-    /// Deletes the key for good.
-    async fn delete(&self, id: &KeyId) -> Result<(), StoreError>;
+    /// Revokes the key for `actor`: refused from the next request on. Revoking a revoked key
+    /// succeeds, keeps the first revocation time and records nothing more in the audit trail.
+    async fn revoke_by(&self, id: &KeyId, actor: &Actor) -> Result<StoredKey, StoreError>;
+
+    /// Replaces the key with a new one, as [`Actor::system`]; the old key keeps working for
+    /// `grace`.
+    async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<Rotation, StoreError> {
+        self.rotate_by(id, grace, &Actor::system()).await
+    }
+
+    /// Replaces the key with a new one for `actor`; the old key keeps working for `grace`. The
+    /// audit trail records `rotated` on the old key and `created` on the new one.
+    async fn rotate_by(
+        &self,
+        id: &KeyId,
+        grace: Duration,
+        actor: &Actor,
+    ) -> Result<Rotation, StoreError>;
+
+    /// Deletes the key for good, as [`Actor::system`].
+    async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
+        self.delete_by(id, &Actor::system()).await
+    }
+
+    /// Deletes the key for good for `actor`. Its audit trail stays, with a `deleted` entry.
+    async fn delete_by(&self, id: &KeyId, actor: &Actor) -> Result<(), StoreError>;
+
+    /// The entries of the audit trail that `query` asks for, newest first.
+    ///
+    /// The default keeps nothing: [`StoreError::AuditNotKept`].
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let _ = query;
+        Err(StoreError::AuditNotKept)
+    }
 
     /// Records that the key was used at `at`; the stored time only moves forward.
     async fn record_use(&self, id: &KeyId, at: SystemTime) -> Result<(), StoreError>;
@@ -219,8 +271,8 @@ impl<S: KeyStore + ?Sized> KeyStore for Arc<S> {
         (**self).format()
     }
 
-    async fn create(&self, new: NewKey) -> Result<CreatedKey, StoreError> {
-        (**self).create(new).await
+    async fn create_by(&self, new: NewKey, actor: &Actor) -> Result<CreatedKey, StoreError> {
+        (**self).create_by(new, actor).await
     }
 
     async fn get(&self, id: &KeyId) -> Result<StoredKey, StoreError> {
@@ -231,20 +283,34 @@ impl<S: KeyStore + ?Sized> KeyStore for Arc<S> {
         (**self).list(owner).await
     }
 
-    async fn rename(&self, id: &KeyId, name: &str) -> Result<StoredKey, StoreError> {
-        (**self).rename(id, name).await
+    async fn rename_by(
+        &self,
+        id: &KeyId,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<StoredKey, StoreError> {
+        (**self).rename_by(id, name, actor).await
     }
 
-    async fn revoke(&self, id: &KeyId) -> Result<StoredKey, StoreError> {
-        (**self).revoke(id).await
+    async fn revoke_by(&self, id: &KeyId, actor: &Actor) -> Result<StoredKey, StoreError> {
+        (**self).revoke_by(id, actor).await
     }
 
-    async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<Rotation, StoreError> {
-        (**self).rotate(id, grace).await
+    async fn rotate_by(
+        &self,
+        id: &KeyId,
+        grace: Duration,
+        actor: &Actor,
+    ) -> Result<Rotation, StoreError> {
+        (**self).rotate_by(id, grace, actor).await
     }
 
-    async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
-        (**self).delete(id).await
+    async fn delete_by(&self, id: &KeyId, actor: &Actor) -> Result<(), StoreError> {
+        (**self).delete_by(id, actor).await
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        (**self).audit(query).await
     }
 
     async fn record_use(&self, id: &KeyId, at: SystemTime) -> Result<(), StoreError> {
@@ -440,6 +506,11 @@ pub enum StoreError {
     UsageNotKept,
     /// A usage series of more than [`MAX_SERIES_DAYS`] days was asked for.
     SeriesTooLong,
+    /// The store keeps no audit trail (a store of your own that does not implement one).
+    AuditNotKept,
+    /// An [`Actor`] id that is blank, longer than [`MAX_ACTOR_LEN`] characters or holds control
+    /// characters.
+    InvalidActor,
     /// The store could not be reached or failed; nothing was changed.
     Unavailable(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -483,6 +554,12 @@ impl fmt::Display for StoreError {
             StoreError::SeriesTooLong => {
                 write!(f, "a usage series covers at most {MAX_SERIES_DAYS} days")
             }
+            StoreError::AuditNotKept => f.write_str("the key store keeps no audit trail"),
+            StoreError::InvalidActor => write!(
+                f,
+                "an actor id must be 1 to {MAX_ACTOR_LEN} characters long, not blank, without \
+                 control characters"
+            ),
             StoreError::NoRecordedFormat => f.write_str(
                 "the store has no key format recorded yet: open it with a format and migrate it",
             ),

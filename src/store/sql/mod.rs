@@ -27,8 +27,8 @@ use self::table::{
 };
 use super::settings::{settings_methods, StoreSettings};
 use super::{
-    plan_rotation, prepare, validate_name, CreatedKey, KeyStore, NewKey, Rotation, StoreError,
-    StoredKey,
+    plan_rotation, prepare, validate_name, Actor, CreatedKey, KeyStore, NewKey, Rotation,
+    StoreError, StoredKey,
 };
 use crate::invalidation::{Invalidations, Watcher};
 use crate::key::{KeyDigest, KeyFormat};
@@ -539,7 +539,7 @@ impl<DB: SqlDatabase> KeyStore for SqlStore<DB> {
         &self.settings.format
     }
 
-    async fn create(&self, new: NewKey) -> Result<CreatedKey, StoreError> {
+    async fn create_by(&self, new: NewKey, _actor: &Actor) -> Result<CreatedKey, StoreError> {
         let created = prepare_row(&self.settings, new)?;
         let mut connection = self.connection().await?;
         insert::<DB>(&mut connection, &self.statements, &created).await?;
@@ -566,14 +566,19 @@ impl<DB: SqlDatabase> KeyStore for SqlStore<DB> {
             .collect()
     }
 
-    async fn rename(&self, id: &KeyId, name: &str) -> Result<StoredKey, StoreError> {
+    async fn rename_by(
+        &self,
+        id: &KeyId,
+        name: &str,
+        _actor: &Actor,
+    ) -> Result<StoredKey, StoreError> {
         let name = validate_name(name)?;
         let params = [Param::Text(Some(name)), Param::Text(Some(id.as_str()))];
         let rows = self.keys(&self.statements.rename, &params).await?;
         self.announce(id, rows)
     }
 
-    async fn revoke(&self, id: &KeyId) -> Result<StoredKey, StoreError> {
+    async fn revoke_by(&self, id: &KeyId, _actor: &Actor) -> Result<StoredKey, StoreError> {
         let params = [
             Param::Int(Some(to_micros(self.settings.now()))),
             Param::Text(Some(id.as_str())),
@@ -582,7 +587,12 @@ impl<DB: SqlDatabase> KeyStore for SqlStore<DB> {
         self.announce(id, rows)
     }
 
-    async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<Rotation, StoreError> {
+    async fn rotate_by(
+        &self,
+        id: &KeyId,
+        grace: Duration,
+        _actor: &Actor,
+    ) -> Result<Rotation, StoreError> {
         self.usable()?;
         let now = normalize(self.settings.now());
         // A write transaction, and the old row locked, so that the old key cannot change
@@ -620,7 +630,7 @@ impl<DB: SqlDatabase> KeyStore for SqlStore<DB> {
         Ok(Rotation { new, old })
     }
 
-    async fn delete(&self, id: &KeyId) -> Result<(), StoreError> {
+    async fn delete_by(&self, id: &KeyId, _actor: &Actor) -> Result<(), StoreError> {
         let mut connection = self.connection().await?;
         let rows = DB::fetch(
             &mut connection,
