@@ -12,7 +12,9 @@
 //!   shown exactly once;
 //! - usage per key, counted by the layer in memory and written to the same database in batches
 //!   (`GET /v1/me/usage` shows a key its own), and metrics in the Prometheus text format on an
-//!   address of their own.
+//!   address of their own;
+//! - the ready-made Settings → API page and its admin API (`tower_api_key::admin`), mounted at
+//!   `/settings/api` behind the demo's own sign-in, as a platform mounts it behind its login.
 //!
 //! # Running it
 //!
@@ -62,6 +64,16 @@
 //! tool, or with plain SQL is refused by all of them. `GET /health` (no key needed) shows how
 //! the server's watch for such changes is doing.
 //!
+//! # Settings → API
+//!
+//! The page where the demo account's people manage its keys (generate, list, revoke, rotate, see
+//! usage and the audit trail) is at `http://127.0.0.1:3000/settings/api/`. The crate never owns
+//! the login, so the demo has a minimal one: sign in at `/login` with the password printed at
+//! start-up (a new random one on every start, or `ORDERMONK_DEMO_PASSWORD`), which sets an
+//! `HttpOnly`, `SameSite=Strict` session cookie kept in memory; `POST /logout` ends it. The
+//! demo's middleware tells the admin router who is signed in (`AdminIdentity`: the account
+//! `acct_ordermonk_demo`, the actor `demo@ordermonk.test`). Neither needs an API key.
+//!
 //! # Routes
 //!
 //! | route | scope |
@@ -80,22 +92,25 @@
 //! `401 invalid_token`, and one with a key that lacks the route's scope gets
 //! `403 insufficient_scope`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, OriginalUri, Path, Request, State};
 use axum::handler::Handler;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Form, Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tower_api_key::admin::{AdminIdentity, AdminRouter};
 use tower_api_key::{
-    ApiKeyLayer, ChannelHealth, CreatedKey, Day, Environment, KeyFormat, KeyStore, NewKey,
+    Actor, ApiKeyLayer, ChannelHealth, CreatedKey, Day, Environment, KeyFormat, KeyStore, NewKey,
     Principal, RequireScopes, SqliteStore, StoreError, UsageSettings,
 };
 use tracing_subscriber::EnvFilter;
@@ -128,6 +143,18 @@ mod scopes {
         ANALYTICS_READ,
     ];
 
+    /// Every scope with what it grants, as the Settings → API page shows them.
+    pub const DESCRIBED: [(Scope, &str); 8] = [
+        (PRODUCTS_READ, "View products and catalog data"),
+        (PRODUCTS_WRITE, "Create, update, delete products"),
+        (INVENTORY_READ, "View inventory levels"),
+        (INVENTORY_WRITE, "Update inventory levels"),
+        (ORDERS_READ, "View orders"),
+        (KEYWORDS_READ, "View keyword data and suggestions"),
+        (KEYWORDS_WRITE, "Act on keyword suggestions"),
+        (ANALYTICS_READ, "View reports and analytics"),
+    ];
+
     /// The scopes that only read, for dashboards and reports.
     pub const READ_ONLY: [Scope; 5] = [
         PRODUCTS_READ,
@@ -150,6 +177,10 @@ const SANDBOX_KEY_DAYS: u64 = 30;
 const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9100";
 /// How many days `GET /v1/me/usage` shows, today included.
 const USAGE_DAYS: i32 = 7;
+/// Where the Settings → API page and its admin API are mounted.
+const ADMIN_PATH: &str = "/settings/api";
+/// The person signed in to the demo's Settings → API page.
+const DEMO_ACTOR: &str = "demo@ordermonk.test";
 
 #[tokio::main]
 async fn main() {
@@ -169,12 +200,14 @@ async fn main() {
     builder = builder.usage(UsageSettings::new().flush_interval(flush_every));
     // Kept, to write the usage counts on shutdown.
     let layer = builder.build();
+    let sessions = Sessions::new();
     let app = routes()
         .with_state(Shops::seeded())
         .route("/v1/me/usage", get(my_usage).with_state(store.clone()))
         .layer(layer.clone())
-        // Added after the layer, so that it needs no key.
-        .route("/health", get(health).with_state(watch.clone()));
+        // Added after the layer, so that they need no key.
+        .route("/health", get(health).with_state(watch.clone()))
+        .merge(settings_api(store.clone(), sessions.clone()));
 
     let addr = std::env::var("ORDERMONK_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
     let listener = TcpListener::bind(&addr)
@@ -211,15 +244,24 @@ async fn main() {
         Ok(None) => println!("Metrics: not served (ORDERMONK_METRICS_ADDR=off)."),
         Err(problem) => println!("Metrics: not served: {problem}"),
     }
+    println!(
+        "Settings → API page: http://{local}{ADMIN_PATH}/ (sign in at http://{local}/login with \
+         password {})",
+        sessions.password
+    );
     println!();
     println!("listening on http://{local}");
     std::io::stdout().flush().expect("stdout can be written to");
     tracing::info!(%local, "OrderMonk API started");
 
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .expect("the server failed");
+    // With each connection's address, which the audit trail records for changes made on the page.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .expect("the server failed");
 
     // No request is in flight any more: write what the layer counted since its last flush.
     match layer.flush_usage().await {
@@ -483,6 +525,239 @@ async fn shutdown_signal() {
         .expect("a Ctrl-C handler can be installed");
     tracing::info!("Ctrl-C received, shutting down");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Settings → API: the crate's admin router, behind the demo's own sign-in
+// ---------------------------------------------------------------------------------------------
+
+/// The Settings → API page and its admin API at [`ADMIN_PATH`], behind the demo's sign-in, and
+/// the sign-in itself. None of it needs an API key: people sign in, programs use keys.
+fn settings_api(store: Arc<dyn KeyStore>, sessions: Sessions) -> Router {
+    let mut admin = AdminRouter::new(store);
+    for (scope, grants) in scopes::DESCRIBED {
+        admin = admin.grant(scope, grants);
+    }
+    let admin: Router = admin
+        .environments([Environment::Live, Environment::Test])
+        .build();
+    Router::new()
+        .route("/login", get(login_page).post(sign_in))
+        .route("/logout", post(sign_out))
+        .route("/login.css", get(login_css))
+        // The banner's address, with its slash, leads to the page too.
+        .route(
+            &format!("{ADMIN_PATH}/"),
+            get(|| async { Redirect::to(ADMIN_PATH) }),
+        )
+        .with_state(sessions.clone())
+        .nest(
+            ADMIN_PATH,
+            admin.layer(middleware::from_fn_with_state(sessions, require_sign_in)),
+        )
+}
+
+/// The name of the demo's session cookie.
+const SESSION_COOKIE: &str = "ordermonk_session";
+/// The page's policy, for the sign-in page too: nothing inline, nothing from elsewhere.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+                   img-src 'self' data:; form-action 'self'; base-uri 'none'; \
+                   frame-ancestors 'none'";
+
+/// The demo's password and its signed-in sessions, in memory: a restart signs everyone out.
+#[derive(Clone)]
+struct Sessions {
+    password: Arc<str>,
+    tokens: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Sessions {
+    /// `ORDERMONK_DEMO_PASSWORD` if set (for tests), otherwise a new random password.
+    fn new() -> Self {
+        let password = std::env::var("ORDERMONK_DEMO_PASSWORD")
+            .ok()
+            .filter(|password| !password.is_empty())
+            .unwrap_or_else(|| random_text(9));
+        Sessions {
+            password: password.into(),
+            tokens: Arc::default(),
+        }
+    }
+
+    fn tokens(&self) -> MutexGuard<'_, HashSet<String>> {
+        // Inserting or removing a string cannot leave the set half-changed.
+        self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the request's session cookie names a signed-in session.
+    fn signed_in(&self, headers: &HeaderMap) -> bool {
+        session_token(headers).is_some_and(|token| self.tokens().contains(token))
+    }
+}
+
+/// `bytes` random bytes as lowercase hex, from the operating system's CSPRNG.
+fn random_text(bytes: usize) -> String {
+    let mut random = vec![0u8; bytes];
+    getrandom::fill(&mut random).unwrap_or_else(|err| fail(&format!("no randomness: {err}")));
+    random.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The value of the session cookie, if the request has one.
+fn session_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|cookies| cookies.split(';'))
+        .find_map(|cookie| {
+            let (name, value) = cookie.trim().split_once('=')?;
+            (name == SESSION_COOKIE).then_some(value)
+        })
+}
+
+/// In front of the admin router: a signed-in request goes on with the demo's identity; any
+/// other is sent to `/login` (the page) or refused with `401` (the JSON API).
+async fn require_sign_in(
+    State(sessions): State<Sessions>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if sessions.signed_in(request.headers()) {
+        let mut actor = Actor::new(DEMO_ACTOR);
+        if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
+            actor = actor.from_address(peer.ip());
+        }
+        request
+            .extensions_mut()
+            .insert(AdminIdentity::new(OWNER, actor));
+        return next.run(request).await;
+    }
+    let path = request
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or(request.uri().path(), |original| original.path());
+    if path.starts_with(&format!("{ADMIN_PATH}/v1/")) {
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": "Unauthorized",
+            "status": 401,
+            "detail": "Sign in at /login first.",
+        });
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response();
+    }
+    Redirect::to("/login").into_response()
+}
+
+/// `GET /login`: the sign-in form.
+async fn login_page() -> Response {
+    login_form(StatusCode::OK, "")
+}
+
+/// The body of `POST /login`.
+#[derive(Deserialize)]
+struct SignIn {
+    password: String,
+}
+
+/// `POST /login`: with the right password, a new session and the page; otherwise the form again.
+async fn sign_in(State(sessions): State<Sessions>, Form(form): Form<SignIn>) -> Response {
+    use subtle::ConstantTimeEq;
+    let right: bool = form
+        .password
+        .as_bytes()
+        .ct_eq(sessions.password.as_bytes())
+        .into();
+    if !right {
+        return login_form(
+            StatusCode::UNAUTHORIZED,
+            r#"<p class="error" role="alert">Wrong password: it is printed when the demo starts.</p>"#,
+        );
+    }
+    let token = random_text(32);
+    sessions.tokens().insert(token.clone());
+    // No `Secure`: the demo serves plain HTTP on loopback. A real platform serves HTTPS and adds it.
+    let cookie = format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+    (
+        [(header::SET_COOKIE, cookie)],
+        Redirect::to(&format!("{ADMIN_PATH}/")),
+    )
+        .into_response()
+}
+
+/// `POST /logout`: ends the session, and back to the sign-in form.
+async fn sign_out(State(sessions): State<Sessions>, headers: HeaderMap) -> Response {
+    if let Some(token) = session_token(&headers) {
+        sessions.tokens().remove(token);
+    }
+    let expired = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    ([(header::SET_COOKIE, expired)], Redirect::to("/login")).into_response()
+}
+
+/// The sign-in page, with `notice` (trusted HTML, never from the request) above the form.
+fn login_form(status: StatusCode, notice: &str) -> Response {
+    let html = LOGIN_HTML.replace("<!-- notice -->", notice);
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+async fn login_css() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        LOGIN_CSS,
+    )
+}
+
+const LOGIN_HTML: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in · OrderMonk demo</title>
+<link rel="stylesheet" href="/login.css">
+</head>
+<body>
+<main>
+  <h1>OrderMonk demo</h1>
+  <p>Sign in to manage the demo account's API keys under Settings → API.</p>
+  <!-- notice -->
+  <form method="post" action="/login">
+    <label for="password">Password</label>
+    <input id="password" name="password" type="password" required autofocus
+           autocomplete="current-password">
+    <button id="sign-in" type="submit">Sign in</button>
+  </form>
+  <p class="hint">The demo prints its password when it starts (or set ORDERMONK_DEMO_PASSWORD).</p>
+</main>
+</body>
+</html>
+"#;
+
+const LOGIN_CSS: &str = "\
+body { margin: 0; font-family: system-ui, sans-serif; background: #f4f6f9; color: #1d2330; }
+main { max-width: 24rem; margin: 4rem auto; padding: 1.5rem; background: #fff;
+  border: 1px solid #d9dee7; border-radius: 8px; }
+h1 { font-size: 1.4rem; margin-top: 0; }
+label { display: block; font-weight: 600; margin-bottom: 0.25rem; }
+input { font: inherit; width: 100%; box-sizing: border-box; padding: 0.45rem 0.6rem;
+  border: 1px solid #9aa3b2; border-radius: 6px; margin-bottom: 0.75rem; }
+button { font: inherit; padding: 0.45rem 1rem; border-radius: 6px; border: 1px solid #2454d6;
+  background: #2454d6; color: #fff; font-weight: 600; cursor: pointer; }
+:focus-visible, input:focus, button:focus { outline: 3px solid #ffb020; outline-offset: 2px; }
+.error { color: #b3261e; font-weight: 600; }
+.hint { color: #5b6475; font-size: 0.9rem; }
+";
 
 // ---------------------------------------------------------------------------------------------
 // Keys
