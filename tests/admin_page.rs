@@ -95,6 +95,7 @@ async fn the_settings_api_page_in_a_real_browser() {
     audit_shows_who_did_what(&browser).await;
 
     the_form_works_with_the_keyboard_alone(&browser).await;
+    rotate_on_the_page(&browser).await;
     readable_on_a_phone(&browser).await;
     no_script_errors_or_policy_violations(&browser).await;
 
@@ -466,6 +467,45 @@ async fn the_form_works_with_the_keyboard_alone(browser: &Client) {
         .await
         .expect("css");
     assert_ne!(focus_ring, "none", "the focused field shows no focus");
+}
+
+/// Rotating the keyboard's key shows the new key once, and lists the old one as rotated.
+async fn rotate_on_the_page(browser: &Client) {
+    find(
+        browser,
+        "tr[data-name=\"Keyboard key\"][data-status=\"active\"] button[data-action=\"rotate\"]",
+    )
+    .await
+    .click()
+    .await
+    .expect("rotate");
+    let question = wait_for_alert(browser).await;
+    assert!(question.contains("Keyboard key"), "{question}");
+    browser.accept_alert().await.expect("confirm");
+    eventually(
+        browser,
+        "the new key",
+        "!document.getElementById('new-key-panel').hidden",
+    )
+    .await;
+    let key = find(browser, "#new-key-secret")
+        .await
+        .prop("value")
+        .await
+        .expect("value")
+        .expect("a value");
+    assert!(demo::scanner().is_match(&key), "not a key: {key:?}");
+    eventually(
+        browser,
+        "the old key shown as rotated",
+        "document.querySelector('tr[data-name=\"Keyboard key\"][data-status=\"rotated\"]') !== null",
+    )
+    .await;
+    find(browser, "#done-key")
+        .await
+        .click()
+        .await
+        .expect("done");
 }
 
 /// At 375 × 800 nothing is wider than the screen, and the list is still there.
