@@ -12,6 +12,8 @@
 // Every public type and trait is re-exported here, at the crate root: import from
 // `tower_api_key::` and nothing deeper. The modules hold the guides (their docs) and keep the
 // code apart; `tests/public_surface.rs` checks that nothing public is left out.
+#[cfg(feature = "admin")]
+pub mod admin;
 mod cache;
 pub mod clock;
 pub mod credentials;
@@ -27,6 +29,8 @@ pub mod scope;
 pub mod store;
 pub mod usage;
 
+#[cfg(feature = "admin")]
+pub use crate::admin::{AdminIdentity, AdminRouter};
 pub use crate::cache::CacheStats;
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::credentials::Credentials;

@@ -370,6 +370,9 @@ pub fn features() -> Vec<&'static str> {
     if cfg!(feature = "redis") {
         features.push("redis");
     }
+    if cfg!(feature = "admin") {
+        features.push("admin");
+    }
     features
 }
 

@@ -169,7 +169,8 @@ pub fn bearer(key: &str) -> Vec<u8> {
     format!("Authorization: Bearer {key}").into_bytes()
 }
 
-fn parse_response(bytes: &[u8]) -> RawResponse {
+/// Reads a whole HTTP/1.1 response as received.
+pub fn parse_response(bytes: &[u8]) -> RawResponse {
     let split = bytes
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
