@@ -300,7 +300,8 @@ function usageChart(usage) {
   const bottom = 24;
   const plot = height - top - bottom;
   const totals = usage.days.map((day) => usage.outcomes.reduce((sum, o) => sum + (day[o] || 0), 0));
-  const max = Math.max(1, ...totals);
+  // An even top, so that the middle grid line falls on a whole number of requests.
+  const max = Math.max(2, Math.ceil(Math.max(...totals) / 2) * 2);
   const slot = (width - left) / Math.max(1, usage.days.length);
   const chart = svg('svg', { viewBox: '0 0 ' + width + ' ' + height, role: 'img', 'aria-labelledby': 'usage-svg-title', class: 'usage-svg' });
   const title = svg('title', { id: 'usage-svg-title' });
