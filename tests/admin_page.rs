@@ -683,10 +683,17 @@ async fn eventually(browser: &Client, what: &str, condition: &str) {
         if value == json!(true) {
             return;
         }
-        assert!(
-            started.elapsed() < PATIENCE,
-            "waited {PATIENCE:?} for {what}"
-        );
+        if started.elapsed() > PATIENCE {
+            // What the page told its user, which often says why.
+            let status = browser
+                .execute(
+                    "const s = document.getElementById('status'); return s && s.textContent;",
+                    vec![],
+                )
+                .await
+                .unwrap_or_default();
+            panic!("waited {PATIENCE:?} for {what}; the page says: {status}");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
