@@ -256,6 +256,18 @@ async fn create_key_on_the_page(browser: &Client) -> String {
         focused.attr("id").await.expect("id").as_deref(),
         Some("new-key-secret")
     );
+    // Copied through the clipboard API, or selected for Ctrl+C where it is not available.
+    find(browser, "#copy-key")
+        .await
+        .click()
+        .await
+        .expect("copy");
+    eventually(
+        browser,
+        "the copy to be confirmed",
+        "/copied|copy it/.test(document.getElementById('status').textContent)",
+    )
+    .await;
     eventually(
         browser,
         "the new key in the list",
@@ -438,6 +450,9 @@ async fn the_form_works_with_the_keyboard_alone(browser: &Client) {
     .await;
     tab_to(browser, "key-name").await;
     type_keys(browser, "Keyboard key").await;
+    // Month, day and year, as a person types them into the date field.
+    tab_to(browser, "key-expires").await;
+    type_keys(browser, "12312030").await;
     tab_to(browser, "scope-analytics-read").await;
     type_keys(browser, &Key::Space).await;
     tab_to(browser, "create-submit").await;
@@ -453,6 +468,14 @@ async fn the_form_works_with_the_keyboard_alone(browser: &Client) {
         focused.attr("id").await.expect("id").as_deref(),
         Some("new-key-secret")
     );
+    // Sent as the end of that day, UTC.
+    eventually(
+        browser,
+        "the key listed with its expiry",
+        "[...document.querySelectorAll('tr[data-name=\"Keyboard key\"] td')]\
+         .some(td => td.textContent === '2030-12-31 23:59 UTC')",
+    )
+    .await;
     tab_to(browser, "done-key").await;
     type_keys(browser, &Key::Enter).await;
     eventually(
