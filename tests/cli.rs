@@ -1142,18 +1142,12 @@ fn every_change_made_with_the_tool_is_in_the_audit_trail_with_its_user() {
     let table = sandbox.ok(&["audit", "--limit", "2"]);
     let lines: Vec<&str> = table.stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{table:?}");
-    for column in [
-        "SEQ",
-        "TIME",
-        "ACTION",
-        "KEY",
-        "NAME",
-        "ACTOR",
-        "ADDRESS",
-        "RELATED KEY",
-    ] {
-        assert!(lines[0].contains(column), "{column} in {table:?}");
-    }
+    let header = "SEQ  TIME                  ACTION   KEY                   NAME";
+    assert!(lines[0].starts_with(header), "{table:?}");
+    assert!(
+        lines[0].ends_with("ACTOR      ADDRESS  RELATED KEY"),
+        "{table:?}"
+    );
     assert!(lines[1].contains("  deleted  "), "{table:?}");
     assert!(
         lines[1].contains(&a) && lines[1].contains("Prod EU"),

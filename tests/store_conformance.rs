@@ -343,13 +343,13 @@ mod sqlite_backend {
         }
 
         async fn refuse_inserts(&self, store: &SqliteStore) {
-            sqlx::raw_sql(
-                "CREATE TRIGGER refuse_inserts BEFORE INSERT ON api_keys \
-                 BEGIN SELECT RAISE(ABORT, 'inserts are refused'); END",
+            refuse(
+                store,
+                "refuse_inserts",
+                "INSERT ON api_keys",
+                "inserts are refused",
             )
-            .execute(store.pool())
-            .await
-            .unwrap();
+            .await;
         }
 
         async fn add_unknown_outcomes(&self, store: &SqliteStore, id: &KeyId, day: Day) {
@@ -389,23 +389,19 @@ mod sqlite_backend {
         }
 
         async fn refuse_last_uses(&self, store: &SqliteStore) {
-            sqlx::raw_sql(
-                "CREATE TRIGGER refuse_last_uses BEFORE UPDATE OF last_used_at ON api_keys \
-                 BEGIN SELECT RAISE(ABORT, 'last uses are refused'); END",
-            )
-            .execute(store.pool())
-            .await
-            .unwrap();
+            let event = "UPDATE OF last_used_at ON api_keys";
+            refuse(store, "refuse_last_uses", event, "last uses are refused").await;
         }
 
         async fn refuse_audit_entries(&self, store: &SqliteStore) {
-            sqlx::raw_sql(
-                "CREATE TRIGGER refuse_audit_entries BEFORE INSERT ON api_key_audit \
-                 BEGIN SELECT RAISE(ABORT, 'audit entries are refused'); END",
+            let event = "INSERT ON api_key_audit";
+            refuse(
+                store,
+                "refuse_audit_entries",
+                event,
+                "audit entries are refused",
             )
-            .execute(store.pool())
-            .await
-            .unwrap();
+            .await;
         }
 
         async fn edit_audit(&self, store: &SqliteStore, assignment: &str) {
@@ -414,6 +410,18 @@ mod sqlite_backend {
                 .await
                 .unwrap();
         }
+    }
+
+    /// Creates the trigger `name`, which makes every `event` (such as `INSERT ON api_keys`)
+    /// fail with `message`.
+    async fn refuse(store: &SqliteStore, name: &str, event: &str, message: &str) {
+        sqlx::raw_sql(&format!(
+            "CREATE TRIGGER {name} BEFORE {event} \
+             BEGIN SELECT RAISE(ABORT, '{message}'); END"
+        ))
+        .execute(store.pool())
+        .await
+        .unwrap();
     }
 
     pub(crate) fn wal(path: &Path) -> PathBuf {
@@ -618,6 +626,25 @@ mod postgres_backend {
         }
     }
 
+    impl Postgres {
+        /// Creates the trigger `name` (and its function), which makes every `event` (such as
+        /// `INSERT ON {schema}.api_keys`, `{schema}` standing for the test's schema) fail with
+        /// `message`.
+        async fn refuse(&self, store: &PostgresStore, name: &str, event: &str, message: &str) {
+            let schema = format!("\"{}\"", self.schema);
+            let event = event.replace("{schema}", &schema);
+            sqlx::raw_sql(&format!(
+                "CREATE FUNCTION {schema}.{name}() RETURNS trigger LANGUAGE plpgsql \
+                 AS $$ BEGIN RAISE EXCEPTION '{message}'; END $$; \
+                 CREATE TRIGGER {name} BEFORE {event} \
+                 FOR EACH ROW EXECUTE FUNCTION {schema}.{name}();"
+            ))
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+    }
+
     #[async_trait]
     impl SqlBackend for Postgres {
         async fn reopen(&self, format: KeyFormat) -> Result<PostgresStore, StoreError> {
@@ -664,16 +691,9 @@ mod postgres_backend {
         }
 
         async fn refuse_inserts(&self, store: &PostgresStore) {
-            let schema = format!("\"{}\"", self.schema);
-            sqlx::raw_sql(&format!(
-                "CREATE FUNCTION {schema}.refuse_inserts() RETURNS trigger LANGUAGE plpgsql \
-                 AS $$ BEGIN RAISE EXCEPTION 'inserts are refused'; END $$; \
-                 CREATE TRIGGER refuse_inserts BEFORE INSERT ON {schema}.api_keys \
-                 FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_inserts();"
-            ))
-            .execute(store.pool())
-            .await
-            .unwrap();
+            let event = "INSERT ON {schema}.api_keys";
+            self.refuse(store, "refuse_inserts", event, "inserts are refused")
+                .await;
         }
 
         async fn add_unknown_outcomes(&self, store: &PostgresStore, id: &KeyId, day: Day) {
@@ -717,30 +737,20 @@ mod postgres_backend {
         }
 
         async fn refuse_last_uses(&self, store: &PostgresStore) {
-            let schema = format!("\"{}\"", self.schema);
-            sqlx::raw_sql(&format!(
-                "CREATE FUNCTION {schema}.refuse_last_uses() RETURNS trigger LANGUAGE plpgsql \
-                 AS $$ BEGIN RAISE EXCEPTION 'last uses are refused'; END $$; \
-                 CREATE TRIGGER refuse_last_uses BEFORE UPDATE OF last_used_at \
-                 ON {schema}.api_keys \
-                 FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_last_uses();"
-            ))
-            .execute(store.pool())
-            .await
-            .unwrap();
+            let event = "UPDATE OF last_used_at ON {schema}.api_keys";
+            self.refuse(store, "refuse_last_uses", event, "last uses are refused")
+                .await;
         }
 
         async fn refuse_audit_entries(&self, store: &PostgresStore) {
-            let schema = format!("\"{}\"", self.schema);
-            sqlx::raw_sql(&format!(
-                "CREATE FUNCTION {schema}.refuse_audit_entries() RETURNS trigger \
-                 LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit entries are refused'; END $$; \
-                 CREATE TRIGGER refuse_audit_entries BEFORE INSERT ON {schema}.api_key_audit \
-                 FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_audit_entries();"
-            ))
-            .execute(store.pool())
-            .await
-            .unwrap();
+            let event = "INSERT ON {schema}.api_key_audit";
+            self.refuse(
+                store,
+                "refuse_audit_entries",
+                event,
+                "audit entries are refused",
+            )
+            .await;
         }
 
         async fn edit_audit(&self, store: &PostgresStore, assignment: &str) {

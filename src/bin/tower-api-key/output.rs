@@ -188,20 +188,16 @@ pub(crate) fn audit_table(trail: &[AuditEvent], limit: u32) -> String {
     let Some(last) = trail.last() else {
         return "No audit entries.\n".to_owned();
     };
-    let mut table = Table::new();
-    table
-        .load_style(presets::NOTHING)
-        .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header([
-            "SEQ",
-            "TIME",
-            "ACTION",
-            "KEY",
-            "NAME",
-            "ACTOR",
-            "ADDRESS",
-            "RELATED KEY",
-        ]);
+    let mut table = new_table(vec![
+        "SEQ",
+        "TIME",
+        "ACTION",
+        "KEY",
+        "NAME",
+        "ACTOR",
+        "ADDRESS",
+        "RELATED KEY",
+    ]);
     let none = || "-".to_owned();
     for event in trail {
         table.add_row([
@@ -220,11 +216,7 @@ pub(crate) fn audit_table(trail: &[AuditEvent], limit: u32) -> String {
                 .map_or_else(none, |id| printable(id.as_str())),
         ]);
     }
-    for column in table.column_iter_mut() {
-        column.set_padding((0, 2));
-    }
-    let mut text = table.trim_fmt();
-    text.push('\n');
+    let mut text = finish(&table);
     if u32::try_from(trail.len()).is_ok_and(|shown| shown >= limit) {
         // Writing to a `String` cannot fail.
         let _ = writeln!(text, "Older entries, if any: add --before {}", last.seq);
@@ -342,23 +334,18 @@ pub(crate) fn table(keys: &[StoredKey]) -> String {
     if keys.is_empty() {
         return "No keys.\n".to_owned();
     }
-    let mut table = Table::new();
-    // No borders and no wrapping: the same lines on a terminal, in a pipe and in a file.
-    table
-        .load_style(presets::NOTHING)
-        .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header([
-            "ID",
-            "NAME",
-            "OWNER",
-            "HINT",
-            "ENV",
-            "SCOPES",
-            "CREATED",
-            "EXPIRES",
-            "LAST USED",
-            "REVOKED",
-        ]);
+    let mut table = new_table(vec![
+        "ID",
+        "NAME",
+        "OWNER",
+        "HINT",
+        "ENV",
+        "SCOPES",
+        "CREATED",
+        "EXPIRES",
+        "LAST USED",
+        "REVOKED",
+    ]);
     let never = || "-".to_owned();
     for key in keys {
         let record = &key.record;
@@ -376,10 +363,26 @@ pub(crate) fn table(keys: &[StoredKey]) -> String {
             record.revoked_at.map_or_else(never, format_utc),
         ]);
     }
+    finish(&table)
+}
+
+/// A table as the tool draws them: no borders and no wrapping, so that it prints the same lines
+/// on a terminal, in a pipe and in a file.
+pub(crate) fn new_table(header: Vec<&str>) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header);
+    table
+}
+
+/// The table's lines, columns two spaces apart, without the spaces that pad the end of each.
+pub(crate) fn finish(table: &Table) -> String {
+    let mut table = table.clone();
     for column in table.column_iter_mut() {
         column.set_padding((0, 2));
     }
-    // `trim_fmt` leaves out the spaces that pad the last column of each line.
     let mut text = table.trim_fmt();
     text.push('\n');
     text
