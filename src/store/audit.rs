@@ -120,7 +120,6 @@ impl Actor {
     }
 
     /// Checks the id: not blank, not too long, no control characters.
-    #[allow(dead_code)] // Used by the stores on the `audit` branch.
     pub(crate) fn validate(&self) -> Result<(), super::StoreError> {
         let id = self.id.as_str();
         if id.trim().is_empty()
