@@ -350,6 +350,7 @@ async fn bad_input_answers_422_naming_each_field_and_writes_nothing() {
 
 #[tokio::test]
 async fn a_new_keys_text_is_only_in_its_creation_and_never_stored_by_caches() {
+    common::init_tracing();
     let host = Host::start().await;
     let body = json!({"name": "Webhook Server", "environment": "live", "scopes": ["orders:read", "products:read"], "expires_at": "2099-01-01T00:00:00Z"});
     let response = host
@@ -412,6 +413,9 @@ async fn a_new_keys_text_is_only_in_its_creation_and_never_stored_by_caches() {
     }
     let trail = format!("{:?}", host.store.audit(&AuditQuery::all()).await.unwrap());
     assert!(!trail.contains(secret) && !trail.contains(new_secret));
+    // The admin API logged the changes (at INFO), and neither key.
+    assert!(common::logs().contains("key changed through the admin API"));
+    common::assert_logs_clean(&[secret, new_secret]);
 }
 
 #[tokio::test]

@@ -95,13 +95,26 @@ impl Sandbox {
 
 /// Runs the tool in `dir` with `args`, with none of the environment variables it reads.
 fn run_in(dir: &TempDir, args: &[&str]) -> Run {
-    let output = Command::new(BINARY)
+    run_in_env(dir, args, &[])
+}
+
+/// Like [`run_in`], with `env` set (`Some`) or removed (`None`) too, such as the user's name.
+fn run_in_env(dir: &TempDir, args: &[&str], env: &[(&str, Option<&str>)]) -> Run {
+    let mut command = Command::new(BINARY);
+    command
         .args(args)
         .current_dir(dir.path())
         .env_remove("DATABASE_URL")
         .env_remove("TOWER_API_KEY_DB")
         .env_remove("TOWER_API_KEY_SCHEMA")
-        .env_remove("TOWER_API_KEY_PREFIX")
+        .env_remove("TOWER_API_KEY_PREFIX");
+    for (name, value) in env {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    let output = command
         .output()
         .unwrap_or_else(|err| panic!("cannot run {BINARY}: {err}"));
     let run = Run {
@@ -964,6 +977,9 @@ fn help_documents_the_commands_and_exit_codes() {
         "delete",
         "usage",
         "prune-usage",
+        "audit",
+        "--actor <ID>",
+        "cli:",
         "--json",
         "--db",
         "--database-url",
@@ -989,6 +1005,170 @@ fn help_documents_the_commands_and_exit_codes() {
     }
     let prune = run_in(&sandbox.dir, &["prune-usage", "--help"]);
     assert!(prune.stdout.contains("--keep <DAYS>"), "{prune:?}");
+    let audit = run_in(&sandbox.dir, &["audit", "--help"]);
+    for text in [
+        "[KEY_ID]",
+        "--owner <OWNER>",
+        "--limit <N>",
+        "--before <SEQ>",
+    ] {
+        assert!(audit.stdout.contains(text), "{text:?} in {audit:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The audit trail
+// ---------------------------------------------------------------------------------------------
+
+/// Each entry of `audit --json` as (action, key id, actor, related key).
+fn audit_entries(trail: &Value) -> Vec<(String, String, String, Option<String>)> {
+    let text = |value: &Value| value.as_str().expect("a string").to_owned();
+    trail
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|entry| {
+            (
+                text(&entry["action"]),
+                text(&entry["key_id"]),
+                text(&entry["actor"]),
+                entry["related_key"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_change_made_with_the_tool_is_in_the_audit_trail_with_its_user() {
+    let sandbox = Sandbox::new();
+    let alice = [("USER", Some("alice")), ("LOGNAME", Some("al"))];
+    let carol = [("USER", None), ("LOGNAME", Some("carol"))];
+    let nobody = [("USER", None), ("LOGNAME", None)];
+    let json = |env: &[(&str, Option<&str>)], args: &[&str]| {
+        let mut all = vec!["--db", sandbox.db.to_str().unwrap()];
+        all.extend_from_slice(args);
+        all.push("--json");
+        let run = run_in_env(&sandbox.dir, &all, env);
+        assert_eq!(run.code, 0, "{args:?}: {run:?}");
+        let value: Value = serde_json::from_str(&run.stdout).unwrap();
+        (value, run)
+    };
+
+    let args = [
+        "create",
+        "--prefix",
+        "om",
+        "--name",
+        "Production",
+        "--owner",
+        "acct_1",
+    ];
+    let (created, _) = json(&alice, &args);
+    let key_a = created["plaintext_key"].as_str().unwrap().to_owned();
+    let a = created["key"]["id"].as_str().unwrap().to_owned();
+    let (created, _) = json(
+        &alice,
+        &["create", "--name", "Webhook", "--owner", "acct_2"],
+    );
+    let key_b = created["plaintext_key"].as_str().unwrap().to_owned();
+    let b = created["key"]["id"].as_str().unwrap().to_owned();
+    json(&alice, &["rename", &a, "Prod EU", "--actor", "admin:bob"]);
+    let (rotated, _) = json(&carol, &["rotate", &b, "--grace", "1h"]);
+    let key_c = rotated["plaintext_key"].as_str().unwrap().to_owned();
+    let c = rotated["new"]["id"].as_str().unwrap().to_owned();
+    json(&alice, &["revoke", &a]);
+    // Revoked already: nothing more is recorded.
+    json(&carol, &["revoke", &a]);
+    json(&nobody, &["delete", &a, "--yes"]);
+
+    // An actor the store refuses changes nothing.
+    for actor in ["", "  ", "tab\there"] {
+        sandbox
+            .run(&["rename", &b, "Refused", "--actor", actor])
+            .fails(4, "actor");
+    }
+
+    let (trail, run) = json(&alice, &["audit"]);
+    let entry = |action: &str, key: &str, actor: &str, related: Option<&str>| {
+        (
+            action.to_owned(),
+            key.to_owned(),
+            actor.to_owned(),
+            related.map(str::to_owned),
+        )
+    };
+    assert_eq!(
+        audit_entries(&trail),
+        [
+            entry("deleted", &a, "cli", None),
+            entry("revoked", &a, "cli:alice", None),
+            entry("created", &c, "cli:carol", Some(&b)),
+            entry("rotated", &b, "cli:carol", Some(&c)),
+            entry("renamed", &a, "admin:bob", None),
+            entry("created", &b, "cli:alice", None),
+            entry("created", &a, "cli:alice", None),
+        ],
+        "{trail:#}"
+    );
+    let first = &trail[6];
+    assert_eq!(first["owner"], "acct_1", "{first}");
+    assert_eq!(first["key_name"], "Production", "{first}");
+    assert_eq!(first["address"], Value::Null, "{first}");
+    assert!(first["at"].as_str().unwrap().ends_with('Z'), "{first}");
+    assert_eq!(trail[0]["key_name"], "Prod EU", "{trail:#}");
+    let keys = [key_a.as_str(), key_b.as_str(), key_c.as_str()];
+    assert_no_secret_in(&run.stdout, &keys);
+
+    // Per key (the deleted one's trail stays) and per owner.
+    let (of_a, _) = json(&alice, &["audit", &a]);
+    let actions: Vec<String> = audit_entries(&of_a).into_iter().map(|e| e.0).collect();
+    assert_eq!(actions, ["deleted", "revoked", "renamed", "created"]);
+    let (of_acct_2, _) = json(&alice, &["audit", "--owner", "acct_2"]);
+    let everything = audit_entries(&trail);
+    // B's creation, its rotation and its replacement's creation.
+    assert_eq!(
+        audit_entries(&of_acct_2),
+        [2, 3, 5].map(|i| everything[i].clone())
+    );
+
+    // A page at a time.
+    let (page, _) = json(&alice, &["audit", "--limit", "4"]);
+    assert_eq!(audit_entries(&page), audit_entries(&trail)[..4]);
+    let last = page[3]["seq"].as_u64().unwrap().to_string();
+    let (next, _) = json(&alice, &["audit", "--limit", "4", "--before", &last]);
+    assert_eq!(audit_entries(&next), audit_entries(&trail)[4..]);
+
+    // The table, newest first, with a way to the next page.
+    let table = sandbox.ok(&["audit", "--limit", "2"]);
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{table:?}");
+    let header = "SEQ  TIME                  ACTION   KEY                   NAME";
+    assert!(lines[0].starts_with(header), "{table:?}");
+    assert!(
+        lines[0].ends_with("ACTOR      ADDRESS  RELATED KEY"),
+        "{table:?}"
+    );
+    assert!(lines[1].contains("  deleted  "), "{table:?}");
+    assert!(
+        lines[1].contains(&a) && lines[1].contains("Prod EU"),
+        "{table:?}"
+    );
+    assert!(lines[2].contains("  revoked  "), "{table:?}");
+    assert!(
+        lines[3].starts_with("Older entries, if any: add --before "),
+        "{table:?}"
+    );
+    assert_no_secret_in(&table.stdout, &keys);
+    let all = sandbox.ok(&["audit"]);
+    assert_eq!(all.stdout.lines().count(), 8, "{all:?}");
+    assert_no_secret_in(&all.stdout, &keys);
+    let none = sandbox.ok(&["audit", "key_doesnotexist000"]);
+    assert_eq!(none.stdout, "No audit entries.\n");
+    for args in [&["audit", "--limit", "0"][..], &["audit", "--before", "-1"]] {
+        let run = sandbox.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(run.stdout.is_empty(), "{run:?}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1109,10 +1289,22 @@ mod postgres {
         );
         assert_no_secret_in(&listed.stdout, &[key]);
 
-        let revoked = run(&["revoke", id, "--json"]);
+        let revoked = run(&["revoke", id, "--json", "--actor", "ops:pg"]);
         let revoked: Value = serde_json::from_str(&revoked.stdout).unwrap();
         assert_eq!(revoked["status"], "revoked");
         assert_no_secret_in(&revoked.to_string(), &[key]);
+
+        let trail = run(&["audit", id, "--json"]);
+        assert_no_secret_in(&trail.stdout, &[key]);
+        let trail: Value = serde_json::from_str(&trail.stdout).unwrap();
+        let entries = audit_entries(&trail);
+        assert_eq!(entries.len(), 2, "{trail:#}");
+        assert_eq!(
+            (entries[0].0.as_str(), entries[0].2.as_str()),
+            ("revoked", "ops:pg")
+        );
+        assert_eq!(entries[1].0, "created", "{trail:#}");
+        assert!(entries[1].2.starts_with("cli"), "{trail:#}");
 
         // The store in that schema resolves the key, revoked.
         let store = tower_api_key::PostgresStore::connect(&url, om())

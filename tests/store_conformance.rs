@@ -24,11 +24,12 @@ use axum::Router;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use tower_api_key::store::MAX_SERIES_DAYS;
+use tower_api_key::store::{MAX_ACTOR_LEN, MAX_SERIES_DAYS};
 use tower_api_key::{
-    AnonymousIncrement, AnonymousOutcome, ApiKeyLayer, BatchId, CreatedKey, DailyUsage, Day,
-    Environment, KeyFormat, KeyId, KeyIncrement, KeyOutcome, KeyResolver, KeyStore, MemoryStore,
-    NewKey, OutcomeCounts, Principal, Scope, ScopeCatalog, StoreError, UsageBatch,
+    Actor, AnonymousIncrement, AnonymousOutcome, ApiKeyLayer, AuditAction, AuditEvent, AuditQuery,
+    BatchId, CreatedKey, DailyUsage, Day, Environment, KeyFormat, KeyId, KeyIncrement, KeyOutcome,
+    KeyResolver, KeyStore, MemoryStore, NewKey, OutcomeCounts, Principal, Scope, ScopeCatalog,
+    StoreError, UsageBatch,
 };
 use tower_api_key::{ChannelHealth, Clock, ManualClock};
 
@@ -115,6 +116,11 @@ trait Backend: Sized + Send + Sync + 'static {
 
     /// Whether `cells` reads a real table, which then holds the digest and the hint.
     const HAS_TABLE: bool;
+
+    /// Every row of the audit trail as text, read as plainly as the backend allows (for the SQL
+    /// stores, a raw `SELECT *` of `api_key_audit`); for `MemoryStore`, the `Debug` of every
+    /// entry.
+    async fn audit_rows(&self, store: &Self::Store) -> Vec<String>;
 }
 
 /// A backend whose rows can be corrupted by hand, as an operator with a SQL prompt might.
@@ -144,6 +150,12 @@ trait SqlBackend: Backend {
     /// A database of the same kind that was never migrated, opened with the format recorded in
     /// it.
     async fn open_recorded_fresh() -> Result<Self::Store, StoreError>;
+
+    /// Makes every later insert into the audit trail fail, with a trigger.
+    async fn refuse_audit_entries(&self, store: &Self::Store);
+
+    /// Edits every row of the audit trail by hand: `UPDATE api_key_audit SET <assignment>`.
+    async fn edit_audit(&self, store: &Self::Store, assignment: &str);
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -190,6 +202,11 @@ impl Backend for Memory {
 
     async fn another_instance(&self, store: &MemoryStore) -> MemoryStore {
         store.clone()
+    }
+
+    async fn audit_rows(&self, store: &MemoryStore) -> Vec<String> {
+        let trail = store.audit(&AuditQuery::all()).await.unwrap();
+        trail.iter().map(|event| format!("{event:?}")).collect()
     }
 }
 
@@ -263,6 +280,26 @@ mod sqlite_backend {
         async fn another_instance(&self, _store: &SqliteStore) -> SqliteStore {
             SqliteStore::open(&self.path, om()).await.unwrap()
         }
+
+        async fn audit_rows(&self, store: &SqliteStore) -> Vec<String> {
+            let pool = store.pool();
+            let columns: Vec<String> =
+                sqlx::query_scalar("SELECT name FROM pragma_table_info('api_key_audit')")
+                    .fetch_all(pool)
+                    .await
+                    .unwrap();
+            assert_eq!(columns.len(), 9, "{columns:?}");
+            // Every column of every row, cast to text and joined: SQLite has no row-to-text.
+            let row = columns
+                .iter()
+                .map(|column| format!("coalesce(CAST(\"{column}\" AS TEXT), 'NULL')"))
+                .collect::<Vec<_>>()
+                .join(" || ' | ' || ");
+            sqlx::query_scalar(&format!("SELECT {row} FROM api_key_audit ORDER BY seq"))
+                .fetch_all(pool)
+                .await
+                .unwrap()
+        }
     }
 
     #[async_trait]
@@ -306,13 +343,13 @@ mod sqlite_backend {
         }
 
         async fn refuse_inserts(&self, store: &SqliteStore) {
-            sqlx::raw_sql(
-                "CREATE TRIGGER refuse_inserts BEFORE INSERT ON api_keys \
-                 BEGIN SELECT RAISE(ABORT, 'inserts are refused'); END",
+            refuse(
+                store,
+                "refuse_inserts",
+                "INSERT ON api_keys",
+                "inserts are refused",
             )
-            .execute(store.pool())
-            .await
-            .unwrap();
+            .await;
         }
 
         async fn add_unknown_outcomes(&self, store: &SqliteStore, id: &KeyId, day: Day) {
@@ -352,14 +389,39 @@ mod sqlite_backend {
         }
 
         async fn refuse_last_uses(&self, store: &SqliteStore) {
-            sqlx::raw_sql(
-                "CREATE TRIGGER refuse_last_uses BEFORE UPDATE OF last_used_at ON api_keys \
-                 BEGIN SELECT RAISE(ABORT, 'last uses are refused'); END",
-            )
-            .execute(store.pool())
-            .await
-            .unwrap();
+            let event = "UPDATE OF last_used_at ON api_keys";
+            refuse(store, "refuse_last_uses", event, "last uses are refused").await;
         }
+
+        async fn refuse_audit_entries(&self, store: &SqliteStore) {
+            let event = "INSERT ON api_key_audit";
+            refuse(
+                store,
+                "refuse_audit_entries",
+                event,
+                "audit entries are refused",
+            )
+            .await;
+        }
+
+        async fn edit_audit(&self, store: &SqliteStore, assignment: &str) {
+            sqlx::raw_sql(&format!("UPDATE api_key_audit SET {assignment}"))
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Creates the trigger `name`, which makes every `event` (such as `INSERT ON api_keys`)
+    /// fail with `message`.
+    async fn refuse(store: &SqliteStore, name: &str, event: &str, message: &str) {
+        sqlx::raw_sql(&format!(
+            "CREATE TRIGGER {name} BEFORE {event} \
+             BEGIN SELECT RAISE(ABORT, '{message}'); END"
+        ))
+        .execute(store.pool())
+        .await
+        .unwrap();
     }
 
     pub(crate) fn wal(path: &Path) -> PathBuf {
@@ -552,6 +614,35 @@ mod postgres_backend {
                 .unwrap()
                 .with_schema(&self.schema)
         }
+
+        async fn audit_rows(&self, store: &PostgresStore) -> Vec<String> {
+            sqlx::query_scalar(&format!(
+                "SELECT a::text FROM \"{}\".api_key_audit AS a ORDER BY seq",
+                self.schema
+            ))
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+        }
+    }
+
+    impl Postgres {
+        /// Creates the trigger `name` (and its function), which makes every `event` (such as
+        /// `INSERT ON {schema}.api_keys`, `{schema}` standing for the test's schema) fail with
+        /// `message`.
+        async fn refuse(&self, store: &PostgresStore, name: &str, event: &str, message: &str) {
+            let schema = format!("\"{}\"", self.schema);
+            let event = event.replace("{schema}", &schema);
+            sqlx::raw_sql(&format!(
+                "CREATE FUNCTION {schema}.{name}() RETURNS trigger LANGUAGE plpgsql \
+                 AS $$ BEGIN RAISE EXCEPTION '{message}'; END $$; \
+                 CREATE TRIGGER {name} BEFORE {event} \
+                 FOR EACH ROW EXECUTE FUNCTION {schema}.{name}();"
+            ))
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
     }
 
     #[async_trait]
@@ -600,16 +691,9 @@ mod postgres_backend {
         }
 
         async fn refuse_inserts(&self, store: &PostgresStore) {
-            let schema = format!("\"{}\"", self.schema);
-            sqlx::raw_sql(&format!(
-                "CREATE FUNCTION {schema}.refuse_inserts() RETURNS trigger LANGUAGE plpgsql \
-                 AS $$ BEGIN RAISE EXCEPTION 'inserts are refused'; END $$; \
-                 CREATE TRIGGER refuse_inserts BEFORE INSERT ON {schema}.api_keys \
-                 FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_inserts();"
-            ))
-            .execute(store.pool())
-            .await
-            .unwrap();
+            let event = "INSERT ON {schema}.api_keys";
+            self.refuse(store, "refuse_inserts", event, "inserts are refused")
+                .await;
         }
 
         async fn add_unknown_outcomes(&self, store: &PostgresStore, id: &KeyId, day: Day) {
@@ -653,13 +737,26 @@ mod postgres_backend {
         }
 
         async fn refuse_last_uses(&self, store: &PostgresStore) {
-            let schema = format!("\"{}\"", self.schema);
+            let event = "UPDATE OF last_used_at ON {schema}.api_keys";
+            self.refuse(store, "refuse_last_uses", event, "last uses are refused")
+                .await;
+        }
+
+        async fn refuse_audit_entries(&self, store: &PostgresStore) {
+            let event = "INSERT ON {schema}.api_key_audit";
+            self.refuse(
+                store,
+                "refuse_audit_entries",
+                event,
+                "audit entries are refused",
+            )
+            .await;
+        }
+
+        async fn edit_audit(&self, store: &PostgresStore, assignment: &str) {
             sqlx::raw_sql(&format!(
-                "CREATE FUNCTION {schema}.refuse_last_uses() RETURNS trigger LANGUAGE plpgsql \
-                 AS $$ BEGIN RAISE EXCEPTION 'last uses are refused'; END $$; \
-                 CREATE TRIGGER refuse_last_uses BEFORE UPDATE OF last_used_at \
-                 ON {schema}.api_keys \
-                 FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_last_uses();"
+                "UPDATE \"{}\".api_key_audit SET {assignment}",
+                self.schema
             ))
             .execute(store.pool())
             .await
@@ -1460,6 +1557,14 @@ mod rules {
         let stored = t.store.get(created.id()).await.unwrap();
         assert_eq!(stored.record.revoked_at, Some(first));
         assert_eq!(status(&t.app, &created).await, StatusCode::UNAUTHORIZED);
+        // One revocation happened, so one is recorded, at its time.
+        let trail = t.store.audit(&AuditQuery::all()).await.unwrap();
+        let revoked: Vec<_> = trail
+            .iter()
+            .filter(|event| event.action == AuditAction::Revoked)
+            .collect();
+        assert_eq!(revoked.len(), 1, "{trail:#?}");
+        assert_eq!(revoked[0].at, first);
     }
 
     pub(crate) async fn metadata_and_owners_round_trip<B: Backend>() {
@@ -2089,6 +2194,272 @@ mod rules {
     }
 
     // --- SQL stores only -----------------------------------------------------------------------
+    // -----------------------------------------------------------------------------------------
+    // The audit trail
+    // -----------------------------------------------------------------------------------------
+
+    fn alice() -> Actor {
+        Actor::new("user:alice").from_address("203.0.113.7".parse().unwrap())
+    }
+
+    fn bob() -> Actor {
+        Actor::new("bob@example.com").from_address("2001:db8::1".parse().unwrap())
+    }
+
+    fn carol() -> Actor {
+        Actor::new("cli:carol")
+    }
+
+    async fn trail<B: Backend>(t: &Test<B>, query: AuditQuery) -> Vec<AuditEvent> {
+        t.store.audit(&query).await.unwrap()
+    }
+
+    /// Each entry's action and key.
+    fn actions(trail: &[AuditEvent]) -> Vec<(AuditAction, &str)> {
+        trail
+            .iter()
+            .map(|event| (event.action, event.key_id.as_str()))
+            .collect()
+    }
+
+    /// Every change is recorded once, newest first, with who made it, from where, the key's
+    /// owner and name, and the other key of a rotation; revoking a revoked key records nothing.
+    pub(crate) async fn every_change_is_in_the_audit_trail_with_its_actor<B: Backend>() {
+        use AuditAction::{Created, Deleted, Renamed, Revoked, Rotated};
+
+        let t = Test::<B>::new().await;
+        let new_key = |name: &str| NewKey::new(name, Environment::Live).owner("acct_1");
+        let a = t.store.create_by(new_key("Production"), &alice()).await;
+        let a = a.unwrap();
+        t.clock.advance(SECOND);
+        t.store.rename_by(a.id(), "Prod EU", &bob()).await.unwrap();
+        t.clock.advance(SECOND);
+        let b = t.store.create_by(new_key("Webhook Server"), &carol()).await;
+        let b = b.unwrap();
+        t.clock.advance(SECOND);
+        let rotation = t.store.rotate_by(b.id(), HOUR, &alice()).await.unwrap();
+        let new = rotation.new.id();
+        t.clock.advance(SECOND);
+        t.store.revoke_by(a.id(), &bob()).await.unwrap();
+        t.clock.advance(SECOND);
+        // Revoked already: nothing changes, nothing is recorded.
+        t.store.revoke_by(a.id(), &carol()).await.unwrap();
+        t.store.delete_by(a.id(), &carol()).await.unwrap();
+
+        let trail = trail(&t, AuditQuery::all()).await;
+        let expected = [
+            (Deleted, a.id(), "Prod EU", carol(), None, 5),
+            (Revoked, a.id(), "Prod EU", bob(), None, 4),
+            (Created, new, "Webhook Server", alice(), Some(b.id()), 3),
+            (Rotated, b.id(), "Webhook Server", alice(), Some(new), 3),
+            (Created, b.id(), "Webhook Server", carol(), None, 2),
+            (Renamed, a.id(), "Prod EU", bob(), None, 1),
+            (Created, a.id(), "Production", alice(), None, 0),
+        ];
+        assert_eq!(trail.len(), expected.len(), "{trail:#?}");
+        for (event, (action, key, name, actor, related, seconds)) in trail.iter().zip(expected) {
+            assert_eq!(event.action, action, "{event:?}");
+            assert_eq!(&event.key_id, key, "{event:?}");
+            assert_eq!(event.owner, "acct_1", "{event:?}");
+            assert_eq!(event.key_name, name, "{event:?}");
+            assert_eq!(event.actor, actor.id(), "{event:?}");
+            assert_eq!(event.address, actor.address(), "{event:?}");
+            assert_eq!(event.related_key.as_ref(), related, "{event:?}");
+            assert_close(event.at, t0() + SECOND * seconds);
+        }
+        assert!(
+            trail.windows(2).all(|pair| pair[0].seq > pair[1].seq),
+            "{trail:#?}"
+        );
+    }
+
+    /// One owner's or one key's entries (a deleted key's included), a page at a time: the
+    /// pages are disjoint, newest first, and together hold every entry.
+    pub(crate) async fn the_audit_trail_is_read_per_owner_and_per_key_a_page_at_a_time<
+        B: Backend,
+    >() {
+        use AuditAction::{Created, Deleted, Renamed, Revoked};
+
+        let t = Test::<B>::new().await;
+        let mut keys = Vec::new();
+        for i in 0..4 {
+            let owner = if i % 2 == 0 { "acct_1" } else { "acct_2" };
+            let key = t
+                .create(NewKey::new(format!("Key {i}"), Environment::Live).owner(owner))
+                .await;
+            t.clock.advance(SECOND);
+            t.store
+                .rename(key.id(), &format!("Key {i}, renamed"))
+                .await
+                .unwrap();
+            keys.push(key);
+        }
+        let gone = keys[0].id();
+        t.store.revoke(gone).await.unwrap();
+        t.store.delete(gone).await.unwrap();
+
+        let all = trail(&t, AuditQuery::all()).await;
+        assert_eq!(all.len(), 10, "{all:#?}");
+        for owner in ["acct_1", "acct_2"] {
+            let expected: Vec<AuditEvent> = all
+                .iter()
+                .filter(|event| event.owner == owner)
+                .cloned()
+                .collect();
+            assert_eq!(trail(&t, AuditQuery::all().owner(owner)).await, expected);
+        }
+        assert_eq!(trail(&t, AuditQuery::all().owner("acct_1")).await.len(), 6);
+        let gone_trail = trail(&t, AuditQuery::all().key(gone.clone())).await;
+        assert_eq!(
+            actions(&gone_trail),
+            [Deleted, Revoked, Renamed, Created].map(|action| (action, gone.as_str()))
+        );
+        let both = AuditQuery::all().owner("acct_1").key(keys[2].id().clone());
+        assert_eq!(
+            actions(&trail(&t, both).await),
+            [Renamed, Created].map(|action| (action, keys[2].id().as_str()))
+        );
+        let elsewhere = AuditQuery::all().owner("acct_2").key(keys[2].id().clone());
+        assert_eq!(trail(&t, elsewhere).await, []);
+        assert_eq!(trail(&t, AuditQuery::all().owner("acct_3")).await, []);
+        assert_eq!(trail(&t, AuditQuery::all().key(unknown_id())).await, []);
+
+        for (size, owner) in [(1, None), (3, None), (4, None), (10, None), (11, None)]
+            .into_iter()
+            .chain([(4, Some("acct_1")), (5, Some("acct_2"))])
+        {
+            let query = || {
+                let query = AuditQuery::all().limit(size);
+                match owner {
+                    Some(owner) => query.owner(owner),
+                    None => query,
+                }
+            };
+            let mut read: Vec<AuditEvent> = Vec::new();
+            let mut next = query();
+            for _ in 0..=all.len() {
+                let page = trail(&t, next.clone()).await;
+                assert!(page.len() <= size as usize, "{size}: {page:#?}");
+                let Some(last) = page.last() else {
+                    break;
+                };
+                next = query().before(last.seq);
+                read.extend(page);
+            }
+            let expected: Vec<AuditEvent> = all
+                .iter()
+                .filter(|event| owner.is_none_or(|owner| event.owner == owner))
+                .cloned()
+                .collect();
+            assert_eq!(read, expected, "pages of {size} for {owner:?}");
+        }
+        assert_eq!(trail(&t, AuditQuery::all().limit(0)).await, all[..1]);
+        assert_eq!(trail(&t, AuditQuery::all().limit(u32::MAX)).await, all);
+        let oldest = all.last().unwrap().seq;
+        assert_eq!(trail(&t, AuditQuery::all().before(oldest)).await, []);
+        assert_eq!(trail(&t, AuditQuery::all().before(u64::MAX)).await, all);
+        assert_eq!(
+            trail(&t, AuditQuery::all().before(all[0].seq)).await,
+            all[1..]
+        );
+    }
+
+    /// An actor id that is blank, holds control characters or is over 200 characters long is
+    /// refused before anything is written: no change, no entry.
+    pub(crate) async fn an_invalid_actor_refuses_the_change_and_writes_nothing<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let key = t
+            .create(NewKey::new("Production", Environment::Live).owner("acct_1"))
+            .await;
+        let before = trail(&t, AuditQuery::all()).await;
+        assert_eq!(before.len(), 1);
+        let too_long = "a".repeat(MAX_ACTOR_LEN + 1);
+        let ids = ["", "   ", "user\n42", "tab\there", "\u{1b}[2J", &too_long];
+        fn refused<T: std::fmt::Debug>(result: Result<T, StoreError>, id: &str) {
+            assert!(
+                matches!(result, Err(StoreError::InvalidActor)),
+                "{id:?}: {result:?}"
+            );
+        }
+        for id in ids {
+            let actor = Actor::new(id).from_address("192.0.2.1".parse().unwrap());
+            let new = NewKey::new("Other", Environment::Live).owner("acct_1");
+            refused(t.store.create_by(new, &actor).await, id);
+            refused(t.store.rename_by(key.id(), "Renamed", &actor).await, id);
+            refused(t.store.revoke_by(key.id(), &actor).await, id);
+            refused(t.store.rotate_by(key.id(), HOUR, &actor).await, id);
+            refused(t.store.delete_by(key.id(), &actor).await, id);
+            // The actor is checked before anything else.
+            refused(t.store.rename_by(&unknown_id(), "", &actor).await, id);
+        }
+        assert_eq!(t.store.list(None).await.unwrap(), vec![key.stored.clone()]);
+        assert_eq!(trail(&t, AuditQuery::all()).await, before);
+        assert_eq!(status(&t.app, &key).await, StatusCode::OK);
+
+        // 200 characters, two bytes each, are fine.
+        let longest = "é".repeat(MAX_ACTOR_LEN);
+        let actor = Actor::new(longest.clone());
+        t.store
+            .rename_by(key.id(), "Renamed", &actor)
+            .await
+            .unwrap();
+        assert_eq!(trail(&t, AuditQuery::all()).await[0].actor, longest);
+    }
+
+    /// The lifecycle methods without an actor record `system`, from no address.
+    pub(crate) async fn the_plain_methods_record_the_system_actor<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let a = t.create(NewKey::new("A", Environment::Live)).await;
+        let b = t.create(NewKey::new("B", Environment::Live)).await;
+        t.store.rename(a.id(), "A2").await.unwrap();
+        t.store.revoke(a.id()).await.unwrap();
+        t.store.rotate(b.id(), HOUR).await.unwrap();
+        t.store.delete(a.id()).await.unwrap();
+        let trail = trail(&t, AuditQuery::all()).await;
+        assert_eq!(trail.len(), 7, "{trail:#?}");
+        for event in &trail {
+            assert_eq!(event.actor, "system", "{event:?}");
+            assert_eq!(event.address, None, "{event:?}");
+        }
+    }
+
+    /// No entry holds a key's text or digest: neither what the store keeps, nor what `audit`
+    /// returns, nor its `Debug`.
+    pub(crate) async fn the_audit_trail_never_holds_the_plaintext<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let created = t
+            .create(NewKey::new("Production", Environment::Live).owner("acct_1"))
+            .await;
+        let rotation = t
+            .store
+            .rotate_by(created.id(), HOUR, &alice())
+            .await
+            .unwrap();
+        t.store.rename(rotation.new.id(), "Renamed").await.unwrap();
+        t.store.revoke_by(rotation.new.id(), &bob()).await.unwrap();
+        t.store.delete(created.id()).await.unwrap();
+
+        let trail = trail(&t, AuditQuery::all()).await;
+        let rows = t.backend.audit_rows(&t.store).await;
+        assert_eq!(rows.len(), 6, "{rows:#?}");
+        assert!(
+            rows.iter().any(|row| row.contains(created.id().as_str())),
+            "{rows:#?}"
+        );
+        let mut texts = rows;
+        texts.push(format!("{trail:?}"));
+        texts.push(format!("{trail:#?}"));
+        for key in [&created.key, &rotation.new.key] {
+            let plaintext = key.expose_secret();
+            let secret_part = &plaintext["om_live_".len()..];
+            let digest = key.digest().to_hex();
+            for text in &texts {
+                assert!(!text.contains(plaintext), "{text}");
+                assert!(!text.contains(secret_part), "{text}");
+                assert!(!text.contains(&digest), "{text}");
+            }
+        }
+    }
 
     pub(crate) async fn migrate_records_the_key_format_and_refuses_another<B: SqlBackend>() {
         let t = Test::<B>::new().await;
@@ -2146,6 +2517,12 @@ mod rules {
         assert!(message.contains("inserts are refused"), "{message}");
         assert_unavailable(t.store.create(NewKey::new("New", Environment::Live)).await);
         assert_eq!(t.store.list(None).await.unwrap(), vec![old.stored.clone()]);
+        let trail = t.store.audit(&AuditQuery::all()).await.unwrap();
+        assert_eq!(
+            trail.len(),
+            1,
+            "a failed change left an audit entry: {trail:#?}"
+        );
         t.clock.advance(HOUR);
         assert_eq!(
             status(&t.app, &old).await,
@@ -2190,6 +2567,67 @@ mod rules {
             t.store.anonymous_usage(d, d).await.unwrap(),
             [AnonymousIncrement::new(d, AnonymousOutcome::Unknown, 5)]
         );
+    }
+
+    /// A change and its audit entry are one transaction: when the entry cannot be written,
+    /// the change is not made either.
+    pub(crate) async fn a_change_whose_audit_entry_fails_changes_nothing<B: SqlBackend>() {
+        let t = Test::<B>::new().await;
+        let key = t
+            .create(NewKey::new("Production", Environment::Live).expires_at(t0() + 24 * HOUR))
+            .await;
+        let revoked = t.create(NewKey::new("Revoked", Environment::Live)).await;
+        t.store.revoke(revoked.id()).await.unwrap();
+        let revoked = t.store.get(revoked.id()).await.unwrap();
+        assert_eq!(status(&t.app, &key).await, StatusCode::OK);
+        let before = t.store.audit(&AuditQuery::all()).await.unwrap();
+        t.backend.refuse_audit_entries(&t.store).await;
+
+        let message =
+            assert_unavailable(t.store.create(NewKey::new("New", Environment::Live)).await);
+        assert!(message.contains("audit entries are refused"), "{message}");
+        assert_unavailable(t.store.rename(key.id(), "Renamed").await);
+        assert_unavailable(t.store.revoke(key.id()).await);
+        assert_unavailable(t.store.rotate(key.id(), MINUTE).await);
+        assert_unavailable(t.store.delete(key.id()).await);
+        // Revoking a revoked key changes nothing and records nothing: it still succeeds.
+        assert_eq!(t.store.revoke(&revoked.record.id).await.unwrap(), revoked);
+
+        assert_eq!(t.count().await, 2);
+        assert_eq!(t.store.get(key.id()).await.unwrap(), key.stored);
+        assert_eq!(t.store.audit(&AuditQuery::all()).await.unwrap(), before);
+        t.clock.advance(HOUR);
+        assert_eq!(
+            status(&t.app, &key).await,
+            StatusCode::OK,
+            "the key was revoked, deleted or cut short"
+        );
+    }
+
+    /// Audit rows no version of the crate writes give a clear error naming the entry and the
+    /// column, never a panic, and spoil nothing else.
+    pub(crate) async fn audit_rows_edited_by_hand_give_a_clear_error_never_a_panic<
+        B: SqlBackend,
+    >() {
+        for (assignment, column) in [
+            ("action = 'exploded'", "action"),
+            ("address = 'localhost'", "address"),
+            ("address = '10.0.0.300'", "address"),
+        ] {
+            let t = Test::<B>::new().await;
+            let key = t.create(NewKey::new("Production", Environment::Live)).await;
+            t.backend.edit_audit(&t.store, assignment).await;
+            let message = assert_unavailable(t.store.audit(&AuditQuery::all()).await);
+            assert!(message.contains("api_key_audit"), "{message}");
+            assert!(message.contains("corrupted"), "{message}");
+            assert!(message.contains(&format!("`{column}`")), "{message}");
+            assert_eq!(t.store.get(key.id()).await.unwrap(), key.stored);
+            assert_eq!(status(&t.app, &key).await, StatusCode::OK);
+            // Changes are still made, and recorded.
+            t.store.revoke(key.id()).await.unwrap();
+            let newest = t.store.audit(&AuditQuery::all().limit(1)).await.unwrap();
+            assert_eq!(newest[0].action, AuditAction::Revoked);
+        }
     }
 
     /// Rows a newer version of the crate could write are skipped; rows no version writes give a
@@ -2370,6 +2808,7 @@ async fn outage_then_recovery<DB: tower_api_key::SqlDatabase>(
     assert_unavailable(store.usage_summary(None, today, today).await);
     assert_unavailable(store.anonymous_usage(today, today).await);
     assert_unavailable(store.prune_usage(today).await);
+    assert_unavailable(store.audit(&AuditQuery::all()).await);
     assert!(store.resolve(&fresh.key.digest()).await.is_err());
 
     let response = call(&app, &fresh).await;
@@ -2405,6 +2844,12 @@ async fn outage_then_recovery<DB: tower_api_key::SqlDatabase>(
     );
     let listed = store.list(None).await.unwrap();
     assert_eq!(listed.len(), 2, "a failed call wrote something");
+    let trail = store.audit(&AuditQuery::all()).await.unwrap();
+    assert_eq!(
+        trail.len(),
+        2,
+        "a failed call wrote an audit entry: {trail:#?}"
+    );
     for stored in &listed {
         assert!(stored.record.revoked_at.is_none());
         assert!(stored.last_used_at.is_none());
@@ -2482,6 +2927,11 @@ macro_rules! suite {
             pruning_removes_only_the_days_before,
             counts_saturate_and_no_batch_makes_a_store_fail_or_panic,
             a_batch_with_an_id_is_applied_once,
+            every_change_is_in_the_audit_trail_with_its_actor,
+            the_audit_trail_is_read_per_owner_and_per_key_a_page_at_a_time,
+            an_invalid_actor_refuses_the_change_and_writes_nothing,
+            the_plain_methods_record_the_system_actor,
+            the_audit_trail_never_holds_the_plaintext,
         );
     };
 }
@@ -2507,6 +2957,8 @@ mod sqlite {
         a_failed_flush_writes_nothing,
         usage_rows_edited_by_hand_are_read_defensively,
         migrate_records_the_key_format_and_refuses_another,
+        a_change_whose_audit_entry_fails_changes_nothing,
+        audit_rows_edited_by_hand_give_a_clear_error_never_a_panic,
     );
 
     #[tokio::test]
@@ -2546,7 +2998,7 @@ mod sqlite {
             .fetch_all(store.pool())
             .await
             .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
         // Two processes migrating at once wait for each other.
         let other = SqliteStore::open(&backend.path, om()).await.unwrap();
         let (a, b) = tokio::join!(store.migrate(), other.migrate());
@@ -2680,6 +3132,8 @@ mod postgres {
         a_failed_flush_writes_nothing,
         usage_rows_edited_by_hand_are_read_defensively,
         migrate_records_the_key_format_and_refuses_another,
+        a_change_whose_audit_entry_fails_changes_nothing,
+        audit_rows_edited_by_hand_give_a_clear_error_never_a_panic,
     );
 
     /// Skips the test (or fails it under CI) when PostgreSQL is not there.
@@ -2717,7 +3171,7 @@ mod postgres {
         .fetch_all(&pool)
         .await
         .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
         // The tables are where they were asked to be, and nowhere else.
         let schemas: Vec<String> = sqlx::query_scalar(
             "SELECT table_schema::text FROM information_schema.tables \

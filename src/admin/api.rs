@@ -56,6 +56,19 @@ impl Admin {
     }
 }
 
+/// One `tracing` event per change, with the key's id and the actor, never the key.
+fn changed(action: &'static str, id: &KeyId, caller: &Caller) {
+    tracing::info!(
+        target: "tower_api_key::admin",
+        action,
+        key_id = %id,
+        owner = %caller.owner,
+        actor = caller.actor.id(),
+        address = ?caller.actor.address(),
+        "key changed through the admin API"
+    );
+}
+
 /// No intermediary keeps a copy of a response that holds a key's text.
 fn no_store(status: StatusCode, body: impl serde::Serialize) -> Response {
     let mut response = (status, Json(body)).into_response();
@@ -277,6 +290,7 @@ pub(crate) async fn create(
         .create_by(new, &caller.actor)
         .await
         .map_err(Problem::from_store)?;
+    changed("created", created.id(), &caller);
     let view = CreatedKeyView {
         secret: created.key.expose_secret().to_owned(),
         key: KeyView::of(&created.stored, now),
@@ -339,6 +353,7 @@ pub(crate) async fn rename(
         .rename_by(&stored.record.id, &body.name, &caller.actor)
         .await
         .map_err(Problem::from_store)?;
+    changed("renamed", &stored.record.id, &caller);
     Ok(no_store(
         StatusCode::OK,
         KeyView::of(&renamed, SystemTime::now()),
@@ -370,6 +385,7 @@ pub(crate) async fn revoke(
         .revoke_by(&stored.record.id, &caller.actor)
         .await
         .map_err(Problem::from_store)?;
+    changed("revoked", &stored.record.id, &caller);
     Ok(no_store(
         StatusCode::OK,
         KeyView::of(&revoked, SystemTime::now()),
@@ -417,6 +433,7 @@ pub(crate) async fn rotate(
         .rotate_by(&stored.record.id, grace, &caller.actor)
         .await
         .map_err(Problem::from_store)?;
+    changed("rotated", &stored.record.id, &caller);
     let now = SystemTime::now();
     let view = RotatedKeyView {
         secret: rotation.new.key.expose_secret().to_owned(),

@@ -94,7 +94,8 @@ pub(crate) struct KeyPage {
 }
 
 /// A new key, with its text. This is the only response that will ever hold it.
-#[derive(Debug, Serialize, ToSchema)]
+// No `Debug`: it would print the key.
+#[derive(Serialize, ToSchema)]
 pub(crate) struct CreatedKeyView {
     /// The key itself, such as `om_live_…`. Show it now: it cannot be shown again.
     pub(crate) secret: String,
@@ -103,7 +104,8 @@ pub(crate) struct CreatedKeyView {
 }
 
 /// A rotation: the replacement with its text (shown this once), and the old key.
-#[derive(Debug, Serialize, ToSchema)]
+// No `Debug`: it would print the key.
+#[derive(Serialize, ToSchema)]
 pub(crate) struct RotatedKeyView {
     /// The replacement's text. Show it now: it cannot be shown again.
     pub(crate) secret: String,

@@ -2,8 +2,69 @@
 //!
 //! Every lifecycle change a store makes through [`KeyStore`](super::KeyStore) (created, renamed,
 //! rotated, revoked, deleted) is written to the store's audit trail in the same transaction as
-//! the change itself, with the [`Actor`] that asked for it. The trail never holds a key's text:
-//! only ids, names and who did what.
+//! the change itself, with the [`Actor`] that asked for it: a change and its entry are kept or
+//! lost together. The trail never holds a key's text or digest: only ids, owners, names and who
+//! did what.
+//!
+//! The `_by` forms of the lifecycle methods ([`create_by`], [`rename_by`], [`revoke_by`],
+//! [`rotate_by`], [`delete_by`]) take the actor, which the host application names (the crate
+//! authenticates nobody); the plain forms record [`Actor::system`]. An actor id that is blank,
+//! longer than [`MAX_ACTOR_LEN`] characters or holds control characters is refused before
+//! anything is written ([`StoreError::InvalidActor`](super::StoreError::InvalidActor)).
+//!
+//! What each change records, as an [`AuditEvent`]:
+//!
+//! | change | entries |
+//! |---|---|
+//! | create | `created` |
+//! | rename | `renamed`, with the new name |
+//! | revoke | `revoked`, the first time only: revoking a revoked key records nothing |
+//! | rotate | `rotated` on the old key and `created` on the new one, each naming the other as `related_key` |
+//! | delete | `deleted`, with the key's last owner and name; the key's earlier entries stay |
+//!
+//! [`KeyStore::audit`](super::KeyStore::audit) reads the trail newest first, filtered by an
+//! [`AuditQuery`]: one owner's keys, one key (deleted or not), a page of at most
+//! [`MAX_AUDIT_PAGE`] entries, and the next page [`before`](AuditQuery::before) the last entry
+//! read. The SQL stores keep the trail in the table `api_key_audit` (see their module docs).
+//!
+//! ```
+//! use std::net::{IpAddr, Ipv4Addr};
+//! use tower_api_key::{
+//!     Actor, AuditAction, AuditQuery, Environment, KeyFormat, KeyStore, MemoryStore, NewKey,
+//! };
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let store = MemoryStore::new(KeyFormat::new("om").unwrap());
+//! // Who the host application says is signed in, and where the request came from.
+//! let alice = Actor::new("user:alice").from_address(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)));
+//!
+//! let new = NewKey::new("Webhook Server", Environment::Live).owner("acct_42");
+//! let created = store.create_by(new, &alice).await.unwrap();
+//! store.revoke_by(created.id(), &alice).await.unwrap();
+//! // Revoked already: nothing changes, and nothing more is recorded.
+//! store.revoke(created.id()).await.unwrap();
+//!
+//! let trail = store
+//!     .audit(&AuditQuery::all().key(created.id().clone()))
+//!     .await
+//!     .unwrap();
+//! let actions: Vec<AuditAction> = trail.iter().map(|event| event.action).collect();
+//! assert_eq!(actions, [AuditAction::Revoked, AuditAction::Created]);
+//! assert_eq!(trail[0].actor, "user:alice");
+//! assert_eq!(trail[0].address, alice.address());
+//! assert_eq!((trail[1].owner.as_str(), trail[1].key_name.as_str()), ("acct_42", "Webhook Server"));
+//!
+//! // The next page: the entries before the last one read (none left here).
+//! let older = AuditQuery::all().key(created.id().clone()).before(trail[1].seq);
+//! assert!(store.audit(&older).await.unwrap().is_empty());
+//! # });
+//! ```
+//!
+//! [`create_by`]: super::KeyStore::create_by
+//! [`rename_by`]: super::KeyStore::rename_by
+//! [`revoke_by`]: super::KeyStore::revoke_by
+//! [`rotate_by`]: super::KeyStore::rotate_by
+//! [`delete_by`]: super::KeyStore::delete_by
 
 use std::fmt;
 use std::net::IpAddr;
@@ -59,7 +120,6 @@ impl Actor {
     }
 
     /// Checks the id: not blank, not too long, no control characters.
-    #[allow(dead_code)] // Used by the stores on the `audit` branch.
     pub(crate) fn validate(&self) -> Result<(), super::StoreError> {
         let id = self.id.as_str();
         if id.trim().is_empty()

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use super::settings::{settings_methods, StoreSettings};
 use super::usage::{add_count, day_in, zero_series, Increments, BATCH_ID_RETENTION, MAX_COUNT};
 use super::{
-    plan_rotation, prepare, validate_name, Actor, CreatedKey, KeyStore, NewKey, Rotation,
-    StoreError, StoredKey,
+    plan_rotation, prepare, validate_name, Actor, AuditAction, AuditEvent, AuditQuery, CreatedKey,
+    KeyStore, NewKey, Rotation, StoreError, StoredKey,
 };
 use crate::invalidation::Invalidations;
 use crate::key::{KeyDigest, KeyFormat};
@@ -38,6 +38,10 @@ struct Keys {
     anonymous: BTreeMap<Day, BTreeMap<AnonymousOutcome, u64>>,
     /// The ids of the batches applied, with when, for [`BATCH_ID_RETENTION`].
     batches: HashMap<BatchId, SystemTime>,
+    /// The audit trail, oldest first; entries stay when their key goes.
+    audit: Vec<AuditEvent>,
+    /// The `seq` of the last audit entry written (0: none yet).
+    audit_seq: u64,
 }
 
 impl Keys {
@@ -78,6 +82,23 @@ impl Keys {
         self.digest_by_id.insert(created.id().clone(), digest);
         self.by_digest.insert(digest, created.stored.clone());
     }
+
+    /// Appends `action` on `key` by `actor` at `at` to the audit trail.
+    fn record(
+        &mut self,
+        at: SystemTime,
+        action: AuditAction,
+        key: &StoredKey,
+        actor: &Actor,
+        related_key: Option<&KeyId>,
+    ) {
+        self.audit_seq += 1;
+        let mut event = AuditEvent::new(self.audit_seq, at, action, key.record.id.clone(), actor);
+        event.owner = key.record.owner.clone();
+        event.key_name = key.record.name.clone();
+        event.related_key = related_key.cloned();
+        self.audit.push(event);
+    }
 }
 
 impl MemoryStore {
@@ -91,17 +112,25 @@ impl MemoryStore {
 
     settings_methods!();
 
-    /// Changes the key with id `id` under the write lock, then announces its digest.
+    /// Changes the key with id `id` under the write lock, records the action `f` returns (if
+    /// any) by `actor` at `now` in the audit trail under the same lock, then announces the
+    /// key's digest.
     fn change(
         &self,
         id: &KeyId,
-        f: impl FnOnce(&mut StoredKey) -> Result<(), StoreError>,
+        now: SystemTime,
+        actor: &Actor,
+        f: impl FnOnce(&mut StoredKey) -> Option<AuditAction>,
     ) -> Result<StoredKey, StoreError> {
         let (digest, stored) = {
             let mut keys = self.write();
             let (digest, stored) = keys.entry(id)?;
-            f(stored)?;
-            (digest, stored.clone())
+            let action = f(stored);
+            let stored = stored.clone();
+            if let Some(action) = action {
+                keys.record(now, action, &stored, actor, None);
+            }
+            (digest, stored)
         };
         // After the write: a lookup that starts now reads the new state.
         self.settings.announce(&digest);
@@ -127,15 +156,14 @@ impl KeyStore for MemoryStore {
         &self.settings.format
     }
 
-    async fn create_by(&self, new: NewKey, _actor: &Actor) -> Result<CreatedKey, StoreError> {
+    async fn create_by(&self, new: NewKey, actor: &Actor) -> Result<CreatedKey, StoreError> {
+        actor.validate()?;
         let settings = &self.settings;
-        let created = prepare(
-            &settings.format,
-            new,
-            settings.now(),
-            settings.catalog.as_ref(),
-        )?;
-        self.write().insert(&created);
+        let now = settings.now();
+        let created = prepare(&settings.format, new, now, settings.catalog.as_ref())?;
+        let mut keys = self.write();
+        keys.insert(&created);
+        keys.record(now, AuditAction::Created, &created.stored, actor, None);
         Ok(created)
     }
 
@@ -156,20 +184,24 @@ impl KeyStore for MemoryStore {
         &self,
         id: &KeyId,
         name: &str,
-        _actor: &Actor,
+        actor: &Actor,
     ) -> Result<StoredKey, StoreError> {
+        actor.validate()?;
         let name = validate_name(name)?;
-        self.change(id, |stored| {
+        self.change(id, self.settings.now(), actor, |stored| {
             stored.record.name = name.to_owned();
-            Ok(())
+            Some(AuditAction::Renamed)
         })
     }
 
-    async fn revoke_by(&self, id: &KeyId, _actor: &Actor) -> Result<StoredKey, StoreError> {
+    async fn revoke_by(&self, id: &KeyId, actor: &Actor) -> Result<StoredKey, StoreError> {
+        actor.validate()?;
         let now = self.settings.now();
-        self.change(id, |stored| {
+        self.change(id, now, actor, |stored| {
+            // Only the first revocation is a change.
+            let first = stored.record.revoked_at.is_none();
             stored.record.revoked_at.get_or_insert(now);
-            Ok(())
+            first.then_some(AuditAction::Revoked)
         })
     }
 
@@ -177,8 +209,9 @@ impl KeyStore for MemoryStore {
         &self,
         id: &KeyId,
         grace: Duration,
-        _actor: &Actor,
+        actor: &Actor,
     ) -> Result<Rotation, StoreError> {
+        actor.validate()?;
         let now = self.settings.now();
         let (old_digest, rotation) = {
             let mut keys = self.write();
@@ -188,23 +221,43 @@ impl KeyStore for MemoryStore {
             old.replaced_by = Some(new.id().clone());
             let old = old.clone();
             keys.insert(&new);
+            keys.record(now, AuditAction::Rotated, &old, actor, Some(new.id()));
+            let old_id = Some(&old.record.id);
+            keys.record(now, AuditAction::Created, &new.stored, actor, old_id);
             (old_digest, Rotation { new, old })
         };
         self.settings.announce(&old_digest);
         Ok(rotation)
     }
 
-    async fn delete_by(&self, id: &KeyId, _actor: &Actor) -> Result<(), StoreError> {
+    async fn delete_by(&self, id: &KeyId, actor: &Actor) -> Result<(), StoreError> {
+        actor.validate()?;
+        let now = self.settings.now();
         let digest = {
             let mut keys = self.write();
             let digest = keys.digest_of(id)?;
             keys.digest_by_id.remove(id);
-            keys.by_digest.remove(&digest);
+            if let Some(gone) = keys.by_digest.remove(&digest) {
+                keys.record(now, AuditAction::Deleted, &gone, actor, None);
+            }
             keys.usage.remove(id);
             digest
         };
         self.settings.announce(&digest);
         Ok(())
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let keys = self.read();
+        let page = usize::try_from(query.page_size()).unwrap_or(usize::MAX);
+        Ok(keys
+            .audit
+            .iter()
+            .rev()
+            .filter(|event| query.matches(event))
+            .take(page)
+            .cloned()
+            .collect())
     }
 
     async fn record_use(&self, id: &KeyId, at: SystemTime) -> Result<(), StoreError> {

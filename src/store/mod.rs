@@ -12,6 +12,9 @@
 //! | [`SqliteStore`] | `sqlite` (default) | one machine: keys in a file |
 //! | [`PostgresStore`] | `postgres` | several instances sharing keys |
 //!
+//! Every change is recorded in the store's [audit trail](audit), with who made it, in the same
+//! transaction as the change.
+//!
 //! The SQL stores ship their migrations: call `migrate()` once at start-up. Their module docs
 //! ([`sqlite`], [`postgres`]) describe the tables. All stores pass one conformance suite
 //! (`tests/store_conformance.rs`), so they keep the rules below alike.
@@ -47,7 +50,7 @@
 //! # });
 //! ```
 
-mod audit;
+pub mod audit;
 mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;

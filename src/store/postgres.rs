@@ -50,8 +50,19 @@
 //! hexadecimal digits) and time (`applied_at`, `timestamptz`) of each batch applied, so that a
 //! batch written again is not counted again; ids older than seven days are deleted.
 //!
-//! Every change is one statement or one transaction: `rotate` locks the old key's row, shortens
-//! its expiry and inserts the new key together, and a failed call leaves nothing behind. A
+//! The [audit trail](crate::store::audit) ([`KeyStore::audit`](crate::KeyStore::audit)) is
+//! `api_key_audit`: one row per
+//! change, written in the transaction of the change, with `seq` (`bigserial`; a change that rolls
+//! back may leave a gap), `at` (`timestamptz`), `action` (`created`, `renamed`, `rotated`,
+//! `revoked` or `deleted`), `key_id`, `owner`, `key_name`, `actor`, `address` (an IP address as
+//! text, or `NULL`) and `related_key` (the other key of a rotation, or `NULL`), indexed by
+//! `(owner, seq)` and `(key_id, seq)`. It has no foreign key to `api_keys`, so a deleted key's
+//! entries stay (and `TRUNCATE api_keys CASCADE` leaves them), and no trigger. Never a key or a
+//! digest.
+//!
+//! Every change is one transaction with its audit entry: `rotate` locks the old key's row,
+//! shortens its expiry and inserts the new key together, and a failed call leaves nothing
+//! behind. A
 //! database that is unreachable or fails gives [`StoreError::Unavailable`], and a layer in front
 //! answers `503` until it is back; the pool reconnects by itself.
 //!

@@ -33,6 +33,14 @@
 //! time (`applied_at`, microseconds) of each batch applied, so that a batch written again is not
 //! counted again; ids older than seven days are deleted.
 //!
+//! The [audit trail](crate::store::audit) ([`KeyStore::audit`](crate::KeyStore::audit)) is
+//! `api_key_audit`: one row per change, written in the transaction of the change, with
+//! `seq` (`INTEGER PRIMARY KEY AUTOINCREMENT`, never reused), `at` (microseconds), `action`
+//! (`created`, `renamed`, `rotated`, `revoked` or `deleted`), `key_id`, `owner`, `key_name`,
+//! `actor`, `address` (an IP address as text, or `NULL`) and `related_key` (the other key of a
+//! rotation, or `NULL`), indexed by `(owner, seq)` and `(key_id, seq)`. It has no foreign key to
+//! `api_keys`, so a deleted key's entries stay, and fires no trigger. Never a key or a digest.
+//!
 //! # Several processes on one file
 //!
 //! A revocation through a store reaches the layers built on it before the call returns. Other
@@ -42,8 +50,8 @@
 //! within one interval. When nothing changed, a look reads one row (the last one read). See
 //! [`SqliteStore::watcher`] and the [invalidation guide](crate::invalidation).
 //!
-//! Every change is one statement or one transaction: `rotate` shortens the old key's expiry and
-//! inserts the new key together, and a failed call leaves nothing behind. A database that cannot
+//! Every change is one transaction with its audit entry: `rotate` shortens the old key's expiry
+//! and inserts the new key together, and a failed call leaves nothing behind. A database that cannot
 //! be opened, is locked past the busy timeout or fails gives [`StoreError::Unavailable`], and a
 //! layer in front answers `503` until it works again.
 //!

@@ -27,10 +27,10 @@ use std::time::SystemTime;
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 use futures_util::future::BoxFuture;
-use tower_api_key::store::MAX_SERIES_DAYS;
+use tower_api_key::store::{MAX_AUDIT_PAGE, MAX_SERIES_DAYS};
 use tower_api_key::{
-    Day, Environment, KeyFormat, KeyId, KeyStore, NewKey, PostgresStore, Scope, SqlDatabase,
-    SqlStore, SqliteStore, StoreError,
+    Actor, AuditQuery, Day, Environment, KeyFormat, KeyId, KeyStore, NewKey, PostgresStore, Scope,
+    SqlDatabase, SqlStore, SqliteStore, StoreError,
 };
 
 use crate::time::{latest_storable, parse_duration, parse_rfc3339};
@@ -44,18 +44,20 @@ Exit codes:
   3  no key has this id
   4  invalid input: a name, scope, duration, time or metadata entry, an expiry in the past, a
      revoked, expired or already rotated key given to `rotate`, a retention that is not whole
-     days, a --prefix other than the store's, or a PostgreSQL schema name over 63 bytes
+     days, a --prefix other than the store's, a PostgreSQL schema name over 63 bytes, or an
+     --actor that is blank, over 200 characters or holds control characters
   5  the key store is unavailable: the database cannot be opened or reached, or it failed
 
 Errors are one line on stderr, starting with `tower-api-key: `.";
 
 /// Manage the API keys of a tower-api-key store: create, list, show, rename, revoke, rotate and
-/// delete them, and see how they are used.
+/// delete them, see how they are used, and who changed them.
 ///
 /// The keys live in a SQLite file (--db, default `ordermonk.db`, the OrderMonk demo's) or in
 /// PostgreSQL when --database-url or DATABASE_URL is given. The tables are created or updated
 /// first. A key's plaintext is printed once, by `create` or `rotate`, and never again: the store
-/// keeps only its SHA-256 digest.
+/// keeps only its SHA-256 digest. Every change is written to the store's audit trail as made by
+/// `cli:$USER` (or --actor).
 #[derive(Parser)]
 #[command(name = "tower-api-key", version, after_help = EXIT_CODES)]
 struct Cli {
@@ -63,6 +65,11 @@ struct Cli {
     /// key only for `create` and `rotate`, as `plaintext_key`.
     #[arg(long, global = true)]
     json: bool,
+
+    /// Who the audit trail records as making the changes (default: `cli:` and $USER, or
+    /// $LOGNAME; `cli` when neither is set). 1 to 200 characters, no control characters.
+    #[arg(long, global = true, value_name = "ID")]
+    actor: Option<String>,
 
     #[command(flatten, next_help_heading = "Store options")]
     store: StoreArgs,
@@ -198,6 +205,16 @@ enum Command {
     /// counts to the store every few seconds.
     Usage(UsageArgs),
 
+    /// Show the audit trail: who created, renamed, rotated, revoked or deleted keys, newest
+    /// first.
+    ///
+    /// With a key id, that key's entries (a deleted key's included); with --owner, the entries
+    /// of that owner's keys; otherwise every entry. Each shows its number (SEQ), the time (UTC),
+    /// the action, the key, its name, the actor and the address the change came from, and for a
+    /// rotation the other key. At most --limit entries are shown; the next page starts
+    /// --before the last number shown.
+    Audit(AuditArgs),
+
     /// Delete the daily usage counts of days past a retention; last uses are kept.
     ///
     /// `--keep 90d` keeps today and the 89 days before it, for every key and for the requests
@@ -230,6 +247,30 @@ struct UsageArgs {
     /// When to draw a bar per day: `auto` when stdout is a terminal, `always` or `never`.
     #[arg(long, value_name = "WHEN", value_enum, default_value = "auto")]
     bars: BarsArg,
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    /// Only the entries of this key (a deleted key's included).
+    #[arg(value_name = "KEY_ID")]
+    id: Option<String>,
+
+    /// Only the entries of this owner's keys.
+    #[arg(long, value_name = "OWNER")]
+    owner: Option<String>,
+
+    /// How many entries to show at most: 1 to 1000.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_AUDIT_PAGE))
+    )]
+    limit: u32,
+
+    /// Only entries older than entry SEQ: the next page after one that ended at SEQ.
+    #[arg(long, value_name = "SEQ")]
+    before: Option<u64>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -347,6 +388,7 @@ fn exit_code(err: &StoreError) -> u8 {
         | StoreError::AlreadyRotated { .. }
         | StoreError::FormatMismatch { .. }
         | StoreError::InvalidSchemaName(_)
+        | StoreError::InvalidActor
         | StoreError::SeriesTooLong => Failure::INVALID,
         StoreError::NoRecordedFormat => Failure::USAGE,
         StoreError::Unavailable(_) => Failure::UNAVAILABLE,
@@ -557,15 +599,27 @@ async fn wait_for_services(store: &dyn ToolStore) {
     }
 }
 
+/// Who the audit trail records as making the tool's changes: `--actor`, or `cli:` and the
+/// user's login name from the environment.
+fn actor(given: Option<String>) -> Actor {
+    let login = |name| std::env::var(name).ok().filter(|user| !user.is_empty());
+    let id = given.unwrap_or_else(|| match login("USER").or_else(|| login("LOGNAME")) {
+        Some(user) => format!("cli:{user}"),
+        None => "cli".to_owned(),
+    });
+    Actor::new(id)
+}
+
 async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
     let prefix = cli.store.prefix.as_deref();
     let json = cli.json;
+    let actor = actor(cli.actor);
     match cli.command {
         Command::Create(args) => {
             // Everything the tool can check is checked before the store is touched.
             let new = new_key(args)?;
             let store = source.open(prefix, true).await?;
-            let created = store.create(new).await?;
+            let created = store.create_by(new, &actor).await?;
             let now = SystemTime::now();
             let stdout = if json {
                 json_text(output::created_json(&created, now))?
@@ -602,7 +656,7 @@ async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
         }
         Command::Rename { id, name } => {
             let store = source.open(prefix, false).await?;
-            let key = store.rename(&KeyId::from(id), &name).await?;
+            let key = store.rename_by(&KeyId::from(id), &name, &actor).await?;
             wait_for_services(&*store).await;
             Ok(Printed::text(if json {
                 json_text(output::key_json(&key, SystemTime::now()))?
@@ -612,7 +666,7 @@ async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
         }
         Command::Revoke { id } => {
             let store = source.open(prefix, false).await?;
-            let key = store.revoke(&KeyId::from(id)).await?;
+            let key = store.revoke_by(&KeyId::from(id), &actor).await?;
             wait_for_services(&*store).await;
             Ok(Printed::text(if json {
                 json_text(output::key_json(&key, SystemTime::now()))?
@@ -623,7 +677,7 @@ async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
         Command::Rotate { id, grace } => {
             let grace = parse_duration(&grace).map_err(Failure::invalid)?;
             let store = source.open(prefix, false).await?;
-            let rotation = store.rotate(&KeyId::from(id), grace).await?;
+            let rotation = store.rotate_by(&KeyId::from(id), grace, &actor).await?;
             wait_for_services(&*store).await;
             let now = SystemTime::now();
             let stdout = if json {
@@ -647,7 +701,7 @@ async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
                 ));
             }
             let store = source.open(prefix, false).await?;
-            store.delete(&KeyId::from(id.as_str())).await?;
+            store.delete_by(&KeyId::from(id.as_str()), &actor).await?;
             wait_for_services(&*store).await;
             Ok(Printed::text(if json {
                 json_text(output::deleted_json(&id))?
@@ -680,6 +734,25 @@ async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
                 }
             };
             Ok(Printed::text(stdout))
+        }
+        Command::Audit(args) => {
+            let store = source.open(prefix, false).await?;
+            let mut query = AuditQuery::all().limit(args.limit);
+            if let Some(id) = args.id {
+                query = query.key(KeyId::from(id));
+            }
+            if let Some(owner) = args.owner {
+                query = query.owner(owner);
+            }
+            if let Some(before) = args.before {
+                query = query.before(before);
+            }
+            let trail = store.audit(&query).await?;
+            Ok(Printed::text(if json {
+                json_text(output::audit_json(&trail))?
+            } else {
+                output::audit_table(&trail, args.limit)
+            }))
         }
         Command::PruneUsage { keep } => {
             let keep = retention(&keep)?;
@@ -868,6 +941,7 @@ mod tests {
             (StoreError::Expired(id), 4),
             (StoreError::ExpiryInPast, 4),
             (StoreError::SeriesTooLong, 4),
+            (StoreError::InvalidActor, 4),
             (StoreError::unavailable("down"), 5),
         ];
         for (err, code) in cases {

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use comfy_table::{presets, ContentArrangement, Table};
 use serde::Serialize;
-use tower_api_key::{CreatedKey, Rotation, StoredKey};
+use tower_api_key::{AuditEvent, CreatedKey, Rotation, StoredKey};
 
 use crate::time::format_utc;
 
@@ -147,6 +147,83 @@ pub(crate) fn keys_json(keys: &[StoredKey], now: SystemTime) -> Result<String, s
     )
 }
 
+/// An audit entry as the JSON output shows it: the columns of [`audit_table`], and the owner.
+#[derive(Serialize)]
+struct AuditJson<'a> {
+    seq: u64,
+    at: String,
+    action: &'static str,
+    key_id: &'a str,
+    owner: &'a str,
+    key_name: &'a str,
+    actor: &'a str,
+    address: Option<String>,
+    related_key: Option<&'a str>,
+}
+
+impl<'a> AuditJson<'a> {
+    fn new(event: &'a AuditEvent) -> Self {
+        AuditJson {
+            seq: event.seq,
+            at: format_utc(event.at),
+            action: event.action.as_str(),
+            key_id: event.key_id.as_str(),
+            owner: &event.owner,
+            key_name: &event.key_name,
+            actor: &event.actor,
+            address: event.address.map(|address| address.to_string()),
+            related_key: event.related_key.as_ref().map(|id| id.as_str()),
+        }
+    }
+}
+
+/// The audit entries as a JSON array, in the order given (newest first).
+pub(crate) fn audit_json(trail: &[AuditEvent]) -> Result<String, serde_json::Error> {
+    json(&trail.iter().map(AuditJson::new).collect::<Vec<_>>())
+}
+
+/// The audit entries as a table, one a row, in the order given (newest first); when there are
+/// `limit` of them, a last line saying how to see the older ones.
+pub(crate) fn audit_table(trail: &[AuditEvent], limit: u32) -> String {
+    let Some(last) = trail.last() else {
+        return "No audit entries.\n".to_owned();
+    };
+    let mut table = new_table(vec![
+        "SEQ",
+        "TIME",
+        "ACTION",
+        "KEY",
+        "NAME",
+        "ACTOR",
+        "ADDRESS",
+        "RELATED KEY",
+    ]);
+    let none = || "-".to_owned();
+    for event in trail {
+        table.add_row([
+            event.seq.to_string(),
+            format_utc(event.at),
+            event.action.to_string(),
+            printable(event.key_id.as_str()),
+            printable(&event.key_name),
+            printable(&event.actor),
+            event
+                .address
+                .map_or_else(none, |address| address.to_string()),
+            event
+                .related_key
+                .as_ref()
+                .map_or_else(none, |id| printable(id.as_str())),
+        ]);
+    }
+    let mut text = finish(&table);
+    if u32::try_from(trail.len()).is_ok_and(|shown| shown >= limit) {
+        // Writing to a `String` cannot fail.
+        let _ = writeln!(text, "Older entries, if any: add --before {}", last.seq);
+    }
+    text
+}
+
 /// A new key's fields, then the key on a line of its own.
 pub(crate) fn created_text(created: &CreatedKey, now: SystemTime) -> String {
     let mut text = "Created a key:\n\n".to_owned();
@@ -257,23 +334,18 @@ pub(crate) fn table(keys: &[StoredKey]) -> String {
     if keys.is_empty() {
         return "No keys.\n".to_owned();
     }
-    let mut table = Table::new();
-    // No borders and no wrapping: the same lines on a terminal, in a pipe and in a file.
-    table
-        .load_style(presets::NOTHING)
-        .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header([
-            "ID",
-            "NAME",
-            "OWNER",
-            "HINT",
-            "ENV",
-            "SCOPES",
-            "CREATED",
-            "EXPIRES",
-            "LAST USED",
-            "REVOKED",
-        ]);
+    let mut table = new_table(vec![
+        "ID",
+        "NAME",
+        "OWNER",
+        "HINT",
+        "ENV",
+        "SCOPES",
+        "CREATED",
+        "EXPIRES",
+        "LAST USED",
+        "REVOKED",
+    ]);
     let never = || "-".to_owned();
     for key in keys {
         let record = &key.record;
@@ -291,10 +363,26 @@ pub(crate) fn table(keys: &[StoredKey]) -> String {
             record.revoked_at.map_or_else(never, format_utc),
         ]);
     }
+    finish(&table)
+}
+
+/// A table as the tool draws them: no borders and no wrapping, so that it prints the same lines
+/// on a terminal, in a pipe and in a file.
+pub(crate) fn new_table(header: Vec<&str>) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header);
+    table
+}
+
+/// The table's lines, columns two spaces apart, without the spaces that pad the end of each.
+pub(crate) fn finish(table: &Table) -> String {
+    let mut table = table.clone();
     for column in table.column_iter_mut() {
         column.set_padding((0, 2));
     }
-    // `trim_fmt` leaves out the spaces that pad the last column of each line.
     let mut text = table.trim_fmt();
     text.push('\n');
     text
@@ -529,6 +617,72 @@ mod tests {
         assert_eq!(value["id"], HOSTILE_ID);
         assert_eq!(value["hint"], HOSTILE_HINT);
         assert_eq!(value["name"], "bell\u{7}, CSI\u{9b}");
+    }
+
+    fn audit_event(seq: u64, name: &str) -> AuditEvent {
+        use tower_api_key::{Actor, AuditAction, KeyId};
+
+        let actor = Actor::new("cli:alice").from_address("203.0.113.7".parse().unwrap());
+        let mut event = AuditEvent::new(
+            seq,
+            UNIX_EPOCH + Duration::from_secs(1_795_929_660),
+            AuditAction::Rotated,
+            KeyId::from("key_1"),
+            &actor,
+        );
+        event.owner = "acct_42".to_owned();
+        event.key_name = name.to_owned();
+        event.related_key = Some(KeyId::from("key_2"));
+        event
+    }
+
+    #[test]
+    fn the_audit_table_has_a_row_an_entry_and_says_how_to_page() {
+        let trail = [
+            audit_event(8, "Production"),
+            audit_event(7, "evil\u{1b}[2J\u{9b}"),
+        ];
+        let text = audit_table(&trail, 2);
+        assert_no_raw_control_character(&text);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(
+            lines[0].starts_with("SEQ  TIME                  ACTION   KEY    NAME"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with("8    2026-11-29T05:21:00Z  rotated  key_1  Production"),
+            "{text}"
+        );
+        assert!(
+            lines[1].ends_with("cli:alice  203.0.113.7  key_2"),
+            "{text}"
+        );
+        assert!(lines[2].contains(r"evil\u{1b}[2J\u{9b}"), "{text}");
+        assert_eq!(lines[3], "Older entries, if any: add --before 7");
+        assert!(!audit_table(&trail, 3).contains("--before"));
+        assert_eq!(audit_table(&[], 10), "No audit entries.\n");
+    }
+
+    #[test]
+    fn audit_json_has_every_field_and_escapes_control_characters() {
+        let text = audit_json(&[audit_event(8, "bell\u{7}, CSI\u{9b}")]).unwrap();
+        assert_no_raw_control_character(&text);
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!([{
+                "seq": 8,
+                "at": "2026-11-29T05:21:00Z",
+                "action": "rotated",
+                "key_id": "key_1",
+                "owner": "acct_42",
+                "key_name": "bell\u{7}, CSI\u{9b}",
+                "actor": "cli:alice",
+                "address": "203.0.113.7",
+                "related_key": "key_2",
+            }])
+        );
     }
 
     #[test]

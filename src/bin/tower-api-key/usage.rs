@@ -4,11 +4,11 @@
 //! Like everything the tool prints, no digest and no key: ids, names and owners are escaped as
 //! [`output`](crate::output) escapes them.
 
-use comfy_table::{presets, CellAlignment, ContentArrangement, Table};
+use comfy_table::{CellAlignment, Table};
 use serde::Serialize;
 use tower_api_key::{DailyUsage, Day, KeyOutcome, KeyUsageSummary, OutcomeCounts, StoredKey};
 
-use crate::output::{json, or_none, printable, quoted};
+use crate::output::{finish, json, new_table, or_none, printable, quoted};
 use crate::time::format_utc;
 
 /// The width of the busiest day's bar, in characters.
@@ -300,33 +300,12 @@ fn plural(count: i64, noun: &str) -> String {
     }
 }
 
-/// A table as the tool draws them: no borders, no wrapping, columns two spaces apart.
-fn new_table(header: Vec<&str>) -> Table {
-    let mut table = Table::new();
-    table
-        .load_style(presets::NOTHING)
-        .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(header);
-    table
-}
-
 fn align_right(table: &mut Table, columns: std::ops::RangeInclusive<usize>) {
     for index in columns {
         if let Some(column) = table.column_mut(index) {
             column.set_cell_alignment(CellAlignment::Right);
         }
     }
-}
-
-/// The table's lines, without the spaces that pad the end of each.
-fn finish(table: &Table) -> String {
-    let mut table = table.clone();
-    for column in table.column_iter_mut() {
-        column.set_padding((0, 2));
-    }
-    let mut text = table.trim_fmt();
-    text.push('\n');
-    text
 }
 
 #[cfg(test)]

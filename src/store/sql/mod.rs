@@ -8,6 +8,7 @@
 //! Use it through its names for each database: [`SqliteStore`](crate::SqliteStore) and
 //! [`PostgresStore`](crate::PostgresStore).
 
+mod audit;
 pub(super) mod backend;
 pub(crate) mod table;
 mod usage;
@@ -18,8 +19,9 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
-use sqlx::Pool;
+use sqlx::{Pool, Transaction};
 
+use self::audit::Entry;
 use self::backend::{Cell, ColumnType, Dialect, Param, Read};
 use self::table::{
     key_reads, normalize, to_micros, unavailable, KeyValues, RawRow, Step, KEYS, KEY_COLUMNS,
@@ -27,8 +29,8 @@ use self::table::{
 };
 use super::settings::{settings_methods, StoreSettings};
 use super::{
-    plan_rotation, prepare, validate_name, Actor, CreatedKey, KeyStore, NewKey, Rotation,
-    StoreError, StoredKey,
+    plan_rotation, prepare, validate_name, Actor, AuditAction, AuditEvent, AuditQuery, CreatedKey,
+    KeyStore, NewKey, Rotation, StoreError, StoredKey,
 };
 use crate::invalidation::{Invalidations, Watcher};
 use crate::key::{KeyDigest, KeyFormat};
@@ -104,6 +106,7 @@ struct Statements {
     write_setting: String,
     record_migration: String,
     usage: usage::UsageStatements,
+    audit: audit::AuditStatements,
 }
 
 impl Statements {
@@ -146,9 +149,10 @@ impl Statements {
                 p(1),
                 p(2)
             ),
-            // The first revocation time is kept.
+            // Only the first revocation changes the row (and its time is kept): no row back
+            // means no such key, or a key revoked already.
             revoke: format!(
-                "UPDATE {keys} SET revoked_at = coalesce(revoked_at, {}) WHERE id = {} \
+                "UPDATE {keys} SET revoked_at = {} WHERE id = {} AND revoked_at IS NULL \
                  RETURNING {columns}",
                 time(1),
                 p(2)
@@ -160,7 +164,11 @@ impl Statements {
                 p(2),
                 p(3)
             ),
-            delete: format!("DELETE FROM {keys} WHERE id = {} RETURNING digest", p(1)),
+            // What the audit trail records of the key, and the digest to announce.
+            delete: format!(
+                "DELETE FROM {keys} WHERE id = {} RETURNING digest, owner, name",
+                p(1)
+            ),
             // Matches the row whatever its time, so that no row means no such key; moves only
             // forward.
             record_use: format!(
@@ -184,6 +192,7 @@ impl Statements {
                 time(3)
             ),
             usage: usage::UsageStatements::new::<DB>(namespace),
+            audit: audit::AuditStatements::new::<DB>(namespace),
         }
     }
 }
@@ -437,21 +446,48 @@ impl<DB: SqlDatabase> SqlStore<DB> {
             .map_err(unavailable)
     }
 
-    /// Announces the key of a row just changed on the invalidations, then decodes it.
+    /// Announces the key of a row just changed (and committed) on the invalidations, then
+    /// decodes it.
     ///
     /// The announcement comes first and needs only the digest, so that a change to a row that
     /// is otherwise corrupted still reaches the layers.
-    fn announce(&self, id: &KeyId, rows: Vec<Vec<Cell>>) -> Result<StoredKey, StoreError> {
-        let row = rows
-            .into_iter()
-            .next()
-            .ok_or_else(|| StoreError::UnknownKey(id.clone()))?;
-        let raw = RawRow::read(&row)?;
+    fn announce(&self, raw: RawRow) -> Result<StoredKey, StoreError> {
         if let Some(digest) = table::digest_of(&raw.digest) {
-            // After the write: a lookup that starts now reads the changed row.
+            // After the commit: a lookup that starts now reads the changed row.
             self.settings.announce(&digest);
         }
         Ok(raw.decode()?.1)
+    }
+
+    /// Starts a write transaction: a change and its audit entry are written together or not at
+    /// all.
+    async fn begin_write(&self) -> Result<Transaction<'static, DB>, StoreError> {
+        self.usable()?;
+        self.pool
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Writes `action` on the key in `raw` by `actor` at `at` to the audit trail, in `tx`.
+    async fn record(
+        &self,
+        tx: &mut DB::Connection,
+        at: SystemTime,
+        action: AuditAction,
+        raw: &RawRow,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        let entry = Entry {
+            at,
+            action,
+            key_id: &raw.id,
+            owner: &raw.owner,
+            key_name: &raw.name,
+            actor,
+            related_key: None,
+        };
+        audit::write::<DB>(tx, &self.statements.audit, entry).await
     }
 }
 
@@ -498,6 +534,15 @@ async fn read_prefix<DB: SqlDatabase>(
     Ok(prefix_of(&rows))
 }
 
+/// The first row of `rows`, read but not decoded, or [`StoreError::UnknownKey`].
+fn first_row(id: &KeyId, rows: Vec<Vec<Cell>>) -> Result<RawRow, StoreError> {
+    let row = rows
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::UnknownKey(id.clone()))?;
+    Ok(RawRow::read(&row)?)
+}
+
 /// The key of the first row of `rows`, or [`StoreError::UnknownKey`].
 fn found(id: &KeyId, rows: Vec<Vec<Cell>>) -> Result<(KeyDigest, StoredKey), StoreError> {
     let row = rows
@@ -539,10 +584,23 @@ impl<DB: SqlDatabase> KeyStore for SqlStore<DB> {
         &self.settings.format
     }
 
-    async fn create_by(&self, new: NewKey, _actor: &Actor) -> Result<CreatedKey, StoreError> {
+    async fn create_by(&self, new: NewKey, actor: &Actor) -> Result<CreatedKey, StoreError> {
+        actor.validate()?;
         let created = prepare_row(&self.settings, new)?;
-        let mut connection = self.connection().await?;
-        insert::<DB>(&mut connection, &self.statements, &created).await?;
+        let mut tx = self.begin_write().await?;
+        insert::<DB>(&mut tx, &self.statements, &created).await?;
+        let record = &created.stored.record;
+        let entry = Entry {
+            at: created.stored.created_at,
+            action: AuditAction::Created,
+            key_id: record.id.as_str(),
+            owner: &record.owner,
+            key_name: &record.name,
+            actor,
+            related_key: None,
+        };
+        audit::write::<DB>(&mut tx, &self.statements.audit, entry).await?;
+        tx.commit().await.map_err(unavailable)?;
         Ok(created)
     }
 
@@ -570,38 +628,66 @@ impl<DB: SqlDatabase> KeyStore for SqlStore<DB> {
         &self,
         id: &KeyId,
         name: &str,
-        _actor: &Actor,
+        actor: &Actor,
     ) -> Result<StoredKey, StoreError> {
+        actor.validate()?;
         let name = validate_name(name)?;
         let params = [Param::Text(Some(name)), Param::Text(Some(id.as_str()))];
-        let rows = self.keys(&self.statements.rename, &params).await?;
-        self.announce(id, rows)
+        let mut tx = self.begin_write().await?;
+        let rows = DB::fetch(&mut tx, &self.statements.rename, &params, &key_reads())
+            .await
+            .map_err(unavailable)?;
+        let raw = first_row(id, rows)?;
+        let now = normalize(self.settings.now());
+        self.record(&mut tx, now, AuditAction::Renamed, &raw, actor)
+            .await?;
+        tx.commit().await.map_err(unavailable)?;
+        self.announce(raw)
     }
 
-    async fn revoke_by(&self, id: &KeyId, _actor: &Actor) -> Result<StoredKey, StoreError> {
+    async fn revoke_by(&self, id: &KeyId, actor: &Actor) -> Result<StoredKey, StoreError> {
+        actor.validate()?;
+        let now = normalize(self.settings.now());
         let params = [
-            Param::Int(Some(to_micros(self.settings.now()))),
+            Param::Int(Some(to_micros(now))),
             Param::Text(Some(id.as_str())),
         ];
-        let rows = self.keys(&self.statements.revoke, &params).await?;
-        self.announce(id, rows)
+        let mut tx = self.begin_write().await?;
+        let revoked = DB::fetch(&mut tx, &self.statements.revoke, &params, &key_reads())
+            .await
+            .map_err(unavailable)?;
+        let raw = match revoked.into_iter().next() {
+            Some(row) => {
+                let raw = RawRow::read(&row)?;
+                self.record(&mut tx, now, AuditAction::Revoked, &raw, actor)
+                    .await?;
+                raw
+            }
+            // Revoked already (a concurrent revocation that committed first included), or no
+            // such key: nothing to record.
+            None => {
+                let params = [Param::Text(Some(id.as_str()))];
+                let rows = DB::fetch(&mut tx, &self.statements.by_id, &params, &key_reads())
+                    .await
+                    .map_err(unavailable)?;
+                first_row(id, rows)?
+            }
+        };
+        tx.commit().await.map_err(unavailable)?;
+        self.announce(raw)
     }
 
     async fn rotate_by(
         &self,
         id: &KeyId,
         grace: Duration,
-        _actor: &Actor,
+        actor: &Actor,
     ) -> Result<Rotation, StoreError> {
-        self.usable()?;
+        actor.validate()?;
         let now = normalize(self.settings.now());
         // A write transaction, and the old row locked, so that the old key cannot change
         // between the read and the writes.
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.begin_write().await?;
         let rows = DB::fetch(
             &mut tx,
             &self.statements.by_id_for_update,
@@ -622,6 +708,23 @@ impl<DB: SqlDatabase> KeyStore for SqlStore<DB> {
             .await
             .map_err(unavailable)?;
         insert::<DB>(&mut tx, &self.statements, &new).await?;
+        let record = &old.record;
+        let entries = [
+            (AuditAction::Rotated, id, new.id()),
+            (AuditAction::Created, new.id(), id),
+        ];
+        for (action, key, related) in entries {
+            let entry = Entry {
+                at: now,
+                action,
+                key_id: key.as_str(),
+                owner: &record.owner,
+                key_name: &record.name,
+                actor,
+                related_key: Some(related.as_str()),
+            };
+            audit::write::<DB>(&mut tx, &self.statements.audit, entry).await?;
+        }
         tx.commit().await.map_err(unavailable)?;
 
         old.record.expires_at = Some(old_expires_at);
@@ -630,25 +733,49 @@ impl<DB: SqlDatabase> KeyStore for SqlStore<DB> {
         Ok(Rotation { new, old })
     }
 
-    async fn delete_by(&self, id: &KeyId, _actor: &Actor) -> Result<(), StoreError> {
-        let mut connection = self.connection().await?;
+    async fn delete_by(&self, id: &KeyId, actor: &Actor) -> Result<(), StoreError> {
+        actor.validate()?;
+        let mut tx = self.begin_write().await?;
         let rows = DB::fetch(
-            &mut connection,
+            &mut tx,
             &self.statements.delete,
             &[Param::Text(Some(id.as_str()))],
-            &[Read::Bytes],
+            &[Read::Bytes, Read::Text, Read::Text],
         )
         .await
         .map_err(unavailable)?;
         let Some(row) = rows.first() else {
             return Err(StoreError::UnknownKey(id.clone()));
         };
-        if let Some(Cell::Bytes(Some(digest))) = row.first() {
+        // Only the owner and the name are read: a key whose other columns are corrupted can
+        // still be deleted.
+        let [digest, Cell::Text(Some(owner)), Cell::Text(Some(name))] = row.as_slice() else {
+            return Err(StoreError::unavailable(format!(
+                "the stored key {:?} is corrupted: its owner or name is not text",
+                id.as_str()
+            )));
+        };
+        let entry = Entry {
+            at: normalize(self.settings.now()),
+            action: AuditAction::Deleted,
+            key_id: id.as_str(),
+            owner,
+            key_name: name,
+            actor,
+            related_key: None,
+        };
+        audit::write::<DB>(&mut tx, &self.statements.audit, entry).await?;
+        tx.commit().await.map_err(unavailable)?;
+        if let Cell::Bytes(Some(digest)) = digest {
             if let Some(digest) = table::digest_of(digest) {
                 self.settings.announce(&digest);
             }
         }
         Ok(())
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        audit::read(self, query).await
     }
 
     async fn record_use(&self, id: &KeyId, at: SystemTime) -> Result<(), StoreError> {

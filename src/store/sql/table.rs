@@ -32,6 +32,8 @@ pub(super) const USAGE: &str = "api_key_usage";
 pub(super) const ANONYMOUS_USAGE: &str = "api_key_anonymous_usage";
 /// The table of the usage batches applied, by id.
 pub(super) const USAGE_BATCHES: &str = "api_key_usage_batches";
+/// The audit trail: one row per change to a key.
+pub(super) const AUDIT: &str = "api_key_audit";
 
 /// The setting that records the product prefix of the store's keys.
 pub(super) const KEY_PREFIX_SETTING: &str = "key_prefix";
@@ -224,6 +226,20 @@ pub(super) const MIGRATIONS: &[Migration] = &[
             sqlite: include_str!("../../../migrations/sqlite/0005_usage_batches.sql"),
             postgres: include_str!("../../../migrations/postgres/0005_usage_batches.sql"),
         }],
+    },
+    Migration {
+        version: 6,
+        description: "api_key_audit: the audit trail",
+        steps: &[
+            // The table differs only in the types of `seq` and `at`.
+            Step::Script {
+                sqlite: include_str!("../../../migrations/sqlite/0006_audit.sql"),
+                postgres: include_str!("../../../migrations/postgres/0006_audit.sql"),
+            },
+            // One owner's entries, and one key's, newest first.
+            Step::Both("CREATE INDEX api_key_audit_owner ON api_key_audit (owner, seq)"),
+            Step::Both("CREATE INDEX api_key_audit_key ON api_key_audit (key_id, seq)"),
+        ],
     },
 ];
 
