@@ -44,10 +44,10 @@ function svg(tag, attrs) {
   return node;
 }
 
-// "2026-12-02T04:40:00Z" → "2026-12-02 04:40 UTC"; null → the given placeholder.
-function when(iso, none) {
+// "2026-12-02T04:40:07Z" → "2026-12-02 04:40 UTC" (with the seconds if asked); null → `none`.
+function when(iso, none, seconds) {
   if (!iso) return none;
-  return iso.slice(0, 10) + ' ' + iso.slice(11, 16) + ' UTC';
+  return iso.slice(0, 10) + ' ' + iso.slice(11, seconds ? 19 : 16) + ' UTC';
 }
 
 function say(message, isError) {
@@ -139,13 +139,15 @@ function clearFieldErrors() {
 function showFieldErrors(fields) {
   let unplaced = [];
   for (const { field, message } of fields) {
-    const slot = document.querySelector('.field-error[data-field="' + CSS.escape(field) + '"]');
+    // "scopes[1]" belongs next to the scopes; an unknown field goes to the status region.
+    const name = String(field).split(/[.[]/)[0];
+    const slot = document.querySelector('.field-error[data-field="' + CSS.escape(name) + '"]');
     if (!slot) {
       unplaced.push(field + ': ' + message);
       continue;
     }
     slot.textContent = slot.textContent ? slot.textContent + ' ' + message : message;
-    const input = field === 'name' ? $('key-name') : field === 'expires_at' ? $('key-expires') : null;
+    const input = name === 'name' ? $('key-name') : name === 'expires_at' ? $('key-expires') : null;
     if (input) input.setAttribute('aria-invalid', 'true');
   }
   return unplaced;
@@ -367,7 +369,7 @@ async function loadAudit() {
   for (const event of page.events) {
     const cell = (label, text) => el('td', { 'data-label': label, text });
     rows.append(el('tr', { 'data-action': event.action },
-      cell('Time', when(event.at, '')),
+      cell('Time', when(event.at, '', true)),
       cell('Action', event.action),
       cell('By', event.actor),
       cell('Address', event.address || '—'),
