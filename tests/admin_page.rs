@@ -1,7 +1,8 @@
 //! End to end in a real browser: the built `ordermonk` demo serves the Settings → API page, and
 //! headless Chromium, driven over WebDriver (chromedriver, through fantoccini), signs in, makes
 //! a key on the page, uses it against the demo's API, revokes it on the page, and reads its usage
-//! and audit trail there. Screenshots go to `target/screenshots/`.
+//! and audit trail there. Screenshots go to `target/screenshots/` (`settings-api-list.png`,
+//! `-usage.png`, `-audit.png` and `-phone.png`, 375 × 800).
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and
 //! `chromium-driver`; `.ci/run` installs them). Without them the test fails under `CI=true` and
@@ -93,6 +94,7 @@ async fn the_settings_api_page_in_a_real_browser() {
     usage_shows_the_requests(&browser).await;
     save_screenshot(&browser, "settings-api-usage.png").await;
     audit_shows_who_did_what(&browser).await;
+    save_screenshot(&browser, "settings-api-audit.png").await;
 
     the_form_works_with_the_keyboard_alone(&browser).await;
     rotate_on_the_page(&browser).await;
@@ -205,8 +207,8 @@ async fn a_422_is_shown_next_to_its_field(browser: &Client) {
         .expect("submit");
     eventually(
         browser,
-        "a field error",
-        "[...document.querySelectorAll('.field-error')].some(e => e.textContent.trim() !== '')",
+        "the error next to the permissions",
+        "document.getElementById('error-scopes').textContent.trim() !== ''",
     )
     .await;
     let status = find(browser, "#status").await.text().await.expect("status");
@@ -436,6 +438,13 @@ async fn audit_shows_who_did_what(browser: &Client) {
             .unwrap_or_else(|| panic!("no {action} event in {rows:?}"));
         assert_eq!(row[2], "demo@ordermonk.test", "{row}");
     }
+    browser
+        .execute(
+            "document.getElementById('audit-panel').scrollIntoView({block: 'start'});",
+            vec![],
+        )
+        .await
+        .expect("scroll");
 }
 
 /// Tab to the name, type it, Tab to a permission and tick it with Space, Tab to the button and
