@@ -663,6 +663,26 @@ impl Drop for ChromeDriver {
         // Errors mean it is gone already.
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A test that failed never closed its session, and killing chromedriver leaves its
+        // Chromium running: end the browser started with this test's own profile directory.
+        let profile = format!("--user-data-dir={}", self.profile.display());
+        let Ok(processes) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for process in processes.flatten() {
+            let Ok(command_line) = std::fs::read(process.path().join("cmdline")) else {
+                continue;
+            };
+            let ours = command_line
+                .split(|&byte| byte == 0)
+                .any(|arg| arg == profile.as_bytes());
+            if ours {
+                let _ = Command::new("kill")
+                    .arg(process.file_name())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
     }
 }
 
