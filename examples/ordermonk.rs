@@ -67,7 +67,7 @@
 //! # Settings → API
 //!
 //! The page where the demo account's people manage its keys (generate, list, revoke, rotate, see
-//! usage and the audit trail) is at `http://127.0.0.1:3000/settings/api/`. The crate never owns
+//! usage and the audit trail) is at `http://127.0.0.1:3000/settings/api`. The crate never owns
 //! the login, so the demo has a minimal one: sign in at `/login` with the password printed at
 //! start-up (a new random one on every start, or `ORDERMONK_DEMO_PASSWORD`), which sets an
 //! `HttpOnly`, `SameSite=Strict` session cookie kept in memory; `POST /logout` ends it. The
@@ -245,7 +245,7 @@ async fn main() {
         Err(problem) => println!("Metrics: not served: {problem}"),
     }
     println!(
-        "Settings → API page: http://{local}{ADMIN_PATH}/ (sign in at http://{local}/login with \
+        "Settings → API page: http://{local}{ADMIN_PATH} (sign in at http://{local}/login with \
          password {})",
         sessions.password
     );
@@ -559,9 +559,7 @@ fn settings_api(store: Arc<dyn KeyStore>, sessions: Sessions) -> Router {
 /// The name of the demo's session cookie.
 const SESSION_COOKIE: &str = "ordermonk_session";
 /// The page's policy, for the sign-in page too: nothing inline, nothing from elsewhere.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
-                   img-src 'self' data:; form-action 'self'; base-uri 'none'; \
-                   frame-ancestors 'none'";
+const CSP: &str = tower_api_key::admin::CONTENT_SECURITY_POLICY;
 
 /// The demo's password and its signed-in sessions, in memory: a restart signs everyone out.
 #[derive(Clone)]
@@ -678,11 +676,7 @@ async fn sign_in(State(sessions): State<Sessions>, Form(form): Form<SignIn>) -> 
     sessions.tokens().insert(token.clone());
     // No `Secure`: the demo serves plain HTTP on loopback. A real platform serves HTTPS and adds it.
     let cookie = format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
-    (
-        [(header::SET_COOKIE, cookie)],
-        Redirect::to(&format!("{ADMIN_PATH}/")),
-    )
-        .into_response()
+    ([(header::SET_COOKIE, cookie)], Redirect::to(ADMIN_PATH)).into_response()
 }
 
 /// `POST /logout`: ends the session, and back to the sign-in form.

@@ -53,7 +53,7 @@ async fn the_settings_api_page_in_a_real_browser() {
     let addr = banner.addr;
     assert!(
         banner.transcript.contains(&format!(
-            "Settings → API page: http://{addr}/settings/api/ (sign in at http://{addr}/login \
+            "Settings → API page: http://{addr}/settings/api (sign in at http://{addr}/login \
              with password {PASSWORD})"
         )),
         "the banner does not say where the page is:\n{}",
