@@ -21,6 +21,7 @@ mod events;
 pub mod invalidation;
 pub mod key;
 pub mod layer;
+pub mod limit;
 pub mod metrics;
 pub mod principal;
 pub mod rejection;
@@ -45,6 +46,7 @@ pub use crate::key::{
     PlaintextKey, UnknownEnvironment,
 };
 pub use crate::layer::{ApiKeyLayer, ApiKeyLayerBuilder, ApiKeyResponseFuture, ApiKeyService};
+pub use crate::limit::{AllowedNetworks, InvalidLimit, KeyLimits, RateLimit};
 pub use crate::principal::{Principal, PrincipalRejection};
 pub use crate::rejection::{
     InsufficientScope, InvalidKey, InvalidRequest, MissingLayer, ProblemJson, Refused, Rejection,

@@ -43,6 +43,7 @@ use async_trait::async_trait;
 
 use crate::invalidation::Invalidations;
 use crate::key::{Environment, KeyDigest};
+use crate::limit::KeyLimits;
 use crate::scope::ScopeSet;
 
 /// Looks up keys by digest for [`ApiKeyLayer`](crate::ApiKeyLayer).
@@ -155,6 +156,8 @@ pub struct KeyRecord {
     pub expires_at: Option<SystemTime>,
     /// When the key was revoked, if it was.
     pub revoked_at: Option<SystemTime>,
+    /// How fast and from where the key may be used ([`limit`](crate::limit)).
+    pub limits: KeyLimits,
 }
 
 impl KeyRecord {
@@ -168,6 +171,7 @@ impl KeyRecord {
             scopes,
             expires_at: None,
             revoked_at: None,
+            limits: KeyLimits::none(),
         }
     }
 
@@ -192,6 +196,12 @@ impl KeyRecord {
     /// Sets when the key was revoked.
     pub fn with_revoked_at(mut self, revoked_at: impl Into<Option<SystemTime>>) -> Self {
         self.revoked_at = revoked_at.into();
+        self
+    }
+
+    /// Sets the key's rate limit and allowlist.
+    pub fn with_limits(mut self, limits: KeyLimits) -> Self {
+        self.limits = limits;
         self
     }
 
