@@ -118,7 +118,7 @@ fn write_period(f: &mut fmt::Formatter<'_>, period: Duration) -> fmt::Result {
         ("m", 60_000),
         ("s", 1000),
     ] {
-        if millis % size == 0 {
+        if millis.is_multiple_of(size) {
             let count = millis / size;
             return if count == 1 {
                 f.write_str(unit)
