@@ -15,6 +15,7 @@
 #[cfg(feature = "admin")]
 pub mod admin;
 mod cache;
+pub mod client;
 pub mod clock;
 pub mod credentials;
 mod events;
@@ -33,6 +34,7 @@ pub mod usage;
 #[cfg(feature = "admin")]
 pub use crate::admin::{AdminIdentity, AdminRouter};
 pub use crate::cache::CacheStats;
+pub use crate::client::TrustedProxies;
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::credentials::Credentials;
 #[cfg(feature = "redis")]
