@@ -121,11 +121,19 @@ impl App {
     }
 
     /// Makes sure `key` is accepted and then served from the cache, without the resolver.
+    ///
+    /// A watch that loses its channel empties the cache (and a lookup in flight then is not
+    /// kept), which a loaded machine can make happen at any time: a few tries are allowed.
     async fn warm(&self, key: &PlaintextKey) {
-        assert_eq!(self.status(key).await, StatusCode::OK);
-        let calls = self.resolver_calls();
-        assert_eq!(self.status(key).await, StatusCode::OK);
-        assert_eq!(self.resolver_calls(), calls, "the key is served from cache");
+        for _ in 0..5 {
+            assert_eq!(self.status(key).await, StatusCode::OK);
+            let calls = self.resolver_calls();
+            assert_eq!(self.status(key).await, StatusCode::OK);
+            if self.resolver_calls() == calls {
+                return;
+            }
+        }
+        panic!("the key is never served from cache");
     }
 
     /// Sends requests until `path` answers `status` (and `body`, if given) for `key`; how long
