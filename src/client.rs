@@ -31,10 +31,31 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderName};
+use http::{Extensions, HeaderMap, HeaderName};
 use ipnet::IpNet;
 
 use crate::limit::{InvalidLimit, MAX_NETWORKS};
+
+/// The address of the peer a request came from, for stacks that do not use axum: insert it into
+/// the request's extensions in a layer outside [`ApiKeyLayer`](crate::ApiKeyLayer).
+///
+/// With the `axum` feature the layer also reads axum's `ConnectInfo<SocketAddr>`, which
+/// `into_make_service_with_connect_info::<SocketAddr>()` puts on every request. A key with an
+/// allowlist is refused when neither is there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerAddress(pub IpAddr);
+
+/// The connection's peer, from [`PeerAddress`] or axum's `ConnectInfo<SocketAddr>`.
+pub(crate) fn peer_address(extensions: &Extensions) -> Option<IpAddr> {
+    if let Some(PeerAddress(address)) = extensions.get::<PeerAddress>() {
+        return Some(*address);
+    }
+    #[cfg(feature = "axum")]
+    if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
+        return Some(info.0.ip());
+    }
+    None
+}
 
 /// Which forwarding header trusted proxies write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

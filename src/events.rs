@@ -57,6 +57,7 @@ fn outcome_name(rejection: &Rejection) -> &'static str {
         Rejection::InvalidKey(InvalidKey::Expired { .. }) => "expired",
         Rejection::InsufficientScope(_) => "insufficient_scope",
         Rejection::Unavailable(_) => "unavailable",
+        Rejection::NetworkNotAllowed { .. } => "network_not_allowed",
     }
 }
 

@@ -34,7 +34,7 @@ pub mod usage;
 #[cfg(feature = "admin")]
 pub use crate::admin::{AdminIdentity, AdminRouter};
 pub use crate::cache::CacheStats;
-pub use crate::client::TrustedProxies;
+pub use crate::client::{PeerAddress, TrustedProxies};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::credentials::Credentials;
 #[cfg(feature = "redis")]

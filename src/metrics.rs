@@ -28,7 +28,8 @@
 //!
 //! - `outcome`: `allowed`, `insufficient_scope`, `revoked`, `expired` for known keys;
 //!   `missing`, `malformed`, `unknown` for requests whose key is not known (an optional layer's
-//!   anonymous requests are `missing`); `unavailable` when the resolver failed (`503`).
+//!   anonymous requests are `missing`); `unavailable` when the resolver failed (`503`);
+//!   `network_not_allowed` for a known key used from a network its allowlist does not name.
 //! - `environment`: `live` or `test`, from the key's prefix; `none` for `missing` and
 //!   `malformed`.
 //! - `key_id`: never by default. A label per key makes one series per key, which a team with
@@ -94,10 +95,12 @@ pub(crate) enum RequestOutcome {
     Key(KeyOutcome),
     Anonymous(AnonymousOutcome),
     Unavailable,
+    /// A known key used from a network its allowlist does not name.
+    NetworkNotAllowed,
 }
 
 /// The `outcome` labels, in the order of [`RequestOutcome::index`].
-const OUTCOMES: [&str; 9] = [
+const OUTCOMES: [&str; 10] = [
     "allowed",
     "insufficient_scope",
     "revoked",
@@ -107,6 +110,7 @@ const OUTCOMES: [&str; 9] = [
     "malformed",
     "unknown",
     "unavailable",
+    "network_not_allowed",
 ];
 
 impl RequestOutcome {
@@ -117,6 +121,7 @@ impl RequestOutcome {
             RequestOutcome::Anonymous(AnonymousOutcome::Malformed) => 6,
             RequestOutcome::Anonymous(AnonymousOutcome::Unknown) => 7,
             RequestOutcome::Unavailable => 8,
+            RequestOutcome::NetworkNotAllowed => 9,
         }
     }
 }
@@ -136,7 +141,7 @@ const fn environment_index(environment: Option<Environment>) -> usize {
 pub(crate) struct LayerMetrics {
     /// By outcome, then environment; combinations that never happen are no-ops, so that they
     /// make no series.
-    requests: [[Counter; 3]; 9],
+    requests: [[Counter; 3]; OUTCOMES.len()],
     pub(crate) cache_hits: Counter,
     pub(crate) cache_misses: Counter,
     pub(crate) cache_entries: Gauge,
@@ -316,6 +321,10 @@ mod tests {
             );
         }
         assert_eq!(OUTCOMES[RequestOutcome::Unavailable.index()], "unavailable");
+        assert_eq!(
+            OUTCOMES[RequestOutcome::NetworkNotAllowed.index()],
+            "network_not_allowed"
+        );
         assert_eq!(
             ENVIRONMENTS[environment_index(Some(Environment::Live))],
             Environment::Live.as_str()

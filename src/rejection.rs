@@ -125,6 +125,12 @@ pub enum Rejection {
     InsufficientScope(InsufficientScope),
     /// The resolver failed or timed out: `503` with `Retry-After`. Never cached.
     Unavailable(ResolveError),
+    /// A valid key used from a network its allowlist does not name (or from an address that
+    /// cannot be told): `403`, with a body that does not reveal the list.
+    NetworkNotAllowed {
+        /// The key that was refused.
+        key_id: KeyId,
+    },
 }
 
 impl Rejection {
@@ -133,7 +139,9 @@ impl Rejection {
         match self {
             Rejection::MissingCredentials | Rejection::InvalidKey(_) => StatusCode::UNAUTHORIZED,
             Rejection::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            Rejection::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            Rejection::InsufficientScope(_) | Rejection::NetworkNotAllowed { .. } => {
+                StatusCode::FORBIDDEN
+            }
             Rejection::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -141,7 +149,9 @@ impl Rejection {
     /// The RFC 6750 error code, if the challenge carries one.
     pub fn error_code(&self) -> Option<&'static str> {
         match self {
-            Rejection::MissingCredentials | Rejection::Unavailable(_) => None,
+            Rejection::MissingCredentials
+            | Rejection::Unavailable(_)
+            | Rejection::NetworkNotAllowed { .. } => None,
             Rejection::InvalidRequest(_) => Some("invalid_request"),
             Rejection::InvalidKey(_) => Some("invalid_token"),
             Rejection::InsufficientScope(_) => Some("insufficient_scope"),
@@ -154,6 +164,7 @@ impl Rejection {
             Rejection::InvalidKey(InvalidKey::Revoked { key_id })
             | Rejection::InvalidKey(InvalidKey::Expired { key_id }) => Some(key_id),
             Rejection::InsufficientScope(insufficient) => Some(&insufficient.key_id),
+            Rejection::NetworkNotAllowed { key_id } => Some(key_id),
             _ => None,
         }
     }
@@ -171,6 +182,9 @@ impl fmt::Display for Rejection {
                 insufficient.key_id, insufficient.requirement
             ),
             Rejection::Unavailable(err) => write!(f, "API keys cannot be checked: {err}"),
+            Rejection::NetworkNotAllowed { key_id } => {
+                write!(f, "API key {key_id} may not be used from this network")
+            }
         }
     }
 }
@@ -316,6 +330,7 @@ pub struct ProblemJson;
 const BODY_MISSING: &str = r#"{"type":"about:blank","title":"Unauthorized","status":401,"detail":"An API key is required: send it as `Authorization: Bearer <key>`."}"#;
 const BODY_INVALID_REQUEST: &str = r#"{"type":"about:blank","title":"Bad Request","status":400,"detail":"The Authorization header is malformed: send exactly one `Authorization: Bearer <key>`."}"#;
 const BODY_INVALID_KEY: &str = r#"{"type":"about:blank","title":"Unauthorized","status":401,"detail":"The API key is not valid: it may be mistyped, revoked or expired."}"#;
+const BODY_NETWORK: &str = r#"{"type":"about:blank","title":"Forbidden","status":403,"detail":"This API key may not be used from this network."}"#;
 const BODY_UNAVAILABLE: &str = r#"{"type":"about:blank","title":"Service Unavailable","status":503,"detail":"API keys cannot be checked right now. Retry later."}"#;
 
 const PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
@@ -327,6 +342,7 @@ impl Responder for ProblemJson {
             Rejection::InvalidRequest(_) => Bytes::from_static(BODY_INVALID_REQUEST.as_bytes()),
             Rejection::InvalidKey(_) => Bytes::from_static(BODY_INVALID_KEY.as_bytes()),
             Rejection::Unavailable(_) => Bytes::from_static(BODY_UNAVAILABLE.as_bytes()),
+            Rejection::NetworkNotAllowed { .. } => Bytes::from_static(BODY_NETWORK.as_bytes()),
             Rejection::InsufficientScope(insufficient) => Bytes::from(forbidden_body(insufficient)),
         };
         let mut response = Response::new(body);
@@ -514,7 +530,7 @@ impl Responses {
                 self.realm_param,
                 insufficient.requirement.scopes()
             ))),
-            Rejection::Unavailable(_) => None,
+            Rejection::Unavailable(_) | Rejection::NetworkNotAllowed { .. } => None,
         }
     }
 

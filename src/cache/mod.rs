@@ -43,6 +43,7 @@ use self::front::Front;
 use crate::clock::Clock;
 use crate::invalidation::Invalidate;
 use crate::key::{Environment, KeyDigest};
+use crate::limit::AllowedNetworks;
 use crate::resolver::{KeyId, KeyRecord, KeyResolver, ResolveError};
 use crate::scope::ScopeSet;
 use crate::usage::tally::{CountedKey, KeyUsage, Tally};
@@ -65,6 +66,8 @@ pub(crate) struct CachedKey {
     pub(crate) looked_up_at: Instant,
     /// Requests counted since the last flush; handed to the tally when the entry is dropped.
     pub(crate) usage: KeyUsage,
+    /// The networks the key may be used from, if it is limited to some.
+    pub(crate) networks: Option<AllowedNetworks>,
 }
 
 impl CachedKey {
@@ -84,6 +87,7 @@ impl CachedKey {
             scopes,
             expires_at: record.expires_at,
             looked_up_at,
+            networks: record.limits.networks,
         }
     }
 }

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use http::HeaderMap;
+use http::{Extensions, HeaderMap};
 
 use super::housekeeping::Housekeeping;
 use crate::cache::{KeyCache, Lookup, Outcome, PendingLookup};
+use crate::client::{peer_address, TrustedProxies};
 use crate::clock::Clock;
 use crate::credentials::{self, Credentials};
 use crate::events::{trace_allowed, trace_rejected};
@@ -32,6 +33,8 @@ pub(crate) struct Authenticator {
     pub(crate) recorder: Option<Arc<UsageRecorder>>,
     /// The background task that flushes usage and updates the cache gauges.
     pub(crate) housekeeping: Housekeeping,
+    /// The proxies whose forwarding headers say who the client is, for allowlists.
+    pub(crate) proxies: TrustedProxies,
 }
 
 /// What to do with a request.
@@ -114,9 +117,14 @@ impl Authenticator {
         &self,
         outcome: Outcome,
         environment: Environment,
+        headers: &HeaderMap,
+        extensions: &Extensions,
     ) -> Result<Principal, Rejection> {
         let result = match outcome {
-            Ok(found) => self.check(found, environment),
+            Ok(found) => self.check(found, environment).and_then(|principal| {
+                self.admit(&principal, headers, extensions)
+                    .map(|()| principal)
+            }),
             Err(error) => {
                 self.tally
                     .metrics
@@ -168,13 +176,40 @@ impl Authenticator {
         }
         Ok(Principal::new(key, self.responses.clone()))
     }
+
+    /// The key's own limits, for a request its key let through: its allowlist. Refusals are
+    /// counted here; the caller traces the outcome.
+    pub(crate) fn admit(
+        &self,
+        principal: &Principal,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Result<(), Rejection> {
+        let key = principal.cached_key();
+        if let Some(networks) = &key.networks {
+            // No address to tell (no connection info, or a proxy forwarded something else than
+            // an address): refused, never let through on a guess.
+            let client = peer_address(extensions)
+                .and_then(|peer| self.proxies.client_address(peer, headers));
+            if !client.is_some_and(|client| networks.contains(client)) {
+                self.tally
+                    .metrics
+                    .request(RequestOutcome::NetworkNotAllowed, Some(key.environment));
+                return Err(Rejection::NetworkNotAllowed {
+                    key_id: key.id.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Decision {
-    /// Emits the decision's trace event; a pending one is traced by [`Authenticator::verdict`].
+    /// Emits the decision's trace event; a pending one is traced by [`Authenticator::verdict`],
+    /// an allowed one once [`Authenticator::admit`] let it through.
     pub(crate) fn trace(&self) {
         match self {
-            Decision::Allow(principal) => trace_allowed(principal),
+            Decision::Allow(_) => {}
             Decision::Anonymous => tracing::debug!(
                 target: "tower_api_key",
                 outcome = "anonymous",

@@ -9,6 +9,7 @@ use super::authenticator::Authenticator;
 use super::housekeeping::Housekeeping;
 use super::service::ApiKeyService;
 use crate::cache::{CacheSettings, CacheStats, KeyCache};
+use crate::client::TrustedProxies;
 use crate::clock::{Clock, SystemClock};
 use crate::invalidation::{Invalidate, Invalidations};
 use crate::key::{Environment, KeyFormat};
@@ -78,6 +79,7 @@ impl ApiKeyLayer {
             usage: UsageSettings::default(),
             usage_store: None,
             metrics_per_key: false,
+            proxies: TrustedProxies::none(),
         }
     }
 
@@ -150,6 +152,7 @@ pub struct ApiKeyLayerBuilder {
     usage: UsageSettings,
     usage_store: Option<Arc<dyn KeyStore>>,
     metrics_per_key: bool,
+    proxies: TrustedProxies,
 }
 
 impl ApiKeyLayerBuilder {
@@ -284,6 +287,16 @@ impl ApiKeyLayerBuilder {
         self
     }
 
+    /// The proxies in front of the service whose forwarding header names the client, for keys
+    /// limited to some networks ([`KeyLimits::networks`](crate::KeyLimits::networks)). None by
+    /// default: the client is the connection's peer (axum's `ConnectInfo<SocketAddr>`, or a
+    /// [`PeerAddress`](crate::PeerAddress) you insert), and forwarding headers are ignored.
+    /// See [`TrustedProxies`].
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.proxies = proxies;
+        self
+    }
+
     /// Also drops cached keys announced on `invalidations`. The resolver's own handle, if it has
     /// one, is always used.
     pub fn invalidations(mut self, invalidations: Invalidations) -> Self {
@@ -346,6 +359,7 @@ impl ApiKeyLayerBuilder {
             tally,
             recorder,
             housekeeping: Housekeeping::new(self.usage.flush_interval),
+            proxies: self.proxies,
         });
         // Now if this is a Tokio runtime, otherwise with the first request in one.
         authenticator.housekeeping.start(&authenticator);

@@ -171,7 +171,13 @@ where
                     let mut request = request
                         .take()
                         .expect("ApiKeyResponseFuture polled after completion");
-                    match authenticator.verdict(outcome, *environment) {
+                    let verdict = authenticator.verdict(
+                        outcome,
+                        *environment,
+                        request.headers(),
+                        request.extensions(),
+                    );
+                    match verdict {
                         Ok(principal) => {
                             this.uncounted.0 = Some(principal.cached_key().clone());
                             request.extensions_mut().insert(principal);
