@@ -46,7 +46,7 @@ pub use crate::key::{
     PlaintextKey, UnknownEnvironment,
 };
 pub use crate::layer::{ApiKeyLayer, ApiKeyLayerBuilder, ApiKeyResponseFuture, ApiKeyService};
-pub use crate::limit::{AllowedNetworks, InvalidLimit, KeyLimits, RateLimit};
+pub use crate::limit::{AllowedNetworks, InvalidLimit, KeyLimits, RateDecision, RateLimit};
 pub use crate::principal::{Principal, PrincipalRejection};
 pub use crate::rejection::{
     InsufficientScope, InvalidKey, InvalidRequest, MissingLayer, ProblemJson, Refused, Rejection,
