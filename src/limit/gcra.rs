@@ -66,7 +66,7 @@ pub struct RateDecision {
 }
 
 /// The interval and tolerance of `rate` in nanoseconds, saturating.
-fn nanos(rate: &RateLimit) -> (u64, u64) {
+pub(super) fn nanos(rate: &RateLimit) -> (u64, u64) {
     let interval = duration_nanos(rate.interval()).max(1);
     let tolerance = interval.saturating_mul(u64::from(rate.burst().get() - 1));
     (interval, tolerance)
@@ -281,6 +281,14 @@ impl LocalLimiter {
         let mut cells = self.cells.lock().unwrap_or_else(PoisonError::into_inner);
         // Only this map hands out clones, under this lock: a count of one stays one.
         cells.retain(|_, cell| Arc::strong_count(cell) > 1 || cell.tat() > now);
+    }
+
+    /// Drops the bucket of `key`, if any.
+    pub(crate) fn forget(&self, key: &LimitKey) {
+        self.cells
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
     }
 
     /// How many buckets are kept.

@@ -8,6 +8,8 @@
 //! `Retry-After`.
 
 pub mod gcra;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -22,6 +24,8 @@ pub use self::gcra::RateDecision;
 // The layer's side of the engine (unused until the layer is wired to it).
 #[allow(unused_imports)]
 pub(crate) use self::gcra::{check_both, now_nanos, GcraCell, LimitKey, LocalLimiter};
+#[cfg(feature = "redis")]
+pub use self::redis::{LimiterError, RedisDownPolicy, RedisLimiter, DEFAULT_RATE_PREFIX};
 
 /// Longest period a rate may be counted over: a day.
 pub const MAX_RATE_PERIOD: Duration = Duration::from_secs(24 * 60 * 60);
