@@ -48,7 +48,9 @@ pub use crate::key::{
     PlaintextKey, UnknownEnvironment,
 };
 pub use crate::layer::{ApiKeyLayer, ApiKeyLayerBuilder, ApiKeyResponseFuture, ApiKeyService};
-pub use crate::limit::{AllowedNetworks, InvalidLimit, KeyLimits, RateLimit};
+pub use crate::limit::{AllowedNetworks, InvalidLimit, KeyLimits, RateDecision, RateLimit};
+#[cfg(feature = "redis")]
+pub use crate::limit::{LimiterError, RedisDownPolicy, RedisLimiter};
 pub use crate::principal::{Principal, PrincipalRejection};
 pub use crate::rejection::{
     InsufficientScope, InvalidKey, InvalidRequest, MissingLayer, ProblemJson, Refused, Rejection,
@@ -93,6 +95,76 @@ pub mod __private {
             .await
             .map(|rows| rows.len())
             .map_err(crate::store::sql::table::unavailable)
+    }
+
+    /// The decisions of a fresh key bucket at `rate` (and a fresh owner bucket at `owner`, if
+    /// given) for requests at `times` (nanoseconds): what `tests/redis_limiter.rs` compares the
+    /// Redis script with.
+    pub fn gcra_decisions(
+        rate: &crate::RateLimit,
+        owner: Option<&crate::RateLimit>,
+        times: &[u64],
+    ) -> Vec<crate::RateDecision> {
+        use crate::limit::{check_both, GcraCell};
+        let (key_cell, owner_cell) = (GcraCell::new(), GcraCell::new());
+        times
+            .iter()
+            .map(|&now| match owner {
+                Some(owner) => check_both((&key_cell, rate), (&owner_cell, owner), now),
+                None => key_cell.check(rate, now),
+            })
+            .collect()
+    }
+
+    /// One bucket at `rate`, checked at the `now` it is given (nanoseconds): for the benchmark
+    /// of `GcraCell::check`.
+    pub fn gcra_check(rate: crate::RateLimit) -> impl FnMut(u64) -> crate::RateDecision {
+        let cell = crate::limit::GcraCell::new();
+        move |now| cell.check(&rate, now)
+    }
+
+    /// A key's bucket and its owner's, checked together: for the benchmark of `check_both`.
+    pub fn gcra_check_both(
+        rate: crate::RateLimit,
+        owner: crate::RateLimit,
+    ) -> impl FnMut(u64) -> crate::RateDecision {
+        let (key_cell, owner_cell) = (crate::limit::GcraCell::new(), crate::limit::GcraCell::new());
+        move |now| crate::limit::check_both((&key_cell, &rate), (&owner_cell, &owner), now)
+    }
+
+    /// A `LocalLimiter` holding `held` buckets, and a look-up of a key it does not hold (the
+    /// miss path: a new bucket made and inserted), followed by taking that bucket out again so
+    /// that every call is a miss: for the benchmark of `LocalLimiter::cell`.
+    pub fn local_limiter_miss(held: usize) -> impl FnMut(&crate::KeyId) {
+        use crate::limit::{LimitKey, LocalLimiter};
+        let limiter = LocalLimiter::default();
+        let kept: Vec<_> = (0..held)
+            .map(|n| limiter.cell(&LimitKey::Key(crate::KeyId::from(format!("held_{n}")))))
+            .collect();
+        move |key| {
+            let key = LimitKey::Key(key.clone());
+            drop(limiter.cell(&key));
+            limiter.forget(&key);
+            debug_assert_eq!(limiter.len(), kept.len());
+        }
+    }
+
+    /// The clock of the in-process buckets, in nanoseconds.
+    pub fn now_nanos() -> u64 {
+        crate::limit::now_nanos()
+    }
+
+    /// [`RedisLimiter::check`](crate::RedisLimiter::check) at `at` (seconds and microseconds, as
+    /// Redis's `TIME` gives them) instead of Redis's clock: for tests.
+    #[cfg(feature = "redis")]
+    pub async fn redis_check_at(
+        limiter: &crate::RedisLimiter,
+        key: &crate::KeyId,
+        rate: &crate::RateLimit,
+        owner: Option<(&str, &crate::RateLimit)>,
+        at: (u64, u32),
+    ) -> Result<crate::RateDecision, crate::LimiterError> {
+        limiter.check_at(key, rate, owner, Some(at)).await
     }
 
     /// The requirement built by `scope_requirement!`.

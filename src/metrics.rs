@@ -23,6 +23,8 @@
 //! | [`tower_api_key_usage_pending_entries`](USAGE_PENDING) | gauge | | counts (key and day) waiting for the store |
 //! | [`tower_api_key_invalidation_channel_connected`](INVALIDATION_CONNECTED) | gauge | `watcher` | `1` while a [`Watcher`](crate::Watcher) is subscribed, `0` otherwise |
 //! | [`tower_api_key_invalidation_channel_losses_total`](INVALIDATION_LOSSES) | counter | `watcher` | subscriptions lost or failed |
+//! | [`tower_api_key_rate_limiter_connected`](RATE_LIMITER_CONNECTED) | gauge | | `1` while a `RedisLimiter` is connected, `0` from a failure to its reconnection (feature `redis`) |
+//! | [`tower_api_key_rate_limiter_errors_total`](RATE_LIMITER_ERRORS) | counter | `reason` | rate checks Redis did not decide: `timeout`, `error` (refused, or the connection failed), `unavailable` (refused at once while reconnecting) |
 //!
 //! Labels:
 //!
@@ -88,6 +90,12 @@ pub const USAGE_PENDING: &str = "tower_api_key_usage_pending_entries";
 pub const INVALIDATION_CONNECTED: &str = "tower_api_key_invalidation_channel_connected";
 /// `tower_api_key_invalidation_channel_losses_total{watcher}`: subscriptions lost or failed.
 pub const INVALIDATION_LOSSES: &str = "tower_api_key_invalidation_channel_losses_total";
+
+/// `tower_api_key_rate_limiter_connected`: `1` while a `RedisLimiter` is connected.
+pub const RATE_LIMITER_CONNECTED: &str = "tower_api_key_rate_limiter_connected";
+/// `tower_api_key_rate_limiter_errors_total{reason}`: rate checks Redis did not decide,
+/// `timeout`, `error` or `unavailable`.
+pub const RATE_LIMITER_ERRORS: &str = "tower_api_key_rate_limiter_errors_total";
 
 /// What became of a request, as the `outcome` label says it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -239,7 +247,7 @@ impl WatcherMetrics {
 }
 
 /// Tells the recorder what each metric is, for its `# HELP` lines.
-fn describe() {
+pub(crate) fn describe() {
     metrics::describe_counter!(
         REQUESTS,
         Unit::Count,
@@ -299,6 +307,16 @@ fn describe() {
         INVALIDATION_LOSSES,
         Unit::Count,
         "Invalidation subscriptions lost or failed."
+    );
+    metrics::describe_gauge!(
+        RATE_LIMITER_CONNECTED,
+        Unit::Count,
+        "1 while the Redis rate limiter is connected, 0 otherwise."
+    );
+    metrics::describe_counter!(
+        RATE_LIMITER_ERRORS,
+        Unit::Count,
+        "Rate checks Redis did not decide: timeout, error or unavailable."
     );
 }
 

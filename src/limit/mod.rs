@@ -7,6 +7,10 @@
 //! body that does not reveal the list; one over the key's rate with `429 Too Many Requests` and
 //! `Retry-After`.
 
+pub mod gcra;
+#[cfg(feature = "redis")]
+pub mod redis;
+
 use std::fmt;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -15,6 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use ipnet::IpNet;
+
+pub use self::gcra::RateDecision;
+// The layer's side of the engine (unused until the layer is wired to it).
+#[allow(unused_imports)]
+pub(crate) use self::gcra::{check_both, now_nanos, GcraCell, LimitKey, LocalLimiter};
+#[cfg(feature = "redis")]
+pub use self::redis::{LimiterError, RedisDownPolicy, RedisLimiter, DEFAULT_RATE_PREFIX};
 
 /// Longest period a rate may be counted over: a day.
 pub const MAX_RATE_PERIOD: Duration = Duration::from_secs(24 * 60 * 60);

@@ -1,0 +1,369 @@
+//! `RedisLimiter` against a real Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`): the
+//! script decides as the in-process cells do, two instances together never pass the bound, an
+//! owner's bucket is shared by its keys; and against a `redis-server` of the test's own, killed
+//! and restarted mid-run, the limiter fails fast and recovers by itself.
+//!
+//! Every test has a key prefix of its own, so they run in parallel on one server. Without Redis
+//! the tests say so loudly and pass, unless `CI` is set, where they fail.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use tower_api_key::{KeyId, LimiterError, RateLimit, RedisLimiter};
+
+/// The server's URL, or `None` (after saying so) when it is unreachable and `CI` is unset.
+async fn redis() -> Option<String> {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let client = redis::Client::open(url.as_str()).expect("REDIS_URL is not a Redis URL");
+    let reached = tokio::time::timeout(
+        Duration::from_secs(3),
+        client.get_multiplexed_async_connection(),
+    )
+    .await;
+    let why = match reached {
+        Ok(Ok(_)) => return Some(url),
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => "no answer within 3 s".to_owned(),
+    };
+    // The address only: the URL may hold a password.
+    let server = client.get_connection_info().addr().to_string();
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "Redis at {server} is unreachable ({why}), and CI is set: start it or set REDIS_URL"
+        );
+    }
+    // Straight to the standard error, which the test harness does not capture: a skipped test
+    // must be seen. Once per run.
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        let banner = format!(
+            "\n**********\nSKIPPED: the Redis limiter tests. Redis at {server} is unreachable \
+             ({why}). Start Redis or set REDIS_URL to run them; with CI set they fail instead.\n\
+             **********\n"
+        );
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), banner.as_bytes());
+    });
+    None
+}
+
+/// A key prefix no other test uses.
+fn prefix(test: &str) -> String {
+    format!(
+        "tower-api-key-test:{test}:{:016x}:",
+        getrandom::u64().unwrap()
+    )
+}
+
+fn rate(text: &str) -> RateLimit {
+    text.parse().unwrap()
+}
+
+/// Requests at most in a window of `window` for `rate`: `burst + ⌊window / interval⌋`.
+fn bound(rate: &RateLimit, window: Duration) -> u64 {
+    u64::from(rate.burst().get()) + (window.as_nanos() / rate.interval().as_nanos()) as u64
+}
+
+fn any_rate() -> impl Strategy<Value = RateLimit> {
+    (1u32..1000, 1_000u64..=3_600_000_000)
+        .prop_flat_map(|(requests, period)| (Just(requests), Just(period), 1..=requests * 2))
+        .prop_map(|(requests, period, burst)| {
+            RateLimit::new(requests.try_into().unwrap(), Duration::from_micros(period))
+                .unwrap()
+                .with_burst(burst.try_into().unwrap())
+        })
+}
+
+/// Arrivals in microseconds from 0, non-decreasing, with gaps around `rate`'s interval.
+fn arrivals(rate: &RateLimit) -> impl Strategy<Value = Vec<u64>> {
+    let interval = (rate.interval().as_micros() as u64).max(1);
+    let gap = prop_oneof![Just(0), 0..interval, Just(interval), 0..interval * 4];
+    proptest::collection::vec(gap, 1..40).prop_map(|gaps| {
+        gaps.iter()
+            .scan(0, |now, gap| {
+                *now += gap;
+                Some(*now)
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// For the same arrivals (given to the script in place of Redis's `TIME`, from a start that
+    /// may sit just before a UTC midnight), the script decides exactly as the in-process cells:
+    /// allowed, limit, remaining, reset and retry_after, with and without an owner.
+    #[test]
+    fn the_script_decides_as_the_cells_do(
+        (key_rate, times) in any_rate().prop_flat_map(|rate| (Just(rate), arrivals(&rate))),
+        owner_rate in proptest::option::of(any_rate()),
+        start in prop_oneof![Just(1_800_000_000u64 * 1_000_000 - 1_000), 1_700_000_000_000_000u64..1_900_000_000_000_000],
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let Some(url) = redis().await else { return Ok(()) };
+            let limiter = RedisLimiter::open(&url)
+                .unwrap()
+                .with_prefix(prefix("parity"))
+                .with_timeout(Duration::from_secs(2));
+            let nanos: Vec<u64> = times.iter().map(|us| us * 1000).collect();
+            let expected =
+                tower_api_key::__private::gcra_decisions(&key_rate, owner_rate.as_ref(), &nanos);
+            let key = KeyId::from("key_1");
+            for (at, expected) in times.iter().zip(expected) {
+                let micros = start + at;
+                let when = (micros / 1_000_000, (micros % 1_000_000) as u32);
+                let owner = owner_rate.as_ref().map(|rate| ("acme", rate));
+                let got = tower_api_key::__private::redis_check_at(
+                    &limiter, &key, &key_rate, owner, when,
+                )
+                .await
+                .unwrap();
+                prop_assert_eq!(got, expected, "at {} µs", at);
+            }
+            Ok(())
+        })?;
+    }
+}
+
+/// Two instances (separate limiters, separate connections), each with many tasks, hammering one
+/// key for about two seconds on Redis's clock: together never more than the bound, and near it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_together_never_pass_the_bound() {
+    let Some(url) = redis().await else { return };
+    let prefix = prefix("instances");
+    let rate = rate("200/s burst 20");
+    let instances = [0, 1].map(|_| {
+        RedisLimiter::open(&url)
+            .unwrap()
+            .with_prefix(prefix.clone())
+            .with_timeout(Duration::from_secs(2))
+    });
+    let allowed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let run = Duration::from_secs(2);
+    let tasks: Vec<_> = (0..16)
+        .map(|task| {
+            let limiter = instances[task % 2].clone();
+            let allowed = allowed.clone();
+            tokio::spawn(async move {
+                let key = KeyId::from("shared");
+                let mut checks = 0u64;
+                while started.elapsed() < run {
+                    let decision = limiter.check(&key, &rate, None).await.unwrap();
+                    if decision.allowed {
+                        allowed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    checks += 1;
+                }
+                checks
+            })
+        })
+        .collect();
+    let mut checks = 0;
+    for task in tasks {
+        checks += task.await.unwrap();
+    }
+    // Every script ran between `started` and now, on a clock that runs as fast as ours.
+    let window = started.elapsed();
+    let allowed = allowed.load(Ordering::Relaxed);
+    let bound = bound(&rate, window);
+    eprintln!("{allowed} let through of a bound of {bound}, in {checks} checks over {window:?}");
+    assert!(allowed <= bound, "{allowed} let through, bound {bound}");
+    assert!(
+        allowed >= bound * 9 / 10,
+        "only {allowed} of {bound} let through in {checks} checks"
+    );
+    assert!(
+        checks > allowed * 2,
+        "the key was not hammered: {checks} checks"
+    );
+}
+
+/// Two keys of one owner on two instances: the owner's bucket holds them both together, and
+/// a request the owner refuses takes nothing from the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_bucket_is_shared_by_its_keys() {
+    let Some(url) = redis().await else { return };
+    let prefix = prefix("owner");
+    let key_rate = rate("10/s burst 5");
+    let owner_rate = rate("10/s burst 6");
+    let [first, second] = [0, 1].map(|_| {
+        RedisLimiter::open(&url)
+            .unwrap()
+            .with_prefix(prefix.clone())
+            .with_timeout(Duration::from_secs(2))
+    });
+    let (a, b) = (KeyId::from("key_a"), KeyId::from("key_b"));
+    let owner = Some(("acme", &owner_rate));
+    let mut passed = 0;
+    for _ in 0..5 {
+        passed += u32::from(first.check(&a, &key_rate, owner).await.unwrap().allowed);
+    }
+    assert_eq!(passed, 5);
+    // Key b has its whole burst, but the owner only one request left.
+    let decision = second.check(&b, &key_rate, owner).await.unwrap();
+    assert!(decision.allowed);
+    assert_eq!(decision.limit, owner_rate);
+    assert_eq!(decision.remaining, 0);
+    let refused = second.check(&b, &key_rate, owner).await.unwrap();
+    assert!(!refused.allowed);
+    assert_eq!(refused.limit, owner_rate);
+    assert!(
+        refused.retry_after > Duration::ZERO && refused.retry_after <= Duration::from_millis(100)
+    );
+    // Key b's bucket kept what the owner refused: alone, it has four left.
+    let alone = second.check(&b, &key_rate, None).await.unwrap();
+    assert!(alone.allowed);
+    assert_eq!(alone.remaining, 3);
+
+    // The buckets expire when full again.
+    let mut admin = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{prefix}owner:acme"))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 700, "owner bucket PTTL {ttl}");
+}
+
+/// A `redis-server` of the test's own on a free port, killed when dropped.
+struct Server {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Server {
+    fn start(port: u16) -> Server {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--bind", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        Server {
+            port,
+            child: Some(child),
+        }
+    }
+
+    async fn wait_until_up(&self) {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.port)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while client.get_multiplexed_async_connection().await.is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Redis killed mid-run: checks fail within the timeout, never hang; restarted on the same
+/// port: checks succeed again by themselves within a couple of seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_mid_run() {
+    if std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "redis-server is not installed, and CI is set"
+        );
+        eprintln!("SKIPPED: redis-server is not installed");
+        return;
+    }
+    let port = free_port();
+    let mut server = Server::start(port);
+    server.wait_until_up().await;
+    let timeout = Duration::from_millis(50);
+    let limiter = RedisLimiter::open(&format!("redis://127.0.0.1:{port}"))
+        .unwrap()
+        .with_timeout(timeout);
+    let key = KeyId::from("key_1");
+    let rate = rate("1000/s");
+    assert!(
+        !limiter.is_healthy(),
+        "not connected before the first check"
+    );
+    for _ in 0..10 {
+        assert!(limiter.check(&key, &rate, None).await.unwrap().allowed);
+    }
+    assert!(limiter.is_healthy());
+
+    server.kill();
+    // Within the timeout (and some scheduling room), for every check during the outage.
+    let mut errors = 0;
+    for _ in 0..20 {
+        let asked = Instant::now();
+        let answer = limiter.check(&key, &rate, None).await;
+        let took = asked.elapsed();
+        assert!(took < timeout + Duration::from_millis(100), "took {took:?}");
+        match answer {
+            Err(LimiterError::Unavailable | LimiterError::Timeout(_)) => errors += 1,
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(decision) => panic!("decided with Redis down: {decision:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(errors, 20);
+    assert!(!limiter.is_healthy());
+
+    let mut server = Server::start(port);
+    server.wait_until_up().await;
+    let back = Instant::now();
+    loop {
+        let asked = Instant::now();
+        let answer = limiter.check(&key, &rate, None).await;
+        assert!(asked.elapsed() < timeout + Duration::from_millis(100));
+        if let Ok(decision) = answer {
+            // A new server: a new, full bucket.
+            assert!(decision.allowed);
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(3),
+            "not back 3 s after the restart: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(limiter.is_healthy());
+    server.kill();
+}
