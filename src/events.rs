@@ -58,6 +58,7 @@ fn outcome_name(rejection: &Rejection) -> &'static str {
         Rejection::InsufficientScope(_) => "insufficient_scope",
         Rejection::Unavailable(_) => "unavailable",
         Rejection::NetworkNotAllowed { .. } => "network_not_allowed",
+        Rejection::RateLimited(_) => "rate_limited",
     }
 }
 

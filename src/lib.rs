@@ -52,7 +52,7 @@ pub use crate::limit::{AllowedNetworks, InvalidLimit, KeyLimits, RateDecision, R
 #[cfg(feature = "redis")]
 pub use crate::limit::{LimiterError, RedisDownPolicy, RedisLimiter};
 pub use crate::principal::{Principal, PrincipalRejection};
-pub use crate::rejection::{
+pub use crate::rejection::{RateLimited,
     InsufficientScope, InvalidKey, InvalidRequest, MissingLayer, ProblemJson, Refused, Rejection,
     Responder,
 };

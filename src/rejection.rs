@@ -101,9 +101,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
-use http::{Extensions, HeaderValue, Response, StatusCode};
+use http::{Extensions, HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::key::{Environment, MalformedKey};
+use crate::limit::rules::{ceil_seconds, rate_limit_header};
+use crate::limit::RateDecision;
 use crate::resolver::{KeyId, ResolveError};
 use crate::scope::{Scope, ScopeRequirement, ScopeSet};
 
@@ -125,6 +127,9 @@ pub enum Rejection {
     InsufficientScope(InsufficientScope),
     /// The resolver failed or timed out: `503` with `Retry-After`. Never cached.
     Unavailable(ResolveError),
+    /// A valid key over its rate (or its owner's): `429 Too Many Requests`, with `Retry-After`
+    /// and the `RateLimit-Policy` and `RateLimit` fields.
+    RateLimited(RateLimited),
     /// A valid key used from a network its allowlist does not name (or from an address that
     /// cannot be told): `403`, with a body that does not reveal the list.
     NetworkNotAllowed {
@@ -143,6 +148,7 @@ impl Rejection {
                 StatusCode::FORBIDDEN
             }
             Rejection::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -151,6 +157,7 @@ impl Rejection {
         match self {
             Rejection::MissingCredentials
             | Rejection::Unavailable(_)
+            | Rejection::RateLimited(_)
             | Rejection::NetworkNotAllowed { .. } => None,
             Rejection::InvalidRequest(_) => Some("invalid_request"),
             Rejection::InvalidKey(_) => Some("invalid_token"),
@@ -165,6 +172,7 @@ impl Rejection {
             | Rejection::InvalidKey(InvalidKey::Expired { key_id }) => Some(key_id),
             Rejection::InsufficientScope(insufficient) => Some(&insufficient.key_id),
             Rejection::NetworkNotAllowed { key_id } => Some(key_id),
+            Rejection::RateLimited(limited) => Some(&limited.key_id),
             _ => None,
         }
     }
@@ -185,6 +193,11 @@ impl fmt::Display for Rejection {
             Rejection::NetworkNotAllowed { key_id } => {
                 write!(f, "API key {key_id} may not be used from this network")
             }
+            Rejection::RateLimited(limited) => write!(
+                f,
+                "API key {} is over the {} rate {}",
+                limited.key_id, limited.policy_name, limited.decision.limit
+            ),
         }
     }
 }
@@ -298,6 +311,49 @@ impl InsufficientScope {
     }
 }
 
+/// A key went over a rate: its own, or its owner's.
+#[derive(Clone, Debug)]
+pub struct RateLimited {
+    pub(crate) key_id: KeyId,
+    pub(crate) decision: RateDecision,
+    pub(crate) policy_name: &'static str,
+    pub(crate) policy: HeaderValue,
+}
+
+impl RateLimited {
+    /// The refusal of key `key_id` by `decision` under the policy named `policy_name` (`key` or
+    /// `owner`). The layer builds these itself; this is for testing a [`Responder`].
+    pub fn new(key_id: impl Into<KeyId>, decision: RateDecision, policy_name: &'static str) -> Self {
+        let policy = HeaderValue::from_str(&format!(
+            "\"{policy_name}\";q={};w={}",
+            decision.limit.requests(),
+            ceil_seconds(decision.limit.period()).max(1)
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static(""));
+        RateLimited {
+            key_id: key_id.into(),
+            decision,
+            policy_name,
+            policy,
+        }
+    }
+
+    /// The key that was refused.
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    /// What the limiter decided: the rate, and when to retry.
+    pub fn decision(&self) -> &RateDecision {
+        &self.decision
+    }
+
+    /// `key` for the key's own rate, `owner` for the rate its owner's keys share.
+    pub fn policy_name(&self) -> &'static str {
+        self.policy_name
+    }
+}
+
 /// Turns a [`Rejection`] into the response the client gets.
 ///
 /// Implemented by [`ProblemJson`] (the default) and by any
@@ -331,7 +387,13 @@ const BODY_MISSING: &str = r#"{"type":"about:blank","title":"Unauthorized","stat
 const BODY_INVALID_REQUEST: &str = r#"{"type":"about:blank","title":"Bad Request","status":400,"detail":"The Authorization header is malformed: send exactly one `Authorization: Bearer <key>`."}"#;
 const BODY_INVALID_KEY: &str = r#"{"type":"about:blank","title":"Unauthorized","status":401,"detail":"The API key is not valid: it may be mistyped, revoked or expired."}"#;
 const BODY_NETWORK: &str = r#"{"type":"about:blank","title":"Forbidden","status":403,"detail":"This API key may not be used from this network."}"#;
+const BODY_RATE_LIMITED: &str = r#"{"type":"about:blank","title":"Too Many Requests","status":429,"detail":"This API key is over its rate limit: retry after the number of seconds in Retry-After."}"#;
 const BODY_UNAVAILABLE: &str = r#"{"type":"about:blank","title":"Service Unavailable","status":503,"detail":"API keys cannot be checked right now. Retry later."}"#;
+
+/// The IETF `RateLimit-Policy` field: each policy's quota and window.
+pub(crate) const RATE_LIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// The IETF `RateLimit` field: what remains of the policy that decided, and when it resets.
+pub(crate) const RATE_LIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 const PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
 
@@ -343,6 +405,7 @@ impl Responder for ProblemJson {
             Rejection::InvalidKey(_) => Bytes::from_static(BODY_INVALID_KEY.as_bytes()),
             Rejection::Unavailable(_) => Bytes::from_static(BODY_UNAVAILABLE.as_bytes()),
             Rejection::NetworkNotAllowed { .. } => Bytes::from_static(BODY_NETWORK.as_bytes()),
+            Rejection::RateLimited(_) => Bytes::from_static(BODY_RATE_LIMITED.as_bytes()),
             Rejection::InsufficientScope(insufficient) => Bytes::from(forbidden_body(insufficient)),
         };
         let mut response = Response::new(body);
@@ -530,7 +593,9 @@ impl Responses {
                 self.realm_param,
                 insufficient.requirement.scopes()
             ))),
-            Rejection::Unavailable(_) | Rejection::NetworkNotAllowed { .. } => None,
+            Rejection::Unavailable(_)
+            | Rejection::NetworkNotAllowed { .. }
+            | Rejection::RateLimited(_) => None,
         }
     }
 
@@ -559,6 +624,21 @@ impl Responses {
         }
         if status == StatusCode::SERVICE_UNAVAILABLE && !headers.contains_key(RETRY_AFTER) {
             headers.insert(RETRY_AFTER, self.retry_after.clone());
+        }
+        if let Rejection::RateLimited(limited) = &rejection {
+            if !headers.contains_key(RETRY_AFTER) {
+                let seconds = ceil_seconds(limited.decision.retry_after).max(1);
+                headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            if !headers.contains_key(&RATE_LIMIT_POLICY) {
+                headers.insert(RATE_LIMIT_POLICY, limited.policy.clone());
+            }
+            if !headers.contains_key(&RATE_LIMIT) {
+                headers.insert(
+                    RATE_LIMIT,
+                    rate_limit_header(limited.policy_name, &limited.decision),
+                );
+            }
         }
         // Nothing of the request's goes out with the response; what the responder attached does.
         spare.clear();

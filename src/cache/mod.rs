@@ -43,6 +43,7 @@ use self::front::Front;
 use crate::clock::Clock;
 use crate::invalidation::Invalidate;
 use crate::key::{Environment, KeyDigest};
+use crate::limit::rules::{KeyRate, RateRules};
 use crate::limit::AllowedNetworks;
 use crate::resolver::{KeyId, KeyRecord, KeyResolver, ResolveError};
 use crate::scope::ScopeSet;
@@ -68,6 +69,8 @@ pub(crate) struct CachedKey {
     pub(crate) usage: KeyUsage,
     /// The networks the key may be used from, if it is limited to some.
     pub(crate) networks: Option<AllowedNetworks>,
+    /// The rates that hold the key and their buckets, if any holds it.
+    pub(crate) rate: Option<Box<KeyRate>>,
 }
 
 impl CachedKey {
@@ -76,8 +79,10 @@ impl CachedKey {
         scopes: ScopeSet,
         looked_up_at: Instant,
         tally: Arc<Tally>,
+        rules: &RateRules,
     ) -> Self {
         CachedKey {
+            rate: rules.buckets_for(&record),
             usage: KeyUsage::new(tally),
             revoked: record.revoked_at.is_some(),
             id: record.id,
@@ -189,6 +194,8 @@ pub(crate) struct KeyCache {
     front: Front,
     /// Where found keys count their use, and the resolver's metrics go.
     tally: Arc<Tally>,
+    /// Which rates hold which keys; found keys take their buckets from it.
+    rules: Arc<RateRules>,
 }
 
 /// How many distinct scope sets a cache shares at most.
@@ -312,9 +319,11 @@ impl KeyCache {
         clock: Arc<dyn Clock>,
         settings: &CacheSettings,
         tally: Arc<Tally>,
+        rules: Arc<RateRules>,
     ) -> Self {
         KeyCache {
             tally,
+            rules,
             positive: moka::sync::Cache::builder()
                 .max_capacity(settings.capacity)
                 .expire_after(PositiveExpiry {
@@ -440,6 +449,7 @@ impl KeyCache {
                     scopes,
                     started,
                     self.tally.clone(),
+                    &self.rules,
                 )))
             }
             None => Lookup::Unknown,

@@ -7,6 +7,9 @@ use http::{Extensions, HeaderMap};
 use super::housekeeping::Housekeeping;
 use crate::cache::{KeyCache, Lookup, Outcome, PendingLookup};
 use crate::client::{peer_address, TrustedProxies};
+use crate::limit::rules::RateRules;
+#[cfg(feature = "redis")]
+use crate::limit::{RedisDownPolicy, RedisLimiter};
 use crate::clock::Clock;
 use crate::credentials::{self, Credentials};
 use crate::events::{trace_allowed, trace_rejected};
@@ -35,6 +38,13 @@ pub(crate) struct Authenticator {
     pub(crate) housekeeping: Housekeeping,
     /// The proxies whose forwarding headers say who the client is, for allowlists.
     pub(crate) proxies: TrustedProxies,
+    /// Which rates hold which keys, and this process's buckets.
+    pub(crate) rates: Arc<RateRules>,
+    /// Whether responses let through under a rate carry its fields.
+    pub(crate) rate_headers: bool,
+    /// Rates decided in Redis, and what to do when it does not answer.
+    #[cfg(feature = "redis")]
+    pub(crate) shared_limiter: Option<(RedisLimiter, RedisDownPolicy)>,
 }
 
 /// What to do with a request.

@@ -10,6 +10,10 @@ use super::housekeeping::Housekeeping;
 use super::service::ApiKeyService;
 use crate::cache::{CacheSettings, CacheStats, KeyCache};
 use crate::client::TrustedProxies;
+use crate::limit::rules::RateRules;
+use crate::limit::RateLimit;
+#[cfg(feature = "redis")]
+use crate::limit::{RedisDownPolicy, RedisLimiter};
 use crate::clock::{Clock, SystemClock};
 use crate::invalidation::{Invalidate, Invalidations};
 use crate::key::{Environment, KeyFormat};
@@ -80,6 +84,10 @@ impl ApiKeyLayer {
             usage_store: None,
             metrics_per_key: false,
             proxies: TrustedProxies::none(),
+            rates: RateRules::default(),
+            rate_headers: true,
+            #[cfg(feature = "redis")]
+            shared_limiter: None,
         }
     }
 
@@ -153,6 +161,10 @@ pub struct ApiKeyLayerBuilder {
     usage_store: Option<Arc<dyn KeyStore>>,
     metrics_per_key: bool,
     proxies: TrustedProxies,
+    rates: RateRules,
+    rate_headers: bool,
+    #[cfg(feature = "redis")]
+    shared_limiter: Option<(RedisLimiter, RedisDownPolicy)>,
 }
 
 impl ApiKeyLayerBuilder {
@@ -297,6 +309,46 @@ impl ApiKeyLayerBuilder {
         self
     }
 
+    /// The rate that holds every key without one of its own ([`KeyLimits::rate`]), unless its
+    /// environment has one ([`rate_limit_for`](Self::rate_limit_for)). None by default: only
+    /// keys with a rate of their own are limited.
+    ///
+    /// [`KeyLimits::rate`]: crate::KeyLimits::rate
+    pub fn rate_limit(mut self, rate: RateLimit) -> Self {
+        self.rates.default = Some(rate);
+        self
+    }
+
+    /// The rate that holds every key of `environment` without one of its own, over the
+    /// [default](Self::rate_limit): a tighter one for sandbox keys, say.
+    pub fn rate_limit_for(mut self, environment: Environment, rate: RateLimit) -> Self {
+        self.rates.per_environment[environment as usize] = Some(rate);
+        self
+    }
+
+    /// A rate shared by all the keys of each owner, so that creating more keys does not
+    /// multiply an account's allowance: a request must pass its key's rate and its owner's.
+    pub fn owner_rate_limit(mut self, rate: RateLimit) -> Self {
+        self.rates.owner = Some(rate);
+        self
+    }
+
+    /// Whether responses let through under a rate carry the `RateLimit-Policy` and `RateLimit`
+    /// fields (on by default; a `429` always carries them).
+    pub fn rate_limit_headers(mut self, on: bool) -> Self {
+        self.rate_headers = on;
+        self
+    }
+
+    /// Decides rates in Redis, so that instances sharing it never let more through together
+    /// than a rate allows; `when_down` says what happens when Redis cannot answer within the
+    /// limiter's timeout. Without it, each process keeps its own buckets.
+    #[cfg(feature = "redis")]
+    pub fn shared_rate_limiter(mut self, limiter: RedisLimiter, when_down: RedisDownPolicy) -> Self {
+        self.shared_limiter = Some((limiter, when_down));
+        self
+    }
+
     /// Also drops cached keys announced on `invalidations`. The resolver's own handle, if it has
     /// one, is always used.
     pub fn invalidations(mut self, invalidations: Invalidations) -> Self {
@@ -337,11 +389,13 @@ impl ApiKeyLayerBuilder {
                 self.usage.clone(),
             ))
         });
+        let rates = Arc::new(self.rates);
         let cache = Arc::new(KeyCache::new(
             self.resolver,
             self.clock.clone(),
             &self.cache,
             tally.clone(),
+            rates.clone(),
         ));
         let subscriber: Arc<dyn Invalidate> = cache.clone();
         for invalidations in &self.invalidations {
@@ -360,6 +414,10 @@ impl ApiKeyLayerBuilder {
             recorder,
             housekeeping: Housekeeping::new(self.usage.flush_interval),
             proxies: self.proxies,
+            rates,
+            rate_headers: self.rate_headers,
+            #[cfg(feature = "redis")]
+            shared_limiter: self.shared_limiter,
         });
         // Now if this is a Tokio runtime, otherwise with the first request in one.
         authenticator.housekeeping.start(&authenticator);

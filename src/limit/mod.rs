@@ -8,6 +8,7 @@
 //! `Retry-After`.
 
 pub mod gcra;
+pub(crate) mod rules;
 #[cfg(feature = "redis")]
 pub mod redis;
 

@@ -1,0 +1,128 @@
+//! Which rate holds a key: its own, else its environment's default, else the layer's; and the
+//! owner's shared rate on top. The buckets a key's cache entry holds, so that a cache hit checks
+//! its rate without a lookup.
+
+use std::sync::Arc;
+
+use http::HeaderValue;
+
+use super::gcra::{check_both, GcraCell, LimitKey, LocalLimiter};
+use super::{RateDecision, RateLimit};
+use crate::key::Environment;
+use crate::resolver::KeyRecord;
+
+/// The layer's rate rules and this process's buckets.
+#[derive(Debug, Default)]
+pub(crate) struct RateRules {
+    pub(crate) default: Option<RateLimit>,
+    pub(crate) per_environment: [Option<RateLimit>; 2],
+    pub(crate) owner: Option<RateLimit>,
+    pub(crate) local: LocalLimiter,
+}
+
+impl RateRules {
+    /// The rate of a key with `own` rate for `environment`, if any holds it.
+    pub(crate) fn rate_of(&self, own: Option<RateLimit>, environment: Environment) -> Option<RateLimit> {
+        own.or(self.per_environment[environment as usize])
+            .or(self.default)
+    }
+
+    /// The buckets of the key in `record`, for its cache entry; `None` when no rate holds it.
+    pub(crate) fn buckets_for(&self, record: &KeyRecord) -> Option<Box<KeyRate>> {
+        let key = self
+            .rate_of(record.limits.rate, record.environment)
+            .map(|rate| (rate, self.local.cell(&LimitKey::Key(record.id.clone()))));
+        let owner = self.owner.map(|rate| {
+            let owner = LimitKey::Owner(record.owner.as_str().into());
+            (rate, self.local.cell(&owner))
+        });
+        let policy = policy_header(key.as_ref().map(|k| k.0), owner.as_ref().map(|o| o.0));
+        let buckets = match (key, owner) {
+            (Some(key), Some(owner)) => Buckets::Both { key, owner },
+            (Some(key), None) => Buckets::Key(key),
+            (None, Some(owner)) => Buckets::Owner(owner),
+            (None, None) => return None,
+        };
+        Some(Box::new(KeyRate { buckets, policy }))
+    }
+}
+
+/// A rate and its bucket.
+type Bucket = (RateLimit, Arc<GcraCell>);
+
+/// Which buckets hold a key.
+#[derive(Debug)]
+pub(crate) enum Buckets {
+    Key(Bucket),
+    Owner(Bucket),
+    Both { key: Bucket, owner: Bucket },
+}
+
+/// A key's rates and buckets, in its cache entry.
+#[derive(Debug)]
+pub(crate) struct KeyRate {
+    pub(crate) buckets: Buckets,
+    /// The `RateLimit-Policy` field, written once.
+    pub(crate) policy: HeaderValue,
+}
+
+impl KeyRate {
+    /// The decision for a request at `now` on this process's buckets, with the name of the
+    /// policy that decided (`key` or `owner`).
+    pub(crate) fn check(&self, now: u64) -> (RateDecision, &'static str) {
+        match &self.buckets {
+            Buckets::Key((rate, cell)) => (cell.check(rate, now), "key"),
+            Buckets::Owner((rate, cell)) => (cell.check(rate, now), "owner"),
+            Buckets::Both { key, owner } => {
+                let decision = check_both((&key.1, &key.0), (&owner.1, &owner.0), now);
+                // The limit that decided; when both rates are equal, the key's is named.
+                let name = if decision.limit == key.0 { "key" } else { "owner" };
+                (decision, name)
+            }
+        }
+    }
+
+    /// The key's rate and the owner's, for a shared limiter.
+    pub(crate) fn rates(&self) -> (Option<RateLimit>, Option<RateLimit>) {
+        match &self.buckets {
+            Buckets::Key((rate, _)) => (Some(*rate), None),
+            Buckets::Owner((rate, _)) => (None, Some(*rate)),
+            Buckets::Both { key, owner } => (Some(key.0), Some(owner.0)),
+        }
+    }
+}
+
+/// `"key";q=100;w=1, "owner";q=1000;w=60`: each policy's quota and window in seconds (a
+/// window under a second is written as 1).
+fn policy_header(key: Option<RateLimit>, owner: Option<RateLimit>) -> HeaderValue {
+    let mut text = String::new();
+    for (name, rate) in [("key", key), ("owner", owner)] {
+        if let Some(rate) = rate {
+            if !text.is_empty() {
+                text.push_str(", ");
+            }
+            text.push_str(&format!(
+                "\"{name}\";q={};w={}",
+                rate.requests(),
+                ceil_seconds(rate.period()).max(1)
+            ));
+        }
+    }
+    // Digits, letters, quotes, `;`, `=`, `,` and spaces only.
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `duration` in whole seconds, rounded up.
+pub(crate) fn ceil_seconds(duration: std::time::Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
+/// The `RateLimit` field for `decision` under policy `name`: `"key";r=19;t=1`.
+pub(crate) fn rate_limit_header(name: &str, decision: &RateDecision) -> HeaderValue {
+    let text = format!(
+        "\"{name}\";r={};t={}",
+        decision.remaining,
+        ceil_seconds(decision.reset)
+    );
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
