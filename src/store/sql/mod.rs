@@ -24,9 +24,9 @@ use sqlx::{Pool, Transaction};
 use self::audit::Entry;
 use self::backend::{Cell, ColumnType, Dialect, Param, Read};
 use self::table::{
-    key_reads, normalize, normalize_limits, to_micros, unavailable, KeyValues, LimitValues, RawRow,
-    Step, KEYS, KEY_COLUMNS, KEY_PREFIX_SETTING, LIMIT_COLUMNS, MIGRATIONS, MIGRATIONS_TABLE,
-    SETTINGS,
+    key_column_type, key_reads, normalize, normalize_limits, to_micros, unavailable, KeyValues,
+    LimitValues, RawRow, Step, KEYS, KEY_COLUMNS, KEY_PREFIX_SETTING, LIMIT_COLUMNS, MIGRATIONS,
+    MIGRATIONS_TABLE, SETTINGS,
 };
 use super::settings::{settings_methods, StoreSettings};
 use super::{
@@ -134,16 +134,12 @@ impl Statements {
             .collect::<Vec<_>>()
             .join(", ");
         let time = |n| DB::value(n, ColumnType::Time);
-        let column_type = |name: &str| {
-            KEY_COLUMNS
-                .iter()
-                .find(|column| column.name == name)
-                .map_or(ColumnType::Text, |column| column.ty)
-        };
         let limits = LIMIT_COLUMNS
             .iter()
             .enumerate()
-            .map(|(index, name)| format!("{name} = {}", DB::value(index + 1, column_type(name))))
+            .map(|(index, name)| {
+                format!("{name} = {}", DB::value(index + 1, key_column_type(name)))
+            })
             .collect::<Vec<_>>()
             .join(", ");
         let select = format!("SELECT {columns} FROM {keys}");
@@ -537,16 +533,10 @@ fn script<DB: SqlDatabase>(step: &Step) -> Option<String> {
             if DB::IS_POSTGRES { postgres } else { sqlite }.to_string()
         }
         Step::Both(sql) => (*sql).to_owned(),
-        Step::AddKeyColumn(name) => {
-            let ty = KEY_COLUMNS
-                .iter()
-                .find(|column| column.name == *name)
-                .map_or(ColumnType::Text, |column| column.ty);
-            format!(
-                "ALTER TABLE {KEYS} ADD COLUMN {name} {}",
-                DB::column_type(ty)
-            )
-        }
+        Step::AddKeyColumn(name) => format!(
+            "ALTER TABLE {KEYS} ADD COLUMN {name} {}",
+            DB::column_type(key_column_type(name))
+        ),
         Step::Sqlite(_) if DB::IS_POSTGRES => return None,
         Step::Sqlite(sql) => (*sql).to_owned(),
     })

@@ -236,6 +236,14 @@ pub(super) const KEY_COLUMNS: &[Column] = &[
     },
 ];
 
+/// The type of the column of [`KEY_COLUMNS`] named `name` (text, should there be none).
+pub(super) fn key_column_type(name: &str) -> ColumnType {
+    KEY_COLUMNS
+        .iter()
+        .find(|column| column.name == name)
+        .map_or(ColumnType::Text, |column| column.ty)
+}
+
 /// How each column of [`KEY_COLUMNS`] is read.
 pub(super) fn key_reads() -> Vec<Read> {
     KEY_COLUMNS.iter().map(|column| column.ty.read()).collect()
