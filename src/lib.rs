@@ -52,9 +52,9 @@ pub use crate::limit::{AllowedNetworks, InvalidLimit, KeyLimits, RateDecision, R
 #[cfg(feature = "redis")]
 pub use crate::limit::{LimiterError, RedisDownPolicy, RedisLimiter};
 pub use crate::principal::{Principal, PrincipalRejection};
-pub use crate::rejection::{RateLimited,
-    InsufficientScope, InvalidKey, InvalidRequest, MissingLayer, ProblemJson, Refused, Rejection,
-    Responder,
+pub use crate::rejection::{
+    InsufficientScope, InvalidKey, InvalidRequest, MissingLayer, ProblemJson, RateLimited, Refused,
+    Rejection, Responder,
 };
 pub use crate::resolver::{KeyId, KeyRecord, KeyResolver, ResolveError};
 pub use crate::scope::{

@@ -323,7 +323,11 @@ pub struct RateLimited {
 impl RateLimited {
     /// The refusal of key `key_id` by `decision` under the policy named `policy_name` (`key` or
     /// `owner`). The layer builds these itself; this is for testing a [`Responder`].
-    pub fn new(key_id: impl Into<KeyId>, decision: RateDecision, policy_name: &'static str) -> Self {
+    pub fn new(
+        key_id: impl Into<KeyId>,
+        decision: RateDecision,
+        policy_name: &'static str,
+    ) -> Self {
         let policy = HeaderValue::from_str(&format!(
             "\"{policy_name}\";q={};w={}",
             decision.limit.requests(),

@@ -223,12 +223,14 @@ async fn a_key_goes_through_its_whole_life() {
     assert!(key.starts_with("om_live_"), "{key}");
     assert_no_secret_in(&created.stderr, &[&key]);
     for field in [
-        "name:        Webhook Server",
-        "owner:       acct_42",
-        "environment: live",
-        "scopes:      orders:read products:read products:write",
-        "metadata:    team=integrations",
-        "status:      active",
+        "name:         Webhook Server",
+        "owner:        acct_42",
+        "environment:  live",
+        "scopes:       orders:read products:read products:write",
+        "rate limit:   none",
+        "allowed from: anywhere",
+        "metadata:     team=integrations",
+        "status:       active",
     ] {
         assert!(created.stdout.contains(field), "{field:?} in {created:?}");
     }
@@ -328,10 +330,10 @@ async fn a_key_goes_through_its_whole_life() {
     // show, both ways.
     let shown = sandbox.ok(&["show", &id]);
     assert!(
-        shown.stdout.contains(&format!("id:          {id}\n")),
+        shown.stdout.contains(&format!("id:           {id}\n")),
         "{shown:?}"
     );
-    assert!(shown.stdout.contains("last used:   never"), "{shown:?}");
+    assert!(shown.stdout.contains("last used:    never"), "{shown:?}");
     outputs.push(shown);
     let (shown, run) = sandbox.json(&["show", &id]);
     outputs.push(run);
@@ -507,12 +509,12 @@ async fn control_characters_in_a_hand_edited_row_are_escaped() {
     assert_no_raw_control_character(&show.stdout);
     assert!(
         show.stdout
-            .starts_with(&format!("id:          {escaped_id}\n")),
+            .starts_with(&format!("id:           {escaped_id}\n")),
         "{show:?}"
     );
     assert!(
         show.stdout
-            .contains(&format!("\nhint:        {escaped_hint}\n")),
+            .contains(&format!("\nhint:         {escaped_hint}\n")),
         "{show:?}"
     );
 
@@ -773,6 +775,7 @@ fn unknown_ids_exit_with_3() {
     for args in [
         &["show", "key_doesnotexist000"][..],
         &["rename", "key_doesnotexist000", "New name"],
+        &["limits", "key_doesnotexist000", "--no-rate"],
         &["revoke", "key_doesnotexist000"],
         &["rotate", "key_doesnotexist000", "--grace", "1h"],
         &["delete", "key_doesnotexist000", "--yes"],
@@ -972,6 +975,7 @@ fn help_documents_the_commands_and_exit_codes() {
         "list",
         "show",
         "rename",
+        "limits",
         "revoke",
         "rotate",
         "delete",
@@ -997,6 +1001,21 @@ fn help_documents_the_commands_and_exit_codes() {
             help.stdout
         );
     }
+    for command in ["create", "limits"] {
+        let help = run_in(&sandbox.dir, &[command, "--help"]);
+        for text in [
+            "--rate <RATE>",
+            "--burst <N>",
+            "--allow-ip <NET>",
+            "100/s burst 20",
+        ] {
+            assert!(help.stdout.contains(text), "{text:?} in {help:?}");
+        }
+    }
+    let limits = run_in(&sandbox.dir, &["limits", "--help"]);
+    for text in ["<ID>", "--no-rate", "--any-ip"] {
+        assert!(limits.stdout.contains(text), "{text:?} in {limits:?}");
+    }
     let rotate = run_in(&sandbox.dir, &["rotate", "--help"]);
     assert!(rotate.stdout.contains("--grace <DURATION>"), "{rotate:?}");
     let usage = run_in(&sandbox.dir, &["usage", "--help"]);
@@ -1014,6 +1033,181 @@ fn help_documents_the_commands_and_exit_codes() {
     ] {
         assert!(audit.stdout.contains(text), "{text:?} in {audit:?}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Limits
+// ---------------------------------------------------------------------------------------------
+
+/// The fields of a key that hold its limits, as `show --json` and `list --json` print them.
+fn limits_of(key: &Value) -> (Value, Value) {
+    (key["rate_limit"].clone(), key["allowed_networks"].clone())
+}
+
+#[tokio::test]
+async fn limits_are_kept_with_a_key_shown_and_changed_with_limits() {
+    let sandbox = Sandbox::new();
+    let alice = [("USER", Some("alice"))];
+    let db = sandbox.db.to_str().unwrap().to_owned();
+    let as_alice = |args: &[&str]| {
+        let mut all = vec!["--db", db.as_str()];
+        all.extend_from_slice(args);
+        let run = run_in_env(&sandbox.dir, &all, &alice);
+        assert_eq!(run.code, 0, "{args:?}: {run:?}");
+        run
+    };
+    let (key, id) = sandbox.create(&[
+        "--name",
+        "Partner",
+        "--rate",
+        "100/s",
+        "--burst",
+        "20",
+        "--allow-ip",
+        "203.0.113.0/24",
+        "--allow-ip",
+        "2001:db8::/32",
+    ]);
+    let (open_key, open_id) = sandbox.create(&["--name", "Open"]);
+
+    let rate = serde_json::json!({
+        "requests": 100, "period_ms": 1000, "burst": 20, "text": "100/s burst 20"
+    });
+    let networks = serde_json::json!(["203.0.113.0/24", "2001:db8::/32"]);
+    let (shown, _) = sandbox.json(&["show", &id]);
+    assert_eq!(limits_of(&shown), (rate.clone(), networks.clone()));
+    let (listed, _) = sandbox.json(&["list"]);
+    assert_eq!(listed[1]["id"], id.as_str(), "{listed:#}");
+    assert_eq!(limits_of(&listed[1]), (rate.clone(), networks.clone()));
+    assert_eq!(limits_of(&listed[0]), (Value::Null, Value::Null));
+    let text = sandbox.ok(&["show", &id]).stdout;
+    assert!(text.contains("\nrate limit:   100/s burst 20\n"), "{text}");
+    assert!(
+        text.contains("\nallowed from: 203.0.113.0/24 2001:db8::/32\n"),
+        "{text}"
+    );
+
+    // The store holds them, as a service reads them.
+    let store = sandbox.store().await;
+    let record = store.resolve(&KeyDigest::of(key.as_bytes())).await.unwrap();
+    let limits = record.expect("the key resolves").limits;
+    assert_eq!(limits.rate.unwrap().to_string(), "100/s burst 20");
+    let allowed = limits.networks.unwrap();
+    assert_eq!(allowed.to_string(), "203.0.113.0/24 2001:db8::/32");
+
+    // A new rate replaces the old one; the networks stay.
+    let changed = as_alice(&["limits", &id, "--rate", "5000/h"]);
+    assert!(
+        changed.stdout.starts_with(&format!(
+            "Changed the limits of {id} (\"Partner\"): rate limit 5000/h; allowed from \
+             203.0.113.0/24 2001:db8::/32.\n"
+        )),
+        "{changed:?}"
+    );
+    let (shown, _) = sandbox.json(&["show", &id]);
+    let hourly = serde_json::json!({
+        "requests": 5000, "period_ms": 3_600_000, "burst": 5000, "text": "5000/h"
+    });
+    assert_eq!(limits_of(&shown), (hourly.clone(), networks));
+
+    // New networks replace the old ones; the rate stays. Commas work too.
+    let run = as_alice(&[
+        "limits",
+        &id,
+        "--allow-ip",
+        "198.51.100.7,10.0.0.0/8",
+        "--json",
+    ]);
+    let changed: Value = serde_json::from_str(&run.stdout).unwrap();
+    let networks = serde_json::json!(["10.0.0.0/8", "198.51.100.7/32"]);
+    assert_eq!(limits_of(&changed), (hourly, networks.clone()));
+
+    // Cleared, one and then the other.
+    as_alice(&["limits", &id, "--no-rate"]);
+    let (shown, _) = sandbox.json(&["show", &id]);
+    assert_eq!(limits_of(&shown), (Value::Null, networks));
+    as_alice(&["limits", &id, "--any-ip", "--rate", "10/s burst 2"]);
+    let (shown, _) = sandbox.json(&["show", &id]);
+    assert_eq!(shown["rate_limit"]["text"], "10/s burst 2");
+    assert!(shown["allowed_networks"].is_null(), "{shown:#}");
+    as_alice(&["limits", &id, "--no-rate", "--any-ip"]);
+    let text = sandbox.ok(&["show", &id]).stdout;
+    assert!(text.contains("\nrate limit:   none\n"), "{text}");
+    assert!(text.contains("\nallowed from: anywhere\n"), "{text}");
+
+    // Every change is in the audit trail, by the tool's user.
+    let (trail, _) = sandbox.json(&["audit", &id]);
+    let entries = audit_entries(&trail);
+    let actions: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|(action, _, actor, _)| (action.as_str(), actor.as_str()))
+        .collect();
+    assert_eq!(actions.len(), 6, "{trail:#}");
+    assert_eq!(actions[..5], [("limits_changed", "cli:alice"); 5]);
+    assert_eq!(actions[5].0, "created");
+    let table = sandbox.ok(&["audit", &id]).stdout;
+    assert!(table.contains("  limits_changed  "), "{table}");
+
+    // A rotation copies the limits.
+    as_alice(&["limits", &open_id, "--rate", "1/s"]);
+    let (rotated, _) = sandbox.json(&["rotate", &open_id, "--grace", "1h"]);
+    assert_eq!(rotated["new"]["rate_limit"]["text"], "1/s", "{rotated:#}");
+    assert_no_secret_in(&sandbox.ok(&["list"]).stdout, &[&key, &open_key]);
+}
+
+#[test]
+fn bad_limits_exit_with_4_or_2_and_change_nothing() {
+    let sandbox = Sandbox::new();
+    let (_, id) = sandbox.create(&["--name", "Production", "--rate", "10/s"]);
+    let create = |extra: &[&'static str]| {
+        let mut args = vec!["create", "--name", "x"];
+        args.extend_from_slice(extra);
+        args
+    };
+    let invalid: &[(Vec<&str>, &str)] = &[
+        (create(&["--rate", "0/s"]), "a count of requests is from 1"),
+        (
+            create(&["--rate", "fast"]),
+            "expected a rate such as `100/s`",
+        ),
+        (
+            create(&["--rate", "1/2d"]),
+            "a rate's period is from 1ms to 1d",
+        ),
+        (create(&["--rate", "2000000/s"]), "at most a million"),
+        (
+            create(&["--rate", "100/s", "--burst", "0"]),
+            "invalid --burst \"0\"",
+        ),
+        (create(&["--rate", "100/s", "--burst", "many"]), "--burst"),
+        (create(&["--allow-ip", "10.0.0.0/33"]), "invalid --allow-ip"),
+        (create(&["--allow-ip", "intranet"]), "a network such as"),
+        (vec!["limits", &id, "--rate", "0/h"], "--rate"),
+        (vec!["limits", &id, "--allow-ip", "300.1.1.1"], "--allow-ip"),
+    ];
+    for (args, what) in invalid {
+        sandbox.run(args).fails(4, what);
+    }
+    let usage: &[&[&str]] = &[
+        &["create", "--name", "x", "--burst", "5"],
+        &["limits", &id],
+        &["limits", &id, "--burst", "5"],
+        &["limits", &id, "--no-rate", "--rate", "5/s"],
+        &["limits", &id, "--no-rate", "--burst", "5"],
+        &["limits", &id, "--any-ip", "--allow-ip", "10.0.0.0/8"],
+        &["limits"],
+    ];
+    for args in usage {
+        let run = sandbox.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(run.stdout.is_empty(), "{run:?}");
+    }
+    let (keys, _) = sandbox.json(&["list"]);
+    assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+    assert_eq!(keys[0]["rate_limit"]["text"], "10/s");
+    assert!(keys[0]["allowed_networks"].is_null());
+    let (trail, _) = sandbox.json(&["audit"]);
+    assert_eq!(audit_entries(&trail).len(), 1, "{trail:#}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1276,9 +1470,16 @@ mod postgres {
             "Replica",
             "--scope",
             "orders:read",
+            "--rate",
+            "100/s",
+            "--burst",
+            "20",
+            "--allow-ip",
+            "2001:db8::/32",
             "--json",
         ]);
         let created: Value = serde_json::from_str(&created.stdout).unwrap();
+        assert_eq!(created["key"]["rate_limit"]["text"], "100/s burst 20");
         let key = created["plaintext_key"].as_str().unwrap();
         let id = created["key"]["id"].as_str().unwrap();
 
@@ -1289,6 +1490,11 @@ mod postgres {
         );
         assert_no_secret_in(&listed.stdout, &[key]);
 
+        let changed = run(&["limits", id, "--any-ip", "--json", "--actor", "ops:pg"]);
+        let changed: Value = serde_json::from_str(&changed.stdout).unwrap();
+        assert_eq!(changed["rate_limit"]["burst"], 20, "{changed:#}");
+        assert!(changed["allowed_networks"].is_null(), "{changed:#}");
+
         let revoked = run(&["revoke", id, "--json", "--actor", "ops:pg"]);
         let revoked: Value = serde_json::from_str(&revoked.stdout).unwrap();
         assert_eq!(revoked["status"], "revoked");
@@ -1298,13 +1504,17 @@ mod postgres {
         assert_no_secret_in(&trail.stdout, &[key]);
         let trail: Value = serde_json::from_str(&trail.stdout).unwrap();
         let entries = audit_entries(&trail);
-        assert_eq!(entries.len(), 2, "{trail:#}");
+        assert_eq!(entries.len(), 3, "{trail:#}");
         assert_eq!(
             (entries[0].0.as_str(), entries[0].2.as_str()),
             ("revoked", "ops:pg")
         );
-        assert_eq!(entries[1].0, "created", "{trail:#}");
-        assert!(entries[1].2.starts_with("cli"), "{trail:#}");
+        assert_eq!(
+            (entries[1].0.as_str(), entries[1].2.as_str()),
+            ("limits_changed", "ops:pg")
+        );
+        assert_eq!(entries[2].0, "created", "{trail:#}");
+        assert!(entries[2].2.starts_with("cli"), "{trail:#}");
 
         // The store in that schema resolves the key, revoked.
         let store = tower_api_key::PostgresStore::connect(&url, om())
@@ -1318,6 +1528,8 @@ mod postgres {
             .expect("the printed key resolves");
         assert_eq!(record.id.as_str(), id);
         assert!(record.revoked_at.is_some());
+        assert_eq!(record.limits.rate.unwrap().to_string(), "100/s burst 20");
+        assert_eq!(record.limits.networks, None);
 
         // Usage, as running services flush it, through the tool.
         let today = Day::today();
@@ -1411,7 +1623,7 @@ fn a_key_rotated_already_cannot_be_rotated_again() {
     assert!(sandbox
         .ok(&["show", &id])
         .stdout
-        .contains(&format!("replaced by: {replacement}\n")));
+        .contains(&format!("replaced by:  {replacement}\n")));
 
     // A second "rotate" on the old key would give a key that dies with it: refused, naming the
     // replacement, with nothing created.

@@ -38,6 +38,7 @@ use http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::watch;
 use tower::ServiceExt;
+use tower_api_key::{AllowedNetworks, KeyLimits, RateLimit};
 use tower_api_key::{
     ApiKeyLayer, ChannelHealth, Environment, KeyDigest, KeyFormat, KeyId, KeyRecord, KeyResolver,
     KeyStore, NewKey, PlaintextKey, Principal, RequireScopes, ResolveError, Scope, Watcher,
@@ -274,6 +275,7 @@ macro_rules! rules {
             a_deletion_elsewhere_is_honoured,
             a_rotation_elsewhere_ends_the_old_key_at_once_with_no_grace,
             a_rename_elsewhere_is_served_under_the_new_name,
+            a_change_of_limits_elsewhere_is_announced,
             a_revocation_in_plain_sql_is_honoured,
             a_scope_removed_in_plain_sql_gives_403,
             a_row_deleted_in_plain_sql_is_refused,
@@ -372,6 +374,42 @@ mod rules {
             .until("/", &key, StatusCode::OK, Some("Webhook Server (old)"))
             .await;
         report::<D>("rename", took);
+    }
+
+    /// A change to a key's limits goes through the triggers like any other change (SQLite's
+    /// update trigger lists the limit columns; PostgreSQL's compares whole rows), so every
+    /// process reads the key again and checks its next request against the new limits.
+    pub(crate) async fn a_change_of_limits_elsewhere_is_announced<D: Database>() {
+        let Some((db, server, tool)) = D::two_processes().await else {
+            return;
+        };
+        let (id, key) = new_key(&tool, "Webhook Server").await;
+        let (marker_id, marker) = new_key(&tool, "Marker").await;
+        let app = serve::<D>(&server).await;
+        app.warm(&key).await;
+        let mut announced = db.announcements().await;
+        let calls = app.resolver_calls();
+        let limits = KeyLimits::none()
+            .with_rate("100/s burst 20".parse::<RateLimit>().unwrap())
+            .with_networks("203.0.113.0/24".parse::<AllowedNetworks>().unwrap());
+        tool.set_limits(&id, limits.clone()).await.unwrap();
+        tool.set_limits(&id, KeyLimits::none()).await.unwrap();
+        tool.revoke(&marker_id).await.unwrap();
+        let hex = key.digest().to_hex();
+        assert_eq!(
+            announced.until(&marker.digest()).await,
+            [hex.clone(), hex, marker.digest().to_hex()]
+        );
+        // The server looks the key up again.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while app.resolver_calls() == calls {
+            assert!(
+                Instant::now() < deadline,
+                "the key was never looked up again"
+            );
+            assert_eq!(app.status(&key).await, StatusCode::OK);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub(crate) async fn a_revocation_in_plain_sql_is_honoured<D: Database>() {

@@ -26,10 +26,11 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_api_key::store::{MAX_ACTOR_LEN, MAX_SERIES_DAYS};
 use tower_api_key::{
-    Actor, AnonymousIncrement, AnonymousOutcome, ApiKeyLayer, AuditAction, AuditEvent, AuditQuery,
-    BatchId, CreatedKey, DailyUsage, Day, Environment, KeyFormat, KeyId, KeyIncrement, KeyOutcome,
-    KeyResolver, KeyStore, MemoryStore, NewKey, OutcomeCounts, Principal, Scope, ScopeCatalog,
-    StoreError, UsageBatch,
+    Actor, AllowedNetworks, AnonymousIncrement, AnonymousOutcome, ApiKeyLayer, AuditAction,
+    AuditEvent, AuditQuery, BatchId, CreatedKey, DailyUsage, Day, Environment, Invalidations,
+    KeyDigest, KeyFormat, KeyId, KeyIncrement, KeyLimits, KeyOutcome, KeyRecord, KeyResolver,
+    KeyStore, MemoryStore, NewKey, OutcomeCounts, Principal, RateLimit, ResolveError, Scope,
+    ScopeCatalog, StoreError, UsageBatch,
 };
 use tower_api_key::{ChannelHealth, Clock, ManualClock};
 
@@ -164,15 +165,53 @@ enum Corruption {
     Scope,
     DigestLength,
     Metadata,
+    /// A rate of zero requests.
+    RateCount,
+    /// A negative rate period.
+    RatePeriod,
+    /// A rate with its burst missing.
+    PartialRate,
+    /// An allowlist with a network that is not one.
+    Network,
 }
 
 impl Corruption {
+    const ALL: [Corruption; 8] = [
+        Corruption::Environment,
+        Corruption::Scope,
+        Corruption::DigestLength,
+        Corruption::Metadata,
+        Corruption::RateCount,
+        Corruption::RatePeriod,
+        Corruption::PartialRate,
+        Corruption::Network,
+    ];
+
     fn column(self) -> &'static str {
         match self {
             Corruption::Environment => "environment",
             Corruption::Scope => "scopes",
             Corruption::DigestLength => "digest",
             Corruption::Metadata => "metadata",
+            Corruption::RateCount => "rate_requests",
+            Corruption::RatePeriod => "rate_period_ms",
+            Corruption::PartialRate => "rate_burst",
+            Corruption::Network => "allowed_networks",
+        }
+    }
+
+    /// The assignments of the corruption's `UPDATE`, but for the digest's, which each database
+    /// writes its own way.
+    fn assignment(self) -> &'static str {
+        match self {
+            Corruption::Environment => "environment = 'prod'",
+            Corruption::Scope => "scopes = 'orders:read orders'",
+            Corruption::DigestLength => "",
+            Corruption::Metadata => "metadata = '[\"not\", \"an\", \"object\"]'",
+            Corruption::RateCount => "rate_requests = 0, rate_period_ms = 1000, rate_burst = 1",
+            Corruption::RatePeriod => "rate_requests = 1, rate_period_ms = -5, rate_burst = 1",
+            Corruption::PartialRate => "rate_requests = 10, rate_period_ms = 1000",
+            Corruption::Network => "allowed_networks = '203.0.113.0/24 10.0.0.0/33'",
         }
     }
 }
@@ -319,10 +358,8 @@ mod sqlite_backend {
 
         async fn corrupt(&self, store: &SqliteStore, id: &KeyId, corruption: Corruption) {
             let assignment = match corruption {
-                Corruption::Environment => "environment = 'prod'",
-                Corruption::Scope => "scopes = 'orders:read orders'",
                 Corruption::DigestLength => "digest = substr(digest, 1, 31)",
-                Corruption::Metadata => "metadata = '[\"not\", \"an\", \"object\"]'",
+                other => other.assignment(),
             };
             let mut conn = store.pool().acquire().await.unwrap();
             // The table's CHECK constraints would refuse the first and third.
@@ -669,10 +706,8 @@ mod postgres_backend {
         async fn corrupt(&self, store: &PostgresStore, id: &KeyId, corruption: Corruption) {
             let table = format!("\"{}\".api_keys", self.schema);
             let assignment = match corruption {
-                Corruption::Environment => "environment = 'prod'",
-                Corruption::Scope => "scopes = 'orders:read orders'",
                 Corruption::DigestLength => "digest = substring(digest from 1 for 31)",
-                Corruption::Metadata => "metadata = '[\"not\", \"an\", \"object\"]'",
+                other => other.assignment(),
             };
             // The table's CHECK constraints would refuse the first and third.
             sqlx::raw_sql(&format!(
@@ -1022,6 +1057,7 @@ mod rules {
         let id = unknown_id();
         assert_unknown(t.store.get(&id).await, &id);
         assert_unknown(t.store.rename(&id, "New").await, &id);
+        assert_unknown(t.store.set_limits(&id, KeyLimits::none()).await, &id);
         assert_unknown(t.store.revoke(&id).await, &id);
         assert_unknown(t.store.rotate(&id, HOUR).await, &id);
         assert_unknown(t.store.delete(&id).await, &id);
@@ -1227,7 +1263,8 @@ mod rules {
                     .owner("acct_9")
                     .scopes([ORDERS_READ, PRODUCTS_READ])
                     .expires_at(expires_at)
-                    .metadata("team", "integrations"),
+                    .metadata("team", "integrations")
+                    .limits(limits()),
             )
             .await;
         let untouched = t.create(NewKey::new("Untouched", Environment::Live)).await;
@@ -1244,6 +1281,7 @@ mod rules {
         assert_eq!(new.record.environment, old_record.environment);
         assert_eq!(new.record.scopes, old_record.scopes);
         assert_eq!(new.metadata, old.stored.metadata);
+        assert_eq!(new.record.limits, limits(), "the limits are copied");
         assert!(new.record.revoked_at.is_none());
         assert!(new.created_at > old.stored.created_at);
         assert_eq!(
@@ -2198,6 +2236,215 @@ mod rules {
     // The audit trail
     // -----------------------------------------------------------------------------------------
 
+    // -----------------------------------------------------------------------------------------
+    // Limits
+    // -----------------------------------------------------------------------------------------
+
+    fn rate(text: &str) -> RateLimit {
+        text.parse().unwrap()
+    }
+
+    fn networks(text: &str) -> AllowedNetworks {
+        text.parse().unwrap()
+    }
+
+    /// A rate with a burst, and an allowlist of IPv4 and IPv6 ranges.
+    fn limits() -> KeyLimits {
+        KeyLimits::none()
+            .with_rate(rate("100/s burst 20"))
+            .with_networks(networks("203.0.113.0/24 2001:db8::/32"))
+    }
+
+    /// A resolver in front of a store that remembers the last record it gave the layer: what the
+    /// layer checks a request against.
+    #[derive(Clone)]
+    struct Seen<S> {
+        store: S,
+        last: Arc<std::sync::Mutex<Option<KeyRecord>>>,
+    }
+
+    #[async_trait]
+    impl<S: KeyStore> KeyResolver for Seen<S> {
+        async fn resolve(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>, ResolveError> {
+            let found = self.store.resolve(digest).await?;
+            *self.last.lock().unwrap() = found.clone();
+            Ok(found)
+        }
+
+        fn invalidations(&self) -> Option<Invalidations> {
+            self.store.invalidations()
+        }
+    }
+
+    impl<S: KeyStore + Clone> Seen<S> {
+        fn new(store: &S) -> Self {
+            Seen {
+                store: store.clone(),
+                last: Arc::default(),
+            }
+        }
+
+        /// The limits the layer read from the store for `key`'s next request; `None` if it
+        /// asked nothing (it held the key in its cache).
+        async fn read_for_a_request(&self, app: &Router, key: &CreatedKey) -> Option<KeyLimits> {
+            *self.last.lock().unwrap() = None;
+            assert_eq!(status(app, key).await, StatusCode::OK);
+            let last = self.last.lock().unwrap().take();
+            last.map(|record| record.limits)
+        }
+
+        /// `GET /v1/me` behind a layer on this resolver.
+        fn app(&self, clock: &TestClock) -> Router {
+            Router::new()
+                .route("/v1/me", get(|_: Principal| async { "ok" }))
+                .layer(
+                    ApiKeyLayer::resolver_builder(om(), self.clone())
+                        .clock(clock.clone())
+                        .build(),
+                )
+        }
+    }
+
+    /// A key's limits are kept with it: handed back by `create`, read back by `get`, `list` and
+    /// the resolver exactly as given; a key made without limits has none.
+    pub(crate) async fn limits_round_trip_through_create_get_list_and_resolve<B: Backend>() {
+        let t = Test::<B>::new().await;
+        let limited = t
+            .create(
+                NewKey::new("Limited", Environment::Live)
+                    .rate_limit(rate("10/30s burst 2"))
+                    .allowed_networks(networks("198.51.100.7 2001:db8::/32 10.1.2.3/8")),
+            )
+            .await;
+        let record = &limited.stored.record;
+        assert_eq!(record.limits.rate, Some(rate("10/30s burst 2")));
+        assert_eq!(
+            record.limits.networks.as_ref().unwrap().to_string(),
+            "10.0.0.0/8 198.51.100.7/32 2001:db8::/32"
+        );
+        t.clock.advance(SECOND);
+        let whole = t
+            .create(NewKey::new("Whole", Environment::Live).limits(limits()))
+            .await;
+        assert_eq!(whole.stored.record.limits, limits());
+        t.clock.advance(SECOND);
+        let rate_only = t
+            .create(NewKey::new("Rate only", Environment::Live).rate_limit(rate("5000/h")))
+            .await;
+        assert_eq!(rate_only.stored.record.limits.networks, None);
+        t.clock.advance(SECOND);
+        let open = t.create(NewKey::new("Open", Environment::Live)).await;
+        assert!(open.stored.record.limits.is_none());
+
+        let created = [&open, &rate_only, &whole, &limited];
+        for key in created {
+            assert_eq!(t.store.get(key.id()).await.unwrap(), key.stored);
+            let resolved = t.store.resolve(&key.key.digest()).await.unwrap();
+            assert_eq!(resolved.as_ref(), Some(&key.stored.record));
+        }
+        let listed = t.store.list(None).await.unwrap();
+        assert_eq!(listed, created.map(|key| key.stored.clone()));
+    }
+
+    /// `set_limits` replaces both limits (a `None` clears one), changes nothing else, records
+    /// `limits_changed` with its actor, and reaches the layer: the next request is checked
+    /// against the new limits.
+    pub(crate) async fn set_limits_replaces_and_clears_is_audited_and_reaches_the_layer<
+        B: Backend,
+    >() {
+        let t = Test::<B>::new().await;
+        let seen = Seen::new(&t.store);
+        let app = seen.app(&t.clock);
+        let key = t
+            .create(
+                NewKey::new("Webhook Server", Environment::Live)
+                    .owner("acct_1")
+                    .scopes([ORDERS_READ])
+                    .rate_limit(rate("10/s")),
+            )
+            .await;
+        let other = t.create(NewKey::new("Other", Environment::Live)).await;
+        let before = KeyLimits::none().with_rate(rate("10/s"));
+        assert_eq!(seen.read_for_a_request(&app, &key).await, Some(before));
+        // Then cached: the layer stops asking (once a SQL store's watch has read back the
+        // creations, which drop the key too).
+        let mut cached = false;
+        for _ in 0..100 {
+            if seen.read_for_a_request(&app, &key).await.is_none() {
+                cached = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(cached, "the layer never cached the key");
+
+        let mut expected = key.stored.clone();
+        let steps = [
+            (limits(), alice()),
+            (
+                KeyLimits::none().with_networks(networks("192.0.2.0/24")),
+                bob(),
+            ),
+            (KeyLimits::none(), carol()),
+        ];
+        for (at, (limits, actor)) in steps.into_iter().enumerate() {
+            t.clock.advance(SECOND);
+            let changed = t
+                .store
+                .set_limits_by(key.id(), limits.clone(), &actor)
+                .await;
+            expected.record.limits = limits.clone();
+            assert_eq!(changed.unwrap(), expected, "{at}");
+            assert_eq!(t.store.get(key.id()).await.unwrap(), expected, "{at}");
+            let read = seen.read_for_a_request(&app, &key).await;
+            assert_eq!(read, Some(limits), "{at}: the layer read the key again");
+
+            let entry = &trail(&t, AuditQuery::all().key(key.id().clone())).await[0];
+            assert_eq!(entry.action, AuditAction::LimitsChanged);
+            assert_eq!(entry.action.as_str(), "limits_changed");
+            assert_eq!(
+                (entry.actor.as_str(), entry.address),
+                (actor.id(), actor.address())
+            );
+            assert_eq!(
+                (entry.owner.as_str(), entry.key_name.as_str()),
+                ("acct_1", "Webhook Server")
+            );
+            assert_close(entry.at, t0() + SECOND * (at as u32 + 1));
+        }
+        let actions: Vec<AuditAction> = trail(&t, AuditQuery::all().key(key.id().clone()))
+            .await
+            .iter()
+            .map(|event| event.action)
+            .collect();
+        use AuditAction::{Created, LimitsChanged};
+        assert_eq!(
+            actions,
+            [LimitsChanged, LimitsChanged, LimitsChanged, Created]
+        );
+        assert_eq!(t.store.get(other.id()).await.unwrap(), other.stored);
+        assert_eq!(
+            AuditAction::from_name("limits_changed"),
+            Some(LimitsChanged)
+        );
+        assert!(AuditAction::ALL.contains(&LimitsChanged));
+
+        // A failed change changes nothing, and records nothing.
+        let trail_before = trail(&t, AuditQuery::all()).await;
+        let id = unknown_id();
+        assert_unknown(t.store.set_limits_by(&id, limits(), &alice()).await, &id);
+        let refused = t
+            .store
+            .set_limits_by(key.id(), limits(), &Actor::new(" "))
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::InvalidActor)),
+            "{refused:?}"
+        );
+        assert_eq!(t.store.get(key.id()).await.unwrap(), expected);
+        assert_eq!(trail(&t, AuditQuery::all()).await, trail_before);
+    }
+
     fn alice() -> Actor {
         Actor::new("user:alice").from_address("203.0.113.7".parse().unwrap())
     }
@@ -2386,6 +2633,8 @@ mod rules {
             let new = NewKey::new("Other", Environment::Live).owner("acct_1");
             refused(t.store.create_by(new, &actor).await, id);
             refused(t.store.rename_by(key.id(), "Renamed", &actor).await, id);
+            let limits = KeyLimits::none().with_rate(rate("1/s"));
+            refused(t.store.set_limits_by(key.id(), limits, &actor).await, id);
             refused(t.store.revoke_by(key.id(), &actor).await, id);
             refused(t.store.rotate_by(key.id(), HOUR, &actor).await, id);
             refused(t.store.delete_by(key.id(), &actor).await, id);
@@ -2412,11 +2661,12 @@ mod rules {
         let a = t.create(NewKey::new("A", Environment::Live)).await;
         let b = t.create(NewKey::new("B", Environment::Live)).await;
         t.store.rename(a.id(), "A2").await.unwrap();
+        t.store.set_limits(a.id(), limits()).await.unwrap();
         t.store.revoke(a.id()).await.unwrap();
         t.store.rotate(b.id(), HOUR).await.unwrap();
         t.store.delete(a.id()).await.unwrap();
         let trail = trail(&t, AuditQuery::all()).await;
-        assert_eq!(trail.len(), 7, "{trail:#?}");
+        assert_eq!(trail.len(), 8, "{trail:#?}");
         for event in &trail {
             assert_eq!(event.actor, "system", "{event:?}");
             assert_eq!(event.address, None, "{event:?}");
@@ -2688,12 +2938,7 @@ mod rules {
     }
 
     pub(crate) async fn a_corrupted_row_gives_a_clear_error_never_a_panic<B: SqlBackend>() {
-        for corruption in [
-            Corruption::Environment,
-            Corruption::Scope,
-            Corruption::DigestLength,
-            Corruption::Metadata,
-        ] {
+        for corruption in Corruption::ALL {
             let t = Test::<B>::new().await;
             let created = t
                 .create(NewKey::new("Victim", Environment::Live).owner("acct_1"))
@@ -2905,6 +3150,8 @@ macro_rules! suite {
             listings_show_a_hint_never_the_key,
             the_store_never_holds_the_plaintext,
             rename_changes_only_the_name_and_reaches_the_layer,
+            limits_round_trip_through_create_get_list_and_resolve,
+            set_limits_replaces_and_clears_is_audited_and_reaches_the_layer,
             revoke_is_idempotent_and_keeps_the_first_time,
             revoke_through_the_store_is_honoured_on_the_next_request,
             rotate_copies_the_key_and_never_widens_it,
@@ -2998,7 +3245,7 @@ mod sqlite {
             .fetch_all(store.pool())
             .await
             .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
         // Two processes migrating at once wait for each other.
         let other = SqliteStore::open(&backend.path, om()).await.unwrap();
         let (a, b) = tokio::join!(store.migrate(), other.migrate());
@@ -3171,7 +3418,7 @@ mod postgres {
         .fetch_all(&pool)
         .await
         .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
         // The tables are where they were asked to be, and nowhere else.
         let schemas: Vec<String> = sqlx::query_scalar(
             "SELECT table_schema::text FROM information_schema.tables \

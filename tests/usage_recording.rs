@@ -17,7 +17,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use tower::ServiceExt;
 use tower_api_key::{
     scope_requirement, Actor, AnonymousOutcome, ApiKeyLayer, ApiKeyLayerBuilder, Clock, CreatedKey,
-    Day, Environment, Invalidations, KeyDigest, KeyFormat, KeyId, KeyOutcome, KeyRecord,
+    Day, Environment, Invalidations, KeyDigest, KeyFormat, KeyId, KeyLimits, KeyOutcome, KeyRecord,
     KeyResolver, KeyStore, ManualClock, MemoryStore, NewKey, OutcomeCounts, RequireScopes,
     ResolveError, Rotation, Scope, Scoped, StoreError, StoredKey, UsageBatch, UsageSettings,
 };
@@ -163,6 +163,14 @@ impl KeyStore for Recording {
         actor: &Actor,
     ) -> Result<StoredKey, StoreError> {
         self.keys.rename_by(id, name, actor).await
+    }
+    async fn set_limits_by(
+        &self,
+        id: &KeyId,
+        limits: KeyLimits,
+        actor: &Actor,
+    ) -> Result<StoredKey, StoreError> {
+        self.keys.set_limits_by(id, limits, actor).await
     }
     async fn revoke_by(&self, id: &KeyId, actor: &Actor) -> Result<StoredKey, StoreError> {
         self.keys.revoke_by(id, actor).await

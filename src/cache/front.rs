@@ -176,7 +176,13 @@ mod tests {
             false,
             crate::metrics::LayerMetrics::noop(),
         );
-        let key = CachedKey::new(record, ScopeSet::empty(), looked_up_at, Arc::new(tally));
+        let key = CachedKey::new(
+            record,
+            ScopeSet::empty(),
+            looked_up_at,
+            Arc::new(tally),
+            &crate::limit::rules::RateRules::default(),
+        );
         front.put(slot, Lookup::Found(Arc::new(key)), looked_up_at, epoch);
     }
 

@@ -559,6 +559,7 @@ mod tests {
                 false,
                 crate::metrics::LayerMetrics::noop(),
             )),
+            Arc::new(RateRules::default()),
         )
     }
 

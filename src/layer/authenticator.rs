@@ -7,13 +7,13 @@ use http::{Extensions, HeaderMap};
 use super::housekeeping::Housekeeping;
 use crate::cache::{KeyCache, Lookup, Outcome, PendingLookup};
 use crate::client::{peer_address, TrustedProxies};
-use crate::limit::rules::RateRules;
-#[cfg(feature = "redis")]
-use crate::limit::{RedisDownPolicy, RedisLimiter};
 use crate::clock::Clock;
 use crate::credentials::{self, Credentials};
 use crate::events::{trace_allowed, trace_rejected};
 use crate::key::{Environment, KeyFormat, MalformedKey};
+use crate::limit::rules::RateRules;
+#[cfg(feature = "redis")]
+use crate::limit::{RedisDownPolicy, RedisLimiter};
 use crate::metrics::RequestOutcome;
 use crate::principal::{Anonymous, Principal};
 use crate::rejection::{InvalidKey, InvalidRequest, Rejection, Responses};

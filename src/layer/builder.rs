@@ -10,13 +10,13 @@ use super::housekeeping::Housekeeping;
 use super::service::ApiKeyService;
 use crate::cache::{CacheSettings, CacheStats, KeyCache};
 use crate::client::TrustedProxies;
+use crate::clock::{Clock, SystemClock};
+use crate::invalidation::{Invalidate, Invalidations};
+use crate::key::{Environment, KeyFormat};
 use crate::limit::rules::RateRules;
 use crate::limit::RateLimit;
 #[cfg(feature = "redis")]
 use crate::limit::{RedisDownPolicy, RedisLimiter};
-use crate::clock::{Clock, SystemClock};
-use crate::invalidation::{Invalidate, Invalidations};
-use crate::key::{Environment, KeyFormat};
 use crate::metrics::LayerMetrics;
 use crate::principal::Anonymous;
 use crate::rejection::{ProblemJson, Responder, Responses};
@@ -344,7 +344,11 @@ impl ApiKeyLayerBuilder {
     /// than a rate allows; `when_down` says what happens when Redis cannot answer within the
     /// limiter's timeout. Without it, each process keeps its own buckets.
     #[cfg(feature = "redis")]
-    pub fn shared_rate_limiter(mut self, limiter: RedisLimiter, when_down: RedisDownPolicy) -> Self {
+    pub fn shared_rate_limiter(
+        mut self,
+        limiter: RedisLimiter,
+        when_down: RedisDownPolicy,
+    ) -> Self {
         self.shared_limiter = Some((limiter, when_down));
         self
     }

@@ -8,9 +8,9 @@
 //! `Retry-After`.
 
 pub mod gcra;
-pub(crate) mod rules;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub(crate) mod rules;
 
 use std::fmt;
 use std::net::IpAddr;

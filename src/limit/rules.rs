@@ -22,7 +22,11 @@ pub(crate) struct RateRules {
 
 impl RateRules {
     /// The rate of a key with `own` rate for `environment`, if any holds it.
-    pub(crate) fn rate_of(&self, own: Option<RateLimit>, environment: Environment) -> Option<RateLimit> {
+    pub(crate) fn rate_of(
+        &self,
+        own: Option<RateLimit>,
+        environment: Environment,
+    ) -> Option<RateLimit> {
         own.or(self.per_environment[environment as usize])
             .or(self.default)
     }
@@ -76,7 +80,11 @@ impl KeyRate {
             Buckets::Both { key, owner } => {
                 let decision = check_both((&key.1, &key.0), (&owner.1, &owner.0), now);
                 // The limit that decided; when both rates are equal, the key's is named.
-                let name = if decision.limit == key.0 { "key" } else { "owner" };
+                let name = if decision.limit == key.0 {
+                    "key"
+                } else {
+                    "owner"
+                };
                 (decision, name)
             }
         }

@@ -1,13 +1,13 @@
 //! The audit trail: who changed which key, when, and from where.
 //!
 //! Every lifecycle change a store makes through [`KeyStore`](super::KeyStore) (created, renamed,
-//! rotated, revoked, deleted) is written to the store's audit trail in the same transaction as
+//! limits changed, rotated, revoked, deleted) is written to the store's audit trail in the same transaction as
 //! the change itself, with the [`Actor`] that asked for it: a change and its entry are kept or
 //! lost together. The trail never holds a key's text or digest: only ids, owners, names and who
 //! did what.
 //!
-//! The `_by` forms of the lifecycle methods ([`create_by`], [`rename_by`], [`revoke_by`],
-//! [`rotate_by`], [`delete_by`]) take the actor, which the host application names (the crate
+//! The `_by` forms of the lifecycle methods ([`create_by`], [`rename_by`], [`set_limits_by`],
+//! [`revoke_by`], [`rotate_by`], [`delete_by`]) take the actor, which the host application names (the crate
 //! authenticates nobody); the plain forms record [`Actor::system`]. An actor id that is blank,
 //! longer than [`MAX_ACTOR_LEN`] characters or holds control characters is refused before
 //! anything is written ([`StoreError::InvalidActor`](super::StoreError::InvalidActor)).
@@ -18,6 +18,7 @@
 //! |---|---|
 //! | create | `created` |
 //! | rename | `renamed`, with the new name |
+//! | set limits | `limits_changed` (the entry names no limits: read them from the key) |
 //! | revoke | `revoked`, the first time only: revoking a revoked key records nothing |
 //! | rotate | `rotated` on the old key and `created` on the new one, each naming the other as `related_key` |
 //! | delete | `deleted`, with the key's last owner and name; the key's earlier entries stay |
@@ -62,6 +63,7 @@
 //!
 //! [`create_by`]: super::KeyStore::create_by
 //! [`rename_by`]: super::KeyStore::rename_by
+//! [`set_limits_by`]: super::KeyStore::set_limits_by
 //! [`revoke_by`]: super::KeyStore::revoke_by
 //! [`rotate_by`]: super::KeyStore::rotate_by
 //! [`delete_by`]: super::KeyStore::delete_by
@@ -140,6 +142,8 @@ pub enum AuditAction {
     Created,
     /// The key was given a new name.
     Renamed,
+    /// The key's rate limit or allowlist was replaced.
+    LimitsChanged,
     /// The key was replaced by a new one and entered its grace period.
     Rotated,
     /// The key was revoked (recorded once: revoking a revoked key changes nothing).
@@ -150,19 +154,22 @@ pub enum AuditAction {
 
 impl AuditAction {
     /// Every action, in lifecycle order.
-    pub const ALL: [AuditAction; 5] = [
+    pub const ALL: [AuditAction; 6] = [
         AuditAction::Created,
         AuditAction::Renamed,
+        AuditAction::LimitsChanged,
         AuditAction::Rotated,
         AuditAction::Revoked,
         AuditAction::Deleted,
     ];
 
-    /// The action's name: `created`, `renamed`, `rotated`, `revoked` or `deleted`.
+    /// The action's name: `created`, `renamed`, `limits_changed`, `rotated`, `revoked` or
+    /// `deleted`.
     pub fn as_str(self) -> &'static str {
         match self {
             AuditAction::Created => "created",
             AuditAction::Renamed => "renamed",
+            AuditAction::LimitsChanged => "limits_changed",
             AuditAction::Rotated => "rotated",
             AuditAction::Revoked => "revoked",
             AuditAction::Deleted => "deleted",

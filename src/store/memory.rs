@@ -13,6 +13,7 @@ use super::{
 };
 use crate::invalidation::Invalidations;
 use crate::key::{KeyDigest, KeyFormat};
+use crate::limit::KeyLimits;
 use crate::resolver::{KeyId, KeyRecord, KeyResolver, ResolveError};
 use crate::usage::{
     AnonymousIncrement, AnonymousOutcome, BatchId, DailyUsage, Day, KeyOutcome, KeyUsageSummary,
@@ -191,6 +192,19 @@ impl KeyStore for MemoryStore {
         self.change(id, self.settings.now(), actor, |stored| {
             stored.record.name = name.to_owned();
             Some(AuditAction::Renamed)
+        })
+    }
+
+    async fn set_limits_by(
+        &self,
+        id: &KeyId,
+        limits: KeyLimits,
+        actor: &Actor,
+    ) -> Result<StoredKey, StoreError> {
+        actor.validate()?;
+        self.change(id, self.settings.now(), actor, |stored| {
+            stored.record.limits = limits;
+            Some(AuditAction::LimitsChanged)
         })
     }
 

@@ -78,6 +78,7 @@ pub use self::sql::{SqlDatabase, SqlStore};
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::SqliteStore;
 use crate::key::{push_random_base62, Environment, KeyFormat, KeyGenerationError, PlaintextKey};
+use crate::limit::{AllowedNetworks, KeyLimits, RateLimit};
 use crate::resolver::{KeyId, KeyRecord, KeyResolver};
 use crate::scope::{Scope, ScopeCatalog, ScopeError, ScopeSet};
 use crate::usage::{AnonymousIncrement, DailyUsage, Day, KeyUsageSummary, UsageBatch};
@@ -101,15 +102,18 @@ pub const MAX_SERIES_DAYS: u32 = 36_525;
 ///   (in the future), and stores only the digest; the plaintext is in the result and nowhere else.
 /// - `list` returns one owner's keys (or everyone's), newest first.
 /// - `revoke` is idempotent and records when the key was first revoked.
-/// - `rotate` creates a key with the same name, owner, environment, scopes and metadata, expiring
+/// - `rotate` creates a key with the same name, owner, environment, scopes, metadata and
+///   [limits](crate::limit), expiring
 ///   no later than the old one; the old key keeps working for `grace` (never past its own
 ///   expiry) and is then rejected, and records its replacement. A revoked or expired key cannot
 ///   be rotated, nor one rotated already ([`StoreError::AlreadyRotated`]).
 /// - A failed operation changes nothing.
-/// - Every change (`create`, `rename`, the first `revoke`, `rotate`, `delete` and their `_by`
-///   forms) is written to the audit trail in the same transaction, with its [`Actor`]; an
-///   invalid actor refuses the change ([`StoreError::InvalidActor`]).
-/// - `revoke`, `rotate`, `rename` and `delete` announce the key on the store's
+/// - `set_limits` replaces both of a key's limits (a `None` clears one) and keeps everything
+///   else; the key's next request is checked against the new limits.
+/// - Every change (`create`, `rename`, `set_limits`, the first `revoke`, `rotate`, `delete` and
+///   their `_by` forms) is written to the audit trail in the same transaction, with its
+///   [`Actor`]; an invalid actor refuses the change ([`StoreError::InvalidActor`]).
+/// - `revoke`, `rotate`, `rename`, `set_limits` and `delete` announce the key on the store's
 ///   [`Invalidations`](crate::Invalidations) before returning.
 #[async_trait]
 pub trait KeyStore: KeyResolver {
@@ -142,6 +146,21 @@ pub trait KeyStore: KeyResolver {
         &self,
         id: &KeyId,
         name: &str,
+        actor: &Actor,
+    ) -> Result<StoredKey, StoreError>;
+
+    /// Replaces the key's limits, as [`Actor::system`]: see [`set_limits_by`](Self::set_limits_by).
+    async fn set_limits(&self, id: &KeyId, limits: KeyLimits) -> Result<StoredKey, StoreError> {
+        self.set_limits_by(id, limits, &Actor::system()).await
+    }
+
+    /// Replaces the key's rate limit and allowlist for `actor` (a `None` clears one), records
+    /// `limits_changed` in the audit trail, and announces the key, so that layers check its
+    /// next request against the new limits.
+    async fn set_limits_by(
+        &self,
+        id: &KeyId,
+        limits: KeyLimits,
         actor: &Actor,
     ) -> Result<StoredKey, StoreError>;
 
@@ -295,6 +314,15 @@ impl<S: KeyStore + ?Sized> KeyStore for Arc<S> {
         (**self).rename_by(id, name, actor).await
     }
 
+    async fn set_limits_by(
+        &self,
+        id: &KeyId,
+        limits: KeyLimits,
+        actor: &Actor,
+    ) -> Result<StoredKey, StoreError> {
+        (**self).set_limits_by(id, limits, actor).await
+    }
+
     async fn revoke_by(&self, id: &KeyId, actor: &Actor) -> Result<StoredKey, StoreError> {
         (**self).revoke_by(id, actor).await
     }
@@ -350,8 +378,8 @@ impl<S: KeyStore + ?Sized> KeyStore for Arc<S> {
     }
 }
 
-/// What to create: a name, an environment, and optionally an owner, scopes, an expiry and
-/// metadata.
+/// What to create: a name, an environment, and optionally an owner, scopes, an expiry, metadata
+/// and limits.
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct NewKey {
@@ -361,11 +389,12 @@ pub struct NewKey {
     pub(crate) scopes: ScopeSet,
     pub(crate) expires_at: Option<SystemTime>,
     pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) limits: KeyLimits,
 }
 
 impl NewKey {
     /// A key named `name` (such as `"Production"`) for `environment`, with no scopes, no owner, no
-    /// expiry and no metadata.
+    /// expiry, no metadata and no limits.
     pub fn new(name: impl Into<String>, environment: Environment) -> Self {
         NewKey {
             name: name.into(),
@@ -374,6 +403,7 @@ impl NewKey {
             scopes: ScopeSet::empty(),
             expires_at: None,
             metadata: BTreeMap::new(),
+            limits: KeyLimits::none(),
         }
     }
 
@@ -398,6 +428,24 @@ impl NewKey {
     /// Adds a metadata entry, such as `("team", "integrations")`.
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// The key's rate limit and allowlist ([`limit`](crate::limit)), replacing any given before.
+    pub fn limits(mut self, limits: KeyLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How fast the key may call, such as `"100/s burst 20".parse()?`.
+    pub fn rate_limit(mut self, rate: RateLimit) -> Self {
+        self.limits.rate = Some(rate);
+        self
+    }
+
+    /// The networks the key may be used from.
+    pub fn allowed_networks(mut self, networks: AllowedNetworks) -> Self {
+        self.limits.networks = Some(networks);
         self
     }
 }
@@ -650,7 +698,8 @@ pub(crate) fn prepare(
     let record = KeyRecord::new(new_key_id()?, new.environment, new.scopes)
         .with_name(new.name.trim())
         .with_owner(new.owner)
-        .with_expires_at(new.expires_at);
+        .with_expires_at(new.expires_at)
+        .with_limits(new.limits);
     let mut stored = StoredKey::new(record, key.hint(), now);
     stored.metadata = new.metadata;
     Ok(CreatedKey { key, stored })
@@ -690,6 +739,7 @@ pub(crate) fn plan_rotation(
         .scopes(record.scopes.iter().cloned());
     new.expires_at = record.expires_at;
     new.metadata = old.metadata.clone();
+    new.limits = record.limits.clone();
     // The new key copies a key that passed validation, so only generation can fail here.
     let created = prepare(format, new, now, None)?;
     Ok((created, old_expires_at))

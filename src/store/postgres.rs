@@ -29,8 +29,11 @@
 //! unique and indexed), `hint`, `name`, `owner`, `environment` (`live` or `test`), `scopes`
 //! (names separated by spaces), `metadata` (`jsonb`, an object of strings), and the times
 //! `created_at`, `expires_at`, `revoked_at`, `last_used_at` as `timestamptz` (so times read back
-//! are cut to the microsecond), and `replaced_by` (the key that replaced it in a rotation).
-//! Never the key itself. The table `api_key_migrations` records the migrations applied, and
+//! are cut to the microsecond), `replaced_by` (the key that replaced it in a rotation), and the
+//! key's [limits](crate::limit): `rate_requests`, `rate_period_ms` and `rate_burst` (`bigint`,
+//! all `NULL` for no rate limit, or all set; the period in milliseconds) and `allowed_networks`
+//! (CIDR ranges separated by single spaces, such as `203.0.113.0/24 2001:db8::/32`, or `NULL` for
+//! anywhere). Never the key itself. The table `api_key_migrations` records the migrations applied, and
 //! `api_key_settings` the key prefix. The trigger function `api_key_changed()` announces each
 //! change to a key on the channel `tower_api_key`, with the key's digest in hex and the schema
 //! (changes to `last_used_at` alone are not announced).
@@ -53,9 +56,10 @@
 //! The [audit trail](crate::store::audit) ([`KeyStore::audit`](crate::KeyStore::audit)) is
 //! `api_key_audit`: one row per
 //! change, written in the transaction of the change, with `seq` (`bigserial`; a change that rolls
-//! back may leave a gap), `at` (`timestamptz`), `action` (`created`, `renamed`, `rotated`,
-//! `revoked` or `deleted`), `key_id`, `owner`, `key_name`, `actor`, `address` (an IP address as
-//! text, or `NULL`) and `related_key` (the other key of a rotation, or `NULL`), indexed by
+//! back may leave a gap), `at` (`timestamptz`), `action` (`created`, `renamed`,
+//! `limits_changed`, `rotated`, `revoked` or `deleted`), `key_id`, `owner`, `key_name`, `actor`,
+//! `address` (an IP address as text, or `NULL`) and `related_key` (the other key of a rotation,
+//! or `NULL`), indexed by
 //! `(owner, seq)` and `(key_id, seq)`. It has no foreign key to `api_keys`, so a deleted key's
 //! entries stay (and `TRUNCATE api_keys CASCADE` leaves them), and no trigger. Never a key or a
 //! digest.

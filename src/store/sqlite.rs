@@ -14,8 +14,11 @@
 //! (primary key), `digest` (SHA-256 of the key, 32 bytes, unique and indexed), `hint`, `name`,
 //! `owner`, `environment` (`live` or `test`), `scopes` (names separated by spaces), `metadata`
 //! (a JSON object of strings), the times `created_at`, `expires_at`, `revoked_at`,
-//! `last_used_at`, and `replaced_by` (the key that replaced it in a rotation). Never the key
-//! itself. Times are UTC, as integers: microseconds since 1970-01-01T00:00:00Z (so times read
+//! `last_used_at`, `replaced_by` (the key that replaced it in a rotation), and the key's
+//! [limits](crate::limit): `rate_requests`, `rate_period_ms` and `rate_burst` (integers, all
+//! `NULL` for no rate limit, or all set; the period in milliseconds) and `allowed_networks` (CIDR
+//! ranges separated by single spaces, such as `203.0.113.0/24 2001:db8::/32`, or `NULL` for
+//! anywhere). Never the key itself. Times are UTC, as integers: microseconds since 1970-01-01T00:00:00Z (so times read
 //! back are cut to the microsecond). The table `api_key_migrations` records the migrations
 //! applied, and `api_key_settings` the key prefix. Triggers on `api_keys` append the digest of
 //! every changed key to `api_key_invalidations` (a log with an increasing `seq`, pruned to its
@@ -36,10 +39,11 @@
 //! The [audit trail](crate::store::audit) ([`KeyStore::audit`](crate::KeyStore::audit)) is
 //! `api_key_audit`: one row per change, written in the transaction of the change, with
 //! `seq` (`INTEGER PRIMARY KEY AUTOINCREMENT`, never reused), `at` (microseconds), `action`
-//! (`created`, `renamed`, `rotated`, `revoked` or `deleted`), `key_id`, `owner`, `key_name`,
-//! `actor`, `address` (an IP address as text, or `NULL`) and `related_key` (the other key of a
-//! rotation, or `NULL`), indexed by `(owner, seq)` and `(key_id, seq)`. It has no foreign key to
-//! `api_keys`, so a deleted key's entries stay, and fires no trigger. Never a key or a digest.
+//! (`created`, `renamed`, `limits_changed`, `rotated`, `revoked` or `deleted`), `key_id`,
+//! `owner`, `key_name`, `actor`, `address` (an IP address as text, or `NULL`) and `related_key`
+//! (the other key of a rotation, or `NULL`), indexed by `(owner, seq)` and `(key_id, seq)`. It
+//! has no foreign key to `api_keys`, so a deleted key's entries stay, and fires no trigger.
+//! Never a key or a digest.
 //!
 //! # Several processes on one file
 //!

@@ -20,6 +20,7 @@ mod usage;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{IsTerminal as _, Write as _};
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -27,10 +28,12 @@ use std::time::SystemTime;
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 use futures_util::future::BoxFuture;
+use tower_api_key::limit::parse_network;
 use tower_api_key::store::{MAX_AUDIT_PAGE, MAX_SERIES_DAYS};
 use tower_api_key::{
-    Actor, AuditQuery, Day, Environment, KeyFormat, KeyId, KeyStore, NewKey, PostgresStore, Scope,
-    SqlDatabase, SqlStore, SqliteStore, StoreError,
+    Actor, AllowedNetworks, AuditQuery, Day, Environment, InvalidLimit, KeyFormat, KeyId,
+    KeyLimits, KeyStore, NewKey, PostgresStore, RateLimit, Scope, SqlDatabase, SqlStore,
+    SqliteStore, StoreError,
 };
 
 use crate::time::{latest_storable, parse_duration, parse_rfc3339};
@@ -40,18 +43,20 @@ Exit codes:
   0  success
   1  any other failure
   2  usage error: unknown command or flag, missing argument, a value not among the choices,
-     conflicting flags, `delete` without --yes, no --prefix for a store that records none
+     conflicting flags, --burst without --rate, `limits` with nothing to change, `delete`
+     without --yes, no --prefix for a store that records none
   3  no key has this id
-  4  invalid input: a name, scope, duration, time or metadata entry, an expiry in the past, a
-     revoked, expired or already rotated key given to `rotate`, a retention that is not whole
-     days, a --prefix other than the store's, a PostgreSQL schema name over 63 bytes, or an
-     --actor that is blank, over 200 characters or holds control characters
+  4  invalid input: a name, scope, duration, time, metadata entry, rate, burst or network, an
+     expiry in the past, a revoked, expired or already rotated key given to `rotate`, a
+     retention that is not whole days, a --prefix other than the store's, a PostgreSQL schema
+     name over 63 bytes, or an --actor that is blank, over 200 characters or holds control
+     characters
   5  the key store is unavailable: the database cannot be opened or reached, or it failed
 
 Errors are one line on stderr, starting with `tower-api-key: `.";
 
-/// Manage the API keys of a tower-api-key store: create, list, show, rename, revoke, rotate and
-/// delete them, see how they are used, and who changed them.
+/// Manage the API keys of a tower-api-key store: create, list, show, rename, limit, revoke,
+/// rotate and delete them, see how they are used, and who changed them.
 ///
 /// The keys live in a SQLite file (--db, default `ordermonk.db`, the OrderMonk demo's) or in
 /// PostgreSQL when --database-url or DATABASE_URL is given. The tables are created or updated
@@ -159,6 +164,34 @@ enum Command {
         name: String,
     },
 
+    /// Change a key's rate limit or the networks it may be used from.
+    ///
+    /// The options given replace that limit; a limit not mentioned is kept as it is. --no-rate
+    /// and --any-ip remove one. Every service built on the same store checks the key's next
+    /// request against the new limits: the tool returns once they have had time to see the
+    /// change, as `revoke` does.
+    #[command(group(
+        clap::ArgGroup::new("change")
+            .args(["rate", "allowed_networks", "no_rate", "any_ip"])
+            .required(true)
+            .multiple(true)
+    ))]
+    Limits {
+        /// The key's id.
+        id: String,
+
+        #[command(flatten)]
+        limits: LimitArgs,
+
+        /// Remove the key's rate limit.
+        #[arg(long, conflicts_with_all = ["rate", "burst"])]
+        no_rate: bool,
+
+        /// Let the key be used from any address: remove its allowlist.
+        #[arg(long, conflicts_with = "allowed_networks")]
+        any_ip: bool,
+    },
+
     /// Revoke a key: it is refused from the next request on.
     ///
     /// Every service built on the same store refuses it from its next request on, in whatever
@@ -172,8 +205,8 @@ enum Command {
 
     /// Replace a key with a new one; the old key keeps working for the grace period.
     ///
-    /// The new key has the old one's name, owner, environment, scopes, metadata and expiry; it
-    /// is printed once, like `create` does. The old key is refused after the grace period (or
+    /// The new key has the old one's name, owner, environment, scopes, metadata, limits and
+    /// expiry; it is printed once, like `create` does. The old key is refused after the grace period (or
     /// its own expiry, if sooner). Revoked and expired keys cannot be rotated, nor a key rotated
     /// already: rotate its replacement, which the error names.
     Rotate {
@@ -205,8 +238,8 @@ enum Command {
     /// counts to the store every few seconds.
     Usage(UsageArgs),
 
-    /// Show the audit trail: who created, renamed, rotated, revoked or deleted keys, newest
-    /// first.
+    /// Show the audit trail: who created, renamed, changed the limits of, rotated, revoked or
+    /// deleted keys, newest first.
     ///
     /// With a key id, that key's entries (a deleted key's included); with --owner, the entries
     /// of that owner's keys; otherwise every entry. Each shows its number (SEQ), the time (UTC),
@@ -320,6 +353,67 @@ struct CreateArgs {
     /// A metadata entry kept with the key, as `name=value` (repeat for more).
     #[arg(long = "meta", value_name = "NAME=VALUE")]
     metadata: Vec<String>,
+
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// A key's limits, as `create` and `limits` take them.
+#[derive(Args)]
+struct LimitArgs {
+    /// Limit the key to this rate: `100/s`, `5000/h`, `10/30s` (units ms, s, m, h, d),
+    /// optionally with a burst as in `100/s burst 20`.
+    #[arg(long, value_name = "RATE")]
+    rate: Option<String>,
+
+    /// At most this many requests at once (with --rate; without it, a whole period's
+    /// requests).
+    #[arg(long, value_name = "N", requires = "rate")]
+    burst: Option<String>,
+
+    /// A network the key may be used from, in CIDR form (`203.0.113.0/24`, `2001:db8::/32`) or
+    /// one address; repeat the flag or separate with commas.
+    #[arg(long = "allow-ip", value_name = "NET", value_delimiter = ',')]
+    allowed_networks: Vec<String>,
+}
+
+impl LimitArgs {
+    /// The rate asked for, if any, with its burst.
+    fn rate(&self) -> Result<Option<RateLimit>, Failure> {
+        let Some(text) = &self.rate else {
+            return Ok(None);
+        };
+        let invalid = |flag: &str, text: &str, err: InvalidLimit| {
+            Failure::invalid(format_args!("invalid {flag} {text:?}: {err}"))
+        };
+        let mut rate: RateLimit = text.parse().map_err(|err| invalid("--rate", text, err))?;
+        if let Some(burst) = &self.burst {
+            let count = burst
+                .parse::<NonZeroU32>()
+                .map_err(|_| invalid("--burst", burst, InvalidLimit::Count))?;
+            rate = rate.with_burst(count);
+        }
+        Ok(Some(rate))
+    }
+
+    /// The networks asked for, if any.
+    fn networks(&self) -> Result<Option<AllowedNetworks>, Failure> {
+        if self.allowed_networks.is_empty() {
+            return Ok(None);
+        }
+        let networks = self
+            .allowed_networks
+            .iter()
+            .map(|text| {
+                parse_network(text).map_err(|err| {
+                    Failure::invalid(format_args!("invalid --allow-ip {text:?}: {err}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        AllowedNetworks::new(networks)
+            .map(Some)
+            .map_err(|err| Failure::invalid(format_args!("invalid --allow-ip: {err}")))
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -664,6 +758,30 @@ async fn run(cli: Cli, source: StoreSource) -> Result<Printed, Failure> {
                 output::renamed_text(&key)
             }))
         }
+        Command::Limits {
+            id,
+            limits,
+            no_rate,
+            any_ip,
+        } => {
+            let (rate, networks) = (limits.rate()?, limits.networks()?);
+            let store = source.open(prefix, false).await?;
+            let id = KeyId::from(id);
+            let mut changed = store.get(&id).await?.record.limits;
+            if no_rate || rate.is_some() {
+                changed.rate = rate;
+            }
+            if any_ip || networks.is_some() {
+                changed.networks = networks;
+            }
+            let key = store.set_limits_by(&id, changed, &actor).await?;
+            wait_for_services(&*store).await;
+            Ok(Printed::text(if json {
+                json_text(output::key_json(&key, SystemTime::now()))?
+            } else {
+                output::limits_text(&key)
+            }))
+        }
         Command::Revoke { id } => {
             let store = source.open(prefix, false).await?;
             let key = store.revoke_by(&KeyId::from(id), &actor).await?;
@@ -795,7 +913,7 @@ fn json_text(json: Result<String, serde_json::Error>) -> Result<String, Failure>
     json.map_err(|err| Failure::new(Failure::OTHER, format_args!("cannot write JSON: {err}")))
 }
 
-/// The key `create` asks for, with its scopes, expiry and metadata checked.
+/// The key `create` asks for, with its scopes, expiry, metadata and limits checked.
 fn new_key(args: CreateArgs) -> Result<NewKey, Failure> {
     let scopes = args
         .scopes
@@ -812,7 +930,10 @@ fn new_key(args: CreateArgs) -> Result<NewKey, Failure> {
     for (name, value) in metadata(args.metadata)? {
         new = new.metadata(name, value);
     }
-    Ok(new)
+    let limits = KeyLimits::none()
+        .with_rate(args.limits.rate()?)
+        .with_networks(args.limits.networks()?);
+    Ok(new.limits(limits))
 }
 
 /// The expiry given as a duration from now or as a time, if any.

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use comfy_table::{presets, ContentArrangement, Table};
 use serde::Serialize;
-use tower_api_key::{AuditEvent, CreatedKey, Rotation, StoredKey};
+use tower_api_key::{AuditEvent, CreatedKey, KeyLimits, RateLimit, Rotation, StoredKey};
 
 use crate::time::format_utc;
 
@@ -39,6 +39,31 @@ struct KeyJson<'a> {
     /// The key that replaced this one in a rotation.
     replaced_by: Option<&'a str>,
     metadata: &'a BTreeMap<String, String>,
+    /// `null` for no rate limit of the key's own.
+    rate_limit: Option<RateLimitJson>,
+    /// The networks the key may be used from, in CIDR form; `null` for anywhere.
+    allowed_networks: Option<Vec<String>>,
+}
+
+/// A rate limit as the JSON output shows it: its parts, and its text as `--rate` takes it.
+#[derive(Serialize)]
+struct RateLimitJson {
+    requests: u32,
+    period_ms: u64,
+    burst: u32,
+    text: String,
+}
+
+impl RateLimitJson {
+    fn new(rate: &RateLimit) -> Self {
+        RateLimitJson {
+            requests: rate.requests().get(),
+            // A rate's period is at most a day.
+            period_ms: u64::try_from(rate.period().as_millis()).unwrap_or(u64::MAX),
+            burst: rate.burst().get(),
+            text: rate.to_string(),
+        }
+    }
 }
 
 impl<'a> KeyJson<'a> {
@@ -58,6 +83,11 @@ impl<'a> KeyJson<'a> {
             revoked_at: record.revoked_at.map(format_utc),
             replaced_by: key.replaced_by.as_ref().map(|id| id.as_str()),
             metadata: &key.metadata,
+            rate_limit: record.limits.rate.as_ref().map(RateLimitJson::new),
+            allowed_networks: record.limits.networks.as_ref().map(|networks| {
+                let networks = networks.networks().iter();
+                networks.map(ToString::to_string).collect()
+            }),
         }
     }
 }
@@ -271,6 +301,30 @@ pub(crate) fn revoked_text(key: &StoredKey) -> String {
     )
 }
 
+/// A key's limits after `limits` changed them.
+pub(crate) fn limits_text(key: &StoredKey) -> String {
+    let (rate, networks) = limits(&key.record.limits);
+    format!(
+        "Changed the limits of {} ({}): rate limit {rate}; allowed from {networks}.\n\
+         Running services on this store check its next request against them.\n",
+        printable(key.record.id.as_str()),
+        quoted(&key.record.name)
+    )
+}
+
+/// A key's rate limit (or `none`) and the networks it may be used from (or `anywhere`).
+fn limits(limits: &KeyLimits) -> (String, String) {
+    (
+        limits
+            .rate
+            .map_or_else(|| "none".to_owned(), |rate| rate.to_string()),
+        limits
+            .networks
+            .as_ref()
+            .map_or_else(|| "anywhere".to_owned(), ToString::to_string),
+    )
+}
+
 pub(crate) fn deleted_text(id: &str) -> String {
     format!("Deleted {}.\n{OTHER_PROCESSES}\n", printable(id))
 }
@@ -283,6 +337,7 @@ pub(crate) fn fields(key: &StoredKey, now: SystemTime) -> String {
     } else {
         record.scopes.to_string()
     };
+    let (rate, networks) = limits(&record.limits);
     let rows = [
         ("id", printable(record.id.as_str())),
         ("name", printable(&record.name)),
@@ -290,6 +345,8 @@ pub(crate) fn fields(key: &StoredKey, now: SystemTime) -> String {
         ("environment", record.environment.to_string()),
         ("hint", printable(&key.hint)),
         ("scopes", scopes),
+        ("rate limit", rate),
+        ("allowed from", networks),
         ("status", status(key, now).to_owned()),
         ("created", format_utc(key.created_at)),
         (
@@ -314,14 +371,14 @@ pub(crate) fn fields(key: &StoredKey, now: SystemTime) -> String {
     let mut text = String::new();
     for (label, value) in rows {
         // Writing to a `String` cannot fail.
-        let _ = writeln!(text, "{:<12} {value}", format!("{label}:"));
+        let _ = writeln!(text, "{:<13} {value}", format!("{label}:"));
     }
     if key.metadata.is_empty() {
-        text.push_str("metadata:    none\n");
+        text.push_str("metadata:     none\n");
     }
     for (i, (name, value)) in key.metadata.iter().enumerate() {
         let label = if i == 0 { "metadata:" } else { "" };
-        let _ = writeln!(text, "{label:<12} {}={}", printable(name), printable(value));
+        let _ = writeln!(text, "{label:<13} {}={}", printable(name), printable(value));
     }
     text
 }
@@ -422,7 +479,7 @@ pub(crate) fn or_none(text: &str) -> String {
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
-    use tower_api_key::{Environment, KeyRecord, Scope, ScopeSet};
+    use tower_api_key::{AllowedNetworks, Environment, KeyRecord, Scope, ScopeSet};
 
     use super::*;
 
@@ -515,7 +572,7 @@ mod tests {
         assert!(text.contains("evil\\u{1b}[2Jname\\n"), "{text}");
         assert!(!text.contains('\u{1b}'));
         let text = fields(&key("key_1", "bell\u{7}"), SystemTime::now());
-        assert!(text.contains("name:        bell\\u{7}\n"), "{text}");
+        assert!(text.contains("name:         bell\\u{7}\n"), "{text}");
     }
 
     /// An id as a row edited by hand could hold it: clear the screen, set the window title,
@@ -559,13 +616,13 @@ mod tests {
 
         let text = fields(&stored, SystemTime::now());
         assert_no_raw_control_character(&text);
-        assert_eq!(text.lines().count(), 13, "{text}");
+        assert_eq!(text.lines().count(), 15, "{text}");
         assert!(
-            text.starts_with(&format!("id:          {ESCAPED_ID}\n")),
+            text.starts_with(&format!("id:           {ESCAPED_ID}\n")),
             "{text}"
         );
         assert!(
-            text.contains(&format!("\nhint:        {ESCAPED_HINT}\n")),
+            text.contains(&format!("\nhint:         {ESCAPED_HINT}\n")),
             "{text}"
         );
 
@@ -690,23 +747,68 @@ mod tests {
         let mut stored = key("key_1", "Production");
         stored.metadata.insert("team".into(), "integrations".into());
         stored.metadata.insert("region".into(), "eu".into());
+        stored.record.limits = limits();
         let text = fields(&stored, SystemTime::now());
         assert_eq!(
             text,
-            "id:          key_1\n\
-             name:        Production\n\
-             owner:       acct_42\n\
-             environment: live\n\
-             hint:        om_live_…x7Qa\n\
-             scopes:      orders:read products:read\n\
-             status:      active\n\
-             created:     2026-11-29T05:21:00Z\n\
-             expires:     never\n\
-             last used:   never\n\
-             revoked:     no\n\
-             replaced by: no\n\
-             metadata:    region=eu\n\
-             \x20            team=integrations\n"
+            "id:           key_1\n\
+             name:         Production\n\
+             owner:        acct_42\n\
+             environment:  live\n\
+             hint:         om_live_…x7Qa\n\
+             scopes:       orders:read products:read\n\
+             rate limit:   100/s burst 20\n\
+             allowed from: 203.0.113.0/24 2001:db8::/32\n\
+             status:       active\n\
+             created:      2026-11-29T05:21:00Z\n\
+             expires:      never\n\
+             last used:    never\n\
+             revoked:      no\n\
+             replaced by:  no\n\
+             metadata:     region=eu\n\
+             \x20             team=integrations\n"
+        );
+        stored.record.limits = KeyLimits::none();
+        let text = fields(&stored, SystemTime::now());
+        assert!(text.contains("\nrate limit:   none\n"), "{text}");
+        assert!(text.contains("\nallowed from: anywhere\n"), "{text}");
+    }
+
+    fn limits() -> KeyLimits {
+        KeyLimits::none()
+            .with_rate("100/s burst 20".parse::<RateLimit>().unwrap())
+            .with_networks(
+                "2001:db8::/32 203.0.113.0/24"
+                    .parse::<AllowedNetworks>()
+                    .unwrap(),
+            )
+    }
+
+    #[test]
+    fn limits_are_in_the_json_as_parts_and_text() {
+        let mut stored = key("key_1", "Production");
+        stored.record.limits = limits();
+        let value = serde_json::to_value(KeyJson::new(&stored, SystemTime::now())).unwrap();
+        assert_eq!(
+            value["rate_limit"],
+            serde_json::json!({
+                "requests": 100,
+                "period_ms": 1000,
+                "burst": 20,
+                "text": "100/s burst 20",
+            })
+        );
+        assert_eq!(
+            value["allowed_networks"],
+            serde_json::json!(["203.0.113.0/24", "2001:db8::/32"])
+        );
+        let text = limits_text(&stored);
+        assert!(
+            text.starts_with(
+                "Changed the limits of key_1 (\"Production\"): rate limit 100/s burst 20; \
+                 allowed from 203.0.113.0/24 2001:db8::/32.\n"
+            ),
+            "{text}"
         );
     }
 
@@ -732,6 +834,8 @@ mod tests {
                 "revoked_at": null,
                 "replaced_by": null,
                 "metadata": {},
+                "rate_limit": null,
+                "allowed_networks": null,
             })
         );
     }

@@ -24,8 +24,9 @@ use sqlx::{Pool, Transaction};
 use self::audit::Entry;
 use self::backend::{Cell, ColumnType, Dialect, Param, Read};
 use self::table::{
-    key_reads, normalize, to_micros, unavailable, KeyValues, RawRow, Step, KEYS, KEY_COLUMNS,
-    KEY_PREFIX_SETTING, MIGRATIONS, MIGRATIONS_TABLE, SETTINGS,
+    key_column_type, key_reads, normalize, normalize_limits, to_micros, unavailable, KeyValues,
+    LimitValues, RawRow, Step, KEYS, KEY_COLUMNS, KEY_PREFIX_SETTING, LIMIT_COLUMNS, MIGRATIONS,
+    MIGRATIONS_TABLE, SETTINGS,
 };
 use super::settings::{settings_methods, StoreSettings};
 use super::{
@@ -34,6 +35,7 @@ use super::{
 };
 use crate::invalidation::{Invalidations, Watcher};
 use crate::key::{KeyDigest, KeyFormat};
+use crate::limit::KeyLimits;
 use crate::resolver::{KeyId, KeyRecord, KeyResolver, ResolveError};
 use crate::usage::{AnonymousIncrement, DailyUsage, Day, KeyUsageSummary, UsageBatch};
 
@@ -98,6 +100,7 @@ struct Statements {
     all: String,
     by_owner: String,
     rename: String,
+    set_limits: String,
     revoke: String,
     retire: String,
     delete: String,
@@ -131,6 +134,14 @@ impl Statements {
             .collect::<Vec<_>>()
             .join(", ");
         let time = |n| DB::value(n, ColumnType::Time);
+        let limits = LIMIT_COLUMNS
+            .iter()
+            .enumerate()
+            .map(|(index, name)| {
+                format!("{name} = {}", DB::value(index + 1, key_column_type(name)))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         let select = format!("SELECT {columns} FROM {keys}");
         Statements {
             insert: format!("INSERT INTO {keys} ({names}) VALUES ({values})"),
@@ -148,6 +159,11 @@ impl Statements {
                 "UPDATE {keys} SET name = {} WHERE id = {} RETURNING {columns}",
                 p(1),
                 p(2)
+            ),
+            // Both limits at once: the values of `LIMIT_COLUMNS`, then the id.
+            set_limits: format!(
+                "UPDATE {keys} SET {limits} WHERE id = {} RETURNING {columns}",
+                p(LIMIT_COLUMNS.len() + 1)
             ),
             // Only the first revocation changes the row (and its time is kept): no row back
             // means no such key, or a key revoked already.
@@ -358,10 +374,8 @@ impl<DB: SqlDatabase> SqlStore<DB> {
             if applied.contains(&migration.version) {
                 continue;
             }
-            for step in migration.steps {
-                DB::run_script(&mut tx, &script::<DB>(step))
-                    .await
-                    .map_err(unavailable)?;
+            for sql in migration.steps.iter().filter_map(script::<DB>) {
+                DB::run_script(&mut tx, &sql).await.map_err(unavailable)?;
             }
             let params = [
                 Param::Int(Some(migration.version)),
@@ -469,6 +483,27 @@ impl<DB: SqlDatabase> SqlStore<DB> {
             .map_err(unavailable)
     }
 
+    /// Changes key `id` with `sql` (an `UPDATE ... RETURNING` the key's columns) and records
+    /// `action` by `actor` in the same transaction, then announces the key.
+    async fn update(
+        &self,
+        id: &KeyId,
+        sql: &str,
+        params: &[Param<'_>],
+        action: AuditAction,
+        actor: &Actor,
+    ) -> Result<StoredKey, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let rows = DB::fetch(&mut tx, sql, params, &key_reads())
+            .await
+            .map_err(unavailable)?;
+        let raw = first_row(id, rows)?;
+        let now = normalize(self.settings.now());
+        self.record(&mut tx, now, action, &raw, actor).await?;
+        tx.commit().await.map_err(unavailable)?;
+        self.announce(raw)
+    }
+
     /// Writes `action` on the key in `raw` by `actor` at `at` to the audit trail, in `tx`.
     async fn record(
         &self,
@@ -491,24 +526,20 @@ impl<DB: SqlDatabase> SqlStore<DB> {
     }
 }
 
-/// The statements of a migration step in database `DB`.
-fn script<DB: SqlDatabase>(step: &Step) -> String {
-    match step {
+/// The statements of a migration step in database `DB`; `None` when it has none there.
+fn script<DB: SqlDatabase>(step: &Step) -> Option<String> {
+    Some(match step {
         Step::Script { sqlite, postgres } => {
             if DB::IS_POSTGRES { postgres } else { sqlite }.to_string()
         }
         Step::Both(sql) => (*sql).to_owned(),
-        Step::AddKeyColumn(name) => {
-            let ty = KEY_COLUMNS
-                .iter()
-                .find(|column| column.name == *name)
-                .map_or(ColumnType::Text, |column| column.ty);
-            format!(
-                "ALTER TABLE {KEYS} ADD COLUMN {name} {}",
-                DB::column_type(ty)
-            )
-        }
-    }
+        Step::AddKeyColumn(name) => format!(
+            "ALTER TABLE {KEYS} ADD COLUMN {name} {}",
+            DB::column_type(key_column_type(name))
+        ),
+        Step::Sqlite(_) if DB::IS_POSTGRES => return None,
+        Step::Sqlite(sql) => (*sql).to_owned(),
+    })
 }
 
 /// The prefix in a `read_setting` result.
@@ -566,10 +597,11 @@ async fn insert<DB: SqlDatabase>(
     Ok(())
 }
 
-/// Like [`prepare`], with every time cut to what the database keeps, so that the key handed back
+/// Like [`prepare`], with every time (and rate period) cut to what the database keeps, so that the key handed back
 /// is exactly the key read back later.
 fn prepare_row(settings: &StoreSettings, mut new: NewKey) -> Result<CreatedKey, StoreError> {
     new.expires_at = new.expires_at.map(normalize);
+    new.limits = normalize_limits(new.limits);
     prepare(
         &settings.format,
         new,
@@ -633,16 +665,24 @@ impl<DB: SqlDatabase> KeyStore for SqlStore<DB> {
         actor.validate()?;
         let name = validate_name(name)?;
         let params = [Param::Text(Some(name)), Param::Text(Some(id.as_str()))];
-        let mut tx = self.begin_write().await?;
-        let rows = DB::fetch(&mut tx, &self.statements.rename, &params, &key_reads())
+        let sql = &self.statements.rename;
+        self.update(id, sql, &params, AuditAction::Renamed, actor)
             .await
-            .map_err(unavailable)?;
-        let raw = first_row(id, rows)?;
-        let now = normalize(self.settings.now());
-        self.record(&mut tx, now, AuditAction::Renamed, &raw, actor)
-            .await?;
-        tx.commit().await.map_err(unavailable)?;
-        self.announce(raw)
+    }
+
+    async fn set_limits_by(
+        &self,
+        id: &KeyId,
+        limits: KeyLimits,
+        actor: &Actor,
+    ) -> Result<StoredKey, StoreError> {
+        actor.validate()?;
+        let values = LimitValues::new(&normalize_limits(limits));
+        let mut params = values.params().to_vec();
+        params.push(Param::Text(Some(id.as_str())));
+        let sql = &self.statements.set_limits;
+        self.update(id, sql, &params, AuditAction::LimitsChanged, actor)
+            .await
     }
 
     async fn revoke_by(&self, id: &KeyId, actor: &Actor) -> Result<StoredKey, StoreError> {

@@ -6,15 +6,18 @@
 //! [`MIGRATIONS`]. Both databases take the column from these.
 //!
 //! Decoding never trusts the database: a row someone edited by hand, with an unknown
-//! environment, a malformed scope or a digest of the wrong length, gives a [`CorruptRow`] error
-//! naming the key and the column, never a panic.
+//! environment, a malformed scope, a digest of the wrong length, a rate limit out of range or
+//! only partly set, or a network that is not one, gives a [`CorruptRow`] error naming the key and
+//! the column, never a panic.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::backend::{Cell, ColumnType, Param, Read};
 use crate::key::{Environment, KeyDigest};
+use crate::limit::{AllowedNetworks, KeyLimits, RateLimit};
 use crate::resolver::{KeyId, KeyRecord, ResolveError};
 use crate::scope::{Scope, ScopeSet};
 use crate::store::{CreatedKey, StoreError, StoredKey};
@@ -52,6 +55,7 @@ pub(super) struct KeyValues<'a> {
     digest: &'a [u8],
     scopes: String,
     metadata: String,
+    limits: LimitValues,
 }
 
 impl<'a> KeyValues<'a> {
@@ -64,6 +68,7 @@ impl<'a> KeyValues<'a> {
             // A JSON object of strings.
             metadata: serde_json::to_string(&created.stored.metadata)
                 .map_err(StoreError::unavailable)?,
+            limits: LimitValues::new(&created.stored.record.limits),
         })
     }
 
@@ -74,6 +79,64 @@ impl<'a> KeyValues<'a> {
             .map(|column| (column.write)(self))
             .collect()
     }
+}
+
+/// The columns that hold a key's limits, in the order of [`LimitValues::params`].
+pub(super) const LIMIT_COLUMNS: [&str; 4] = [
+    "rate_requests",
+    "rate_period_ms",
+    "rate_burst",
+    "allowed_networks",
+];
+
+/// A key's limits as the columns of [`LIMIT_COLUMNS`] hold them: the rate as three integers
+/// (all `NULL` for none) and the networks as their `Display` form, CIDR ranges separated by
+/// spaces (`NULL` for anywhere).
+pub(super) struct LimitValues {
+    requests: Option<i64>,
+    period_ms: Option<i64>,
+    burst: Option<i64>,
+    networks: Option<String>,
+}
+
+impl LimitValues {
+    pub(super) fn new(limits: &KeyLimits) -> Self {
+        let rate = limits.rate.as_ref();
+        LimitValues {
+            requests: rate.map(|rate| i64::from(rate.requests().get())),
+            // A rate's period is at most a day, in whole milliseconds once `normalize_limits`
+            // has been applied.
+            period_ms: rate
+                .map(|rate| i64::try_from(rate.period().as_millis()).unwrap_or(i64::MAX)),
+            burst: rate.map(|rate| i64::from(rate.burst().get())),
+            networks: limits.networks.as_ref().map(ToString::to_string),
+        }
+    }
+
+    /// The values of [`LIMIT_COLUMNS`], in order.
+    pub(super) fn params(&self) -> [Param<'_>; 4] {
+        [
+            Param::Int(self.requests),
+            Param::Int(self.period_ms),
+            Param::Int(self.burst),
+            Param::Text(self.networks.as_deref()),
+        ]
+    }
+}
+
+/// `limits` as the SQL stores keep them: a rate's period rounded up to the millisecond (which
+/// never loosens the rate), so that the limits handed back are exactly those read back later.
+pub(super) fn normalize_limits(mut limits: KeyLimits) -> KeyLimits {
+    if let Some(rate) = limits.rate {
+        let millis = rate.period().as_nanos().div_ceil(1_000_000);
+        let period = Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX));
+        // A longer period keeps the rate valid (it is at most a day, a whole number of
+        // milliseconds); should it not, the rate is kept as it was.
+        if let Ok(normalized) = RateLimit::new(rate.requests(), period) {
+            limits.rate = Some(normalized.with_burst(rate.burst()));
+        }
+    }
+    limits
 }
 
 fn text(text: &str) -> Param<'_> {
@@ -151,7 +214,35 @@ pub(super) const KEY_COLUMNS: &[Column] = &[
         ty: ColumnType::Text,
         write: |k| Param::Text(k.stored.replaced_by.as_ref().map(KeyId::as_str)),
     },
+    Column {
+        name: "rate_requests",
+        ty: ColumnType::Int,
+        write: |k| k.limits.params()[0],
+    },
+    Column {
+        name: "rate_period_ms",
+        ty: ColumnType::Int,
+        write: |k| k.limits.params()[1],
+    },
+    Column {
+        name: "rate_burst",
+        ty: ColumnType::Int,
+        write: |k| k.limits.params()[2],
+    },
+    Column {
+        name: "allowed_networks",
+        ty: ColumnType::Text,
+        write: |k| k.limits.params()[3],
+    },
 ];
+
+/// The type of the column of [`KEY_COLUMNS`] named `name` (text, should there be none).
+pub(super) fn key_column_type(name: &str) -> ColumnType {
+    KEY_COLUMNS
+        .iter()
+        .find(|column| column.name == name)
+        .map_or(ColumnType::Text, |column| column.ty)
+}
 
 /// How each column of [`KEY_COLUMNS`] is read.
 pub(super) fn key_reads() -> Vec<Read> {
@@ -177,6 +268,8 @@ pub(super) enum Step {
     Both(&'static str),
     /// Adds the column of [`KEY_COLUMNS`] with this name, nullable, to the key table.
     AddKeyColumn(&'static str),
+    /// Statements for SQLite only: PostgreSQL needs nothing for this step.
+    Sqlite(&'static str),
 }
 
 /// The migrations shipped with the crate, in order.
@@ -239,6 +332,21 @@ pub(super) const MIGRATIONS: &[Migration] = &[
             // One owner's entries, and one key's, newest first.
             Step::Both("CREATE INDEX api_key_audit_owner ON api_key_audit (owner, seq)"),
             Step::Both("CREATE INDEX api_key_audit_key ON api_key_audit (key_id, seq)"),
+        ],
+    },
+    Migration {
+        version: 7,
+        description: "api_keys.rate_requests, rate_period_ms, rate_burst, allowed_networks",
+        steps: &[
+            // A key's rate limit: all three NULL (none) or all set.
+            Step::AddKeyColumn("rate_requests"),
+            Step::AddKeyColumn("rate_period_ms"),
+            Step::AddKeyColumn("rate_burst"),
+            // The networks a key may be used from, separated by spaces; NULL for anywhere.
+            Step::AddKeyColumn("allowed_networks"),
+            // SQLite's update trigger names its columns; PostgreSQL's `api_key_changed()`
+            // compares whole rows, so it covers the new columns as it is.
+            Step::Sqlite(include_str!("../../../migrations/sqlite/0007_limits.sql")),
         ],
     },
 ];
@@ -318,6 +426,10 @@ pub(super) struct RawRow {
     pub(super) revoked_at: Option<i64>,
     pub(super) last_used_at: Option<i64>,
     pub(super) replaced_by: Option<String>,
+    pub(super) rate_requests: Option<i64>,
+    pub(super) rate_period_ms: Option<i64>,
+    pub(super) rate_burst: Option<i64>,
+    pub(super) allowed_networks: Option<String>,
 }
 
 /// The cells of one row of [`KEY_COLUMNS`], by column name.
@@ -397,6 +509,10 @@ impl RawRow {
             revoked_at: cells.optional_int("revoked_at")?,
             last_used_at: cells.optional_int("last_used_at")?,
             replaced_by: cells.optional_text("replaced_by")?,
+            rate_requests: cells.optional_int("rate_requests")?,
+            rate_period_ms: cells.optional_int("rate_period_ms")?,
+            rate_burst: cells.optional_int("rate_burst")?,
+            allowed_networks: cells.optional_text("allowed_networks")?,
         })
     }
 
@@ -437,17 +553,66 @@ impl RawRow {
         let expires_at = optional_time("expires_at", self.expires_at)?;
         let revoked_at = optional_time("revoked_at", self.revoked_at)?;
         let last_used_at = optional_time("last_used_at", self.last_used_at)?;
+        let rate = self
+            .rate()
+            .map_err(|(column, problem)| corrupt(column, problem))?;
+        let networks = self
+            .allowed_networks
+            .as_deref()
+            .map(|text| {
+                text.parse::<AllowedNetworks>()
+                    .map_err(|err| corrupt("allowed_networks", format!("{text:?}: {err}")))
+            })
+            .transpose()?;
 
         let record = KeyRecord::new(KeyId::from(self.id), environment, scopes)
             .with_name(self.name)
             .with_owner(self.owner)
             .with_expires_at(expires_at)
-            .with_revoked_at(revoked_at);
+            .with_revoked_at(revoked_at)
+            .with_limits(KeyLimits::none().with_rate(rate).with_networks(networks));
         let mut stored = StoredKey::new(record, self.hint, created_at);
         stored.last_used_at = last_used_at;
         stored.metadata = metadata;
         stored.replaced_by = self.replaced_by.map(KeyId::from);
         Ok((digest, stored))
+    }
+
+    /// The rate limit in the three rate columns: none when all are `NULL`; otherwise the column
+    /// at fault and what is wrong with it.
+    fn rate(&self) -> Result<Option<RateLimit>, (&'static str, String)> {
+        let (requests, period_ms, burst) =
+            match (self.rate_requests, self.rate_period_ms, self.rate_burst) {
+                (None, None, None) => return Ok(None),
+                (Some(requests), Some(period_ms), Some(burst)) => (requests, period_ms, burst),
+                (requests, period_ms, _) => {
+                    let column = match (requests, period_ms) {
+                        (None, _) => "rate_requests",
+                        (_, None) => "rate_period_ms",
+                        _ => "rate_burst",
+                    };
+                    return Err((column, "NULL while other rate columns are set".to_owned()));
+                }
+            };
+        let count = |column: &'static str, count: i64| {
+            u32::try_from(count)
+                .ok()
+                .and_then(NonZeroU32::new)
+                .ok_or_else(|| {
+                    (
+                        column,
+                        format!("{count} is not a count from 1 to 4294967295"),
+                    )
+                })
+        };
+        let requests = count("rate_requests", requests)?;
+        let burst = count("rate_burst", burst)?;
+        let period = u64::try_from(period_ms)
+            .map(Duration::from_millis)
+            .map_err(|_| ("rate_period_ms", format!("{period_ms} is negative")))?;
+        let rate = RateLimit::new(requests, period)
+            .map_err(|err| ("rate_period_ms", format!("{period_ms}: {err}")))?;
+        Ok(Some(rate.with_burst(burst)))
     }
 }
 
@@ -505,6 +670,10 @@ mod tests {
             revoked_at: None,
             last_used_at: Some(-1),
             replaced_by: None,
+            rate_requests: Some(100),
+            rate_period_ms: Some(1000),
+            rate_burst: Some(20),
+            allowed_networks: Some("203.0.113.0/24 2001:db8::/32".to_owned()),
         }
     }
 
@@ -522,12 +691,42 @@ mod tests {
             stored.last_used_at,
             Some(UNIX_EPOCH - Duration::from_micros(1))
         );
+        let limits = &stored.record.limits;
+        assert_eq!(limits.rate.unwrap().to_string(), "100/s burst 20");
+        let networks = limits.networks.as_ref().unwrap();
+        assert_eq!(networks.to_string(), "203.0.113.0/24 2001:db8::/32");
+        let mut unlimited = row();
+        unlimited.rate_requests = None;
+        unlimited.rate_period_ms = None;
+        unlimited.rate_burst = None;
+        unlimited.allowed_networks = None;
+        assert!(unlimited.decode().unwrap().1.record.limits.is_none());
+    }
+
+    #[test]
+    fn limits_are_written_as_they_are_read() {
+        let (_, stored) = row().decode().unwrap();
+        let values = LimitValues::new(&stored.record.limits);
+        let params = format!("{:?}", values.params());
+        assert_eq!(
+            params,
+            r#"[Int(Some(100)), Int(Some(1000)), Int(Some(20)), Text(Some("203.0.113.0/24 2001:db8::/32"))]"#
+        );
+        let none = LimitValues::new(&KeyLimits::none());
+        assert_eq!(
+            format!("{:?}", none.params()),
+            "[Int(None), Int(None), Int(None), Text(None)]"
+        );
+        // Periods are kept to the millisecond, rounded up.
+        let rate = RateLimit::new(NonZeroU32::MIN, Duration::from_micros(1500)).unwrap();
+        let normalized = normalize_limits(KeyLimits::none().with_rate(rate));
+        assert_eq!(normalized.rate.unwrap().period(), Duration::from_millis(2));
     }
 
     #[test]
     fn each_corruption_names_the_key_and_the_column() {
         type Corrupt = fn(&mut RawRow);
-        let cases: [(Corrupt, &str); 5] = [
+        let cases: [(Corrupt, &str); 14] = [
             (|r| r.digest = vec![1; 31], "column `digest`: 31 bytes"),
             (
                 |r| r.environment = "prod".to_owned(),
@@ -541,6 +740,24 @@ mod tests {
             (
                 |r| r.metadata = r#"{"a":1}"#.to_owned(),
                 "column `metadata`",
+            ),
+            (|r| r.rate_requests = Some(0), "column `rate_requests`: 0"),
+            (|r| r.rate_requests = Some(-5), "column `rate_requests`: -5"),
+            (|r| r.rate_burst = Some(i64::MAX), "column `rate_burst`"),
+            (
+                |r| r.rate_period_ms = Some(-1),
+                "column `rate_period_ms`: -1",
+            ),
+            (|r| r.rate_period_ms = Some(0), "column `rate_period_ms`: 0"),
+            (
+                |r| r.rate_period_ms = Some(86_400_001),
+                "column `rate_period_ms`",
+            ),
+            (|r| r.rate_period_ms = None, "column `rate_period_ms`: NULL"),
+            (|r| r.rate_requests = None, "column `rate_requests`: NULL"),
+            (
+                |r| r.allowed_networks = Some("10.0.0.0/33".to_owned()),
+                "column `allowed_networks`",
             ),
         ];
         for (corrupt, expected) in cases {
