@@ -129,7 +129,7 @@ pub enum Rejection {
     Unavailable(ResolveError),
     /// A valid key over its rate (or its owner's): `429 Too Many Requests`, with `Retry-After`
     /// and the `RateLimit-Policy` and `RateLimit` fields.
-    RateLimited(RateLimited),
+    RateLimited(Box<RateLimited>),
     /// A valid key used from a network its allowlist does not name (or from an address that
     /// cannot be told): `403`, with a body that does not reveal the list.
     NetworkNotAllowed {

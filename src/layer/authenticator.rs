@@ -2,21 +2,29 @@
 
 use std::sync::Arc;
 
-use http::{Extensions, HeaderMap};
+use http::{Extensions, HeaderMap, HeaderValue};
 
 use super::housekeeping::Housekeeping;
+use crate::cache::CachedKey;
 use crate::cache::{KeyCache, Lookup, Outcome, PendingLookup};
 use crate::client::{peer_address, TrustedProxies};
 use crate::clock::Clock;
 use crate::credentials::{self, Credentials};
-use crate::events::{trace_allowed, trace_rejected};
+use crate::events::trace_rejected;
 use crate::key::{Environment, KeyFormat, MalformedKey};
-use crate::limit::rules::RateRules;
+use crate::limit::gcra::now_nanos;
+use crate::limit::rules::{rate_limit_header, RateRules};
+use crate::limit::RateDecision;
 #[cfg(feature = "redis")]
-use crate::limit::{RedisDownPolicy, RedisLimiter};
+use crate::limit::RateLimit;
+#[cfg(feature = "redis")]
+use crate::limit::{LimiterError, RedisDownPolicy, RedisLimiter};
 use crate::metrics::RequestOutcome;
 use crate::principal::{Anonymous, Principal};
 use crate::rejection::{InvalidKey, InvalidRequest, Rejection, Responses};
+use crate::rejection::{RateLimited, RATE_LIMIT, RATE_LIMIT_POLICY};
+#[cfg(feature = "redis")]
+use crate::resolver::ResolveError;
 use crate::usage::tally::Tally;
 use crate::usage::{AnonymousOutcome, KeyOutcome, UsageRecorder};
 
@@ -122,19 +130,15 @@ impl Authenticator {
         }
     }
 
-    /// The decision once a resolver call has answered.
+    /// The decision once a resolver call has answered, before the key's limits
+    /// ([`admit`](Self::admit)).
     pub(crate) fn verdict(
         &self,
         outcome: Outcome,
         environment: Environment,
-        headers: &HeaderMap,
-        extensions: &Extensions,
     ) -> Result<Principal, Rejection> {
         let result = match outcome {
-            Ok(found) => self.check(found, environment).and_then(|principal| {
-                self.admit(&principal, headers, extensions)
-                    .map(|()| principal)
-            }),
+            Ok(found) => self.check(found, environment),
             Err(error) => {
                 self.tally
                     .metrics
@@ -142,9 +146,9 @@ impl Authenticator {
                 Err(Rejection::Unavailable(error))
             }
         };
-        match &result {
-            Ok(principal) => trace_allowed(principal),
-            Err(rejection) => trace_rejected(rejection),
+        // A key let through is traced once its limits admit it.
+        if let Err(rejection) = &result {
+            trace_rejected(rejection);
         }
         result
     }
@@ -187,14 +191,14 @@ impl Authenticator {
         Ok(Principal::new(key, self.responses.clone()))
     }
 
-    /// The key's own limits, for a request its key let through: its allowlist. Refusals are
-    /// counted here; the caller traces the outcome.
+    /// The key's own limits, for a request its key let through: its allowlist, then its rates.
+    /// Refusals are counted here; the caller traces the outcome.
     pub(crate) fn admit(
         &self,
         principal: &Principal,
         headers: &HeaderMap,
         extensions: &Extensions,
-    ) -> Result<(), Rejection> {
+    ) -> Admission {
         let key = principal.cached_key();
         if let Some(networks) = &key.networks {
             // No address to tell (no connection info, or a proxy forwarded something else than
@@ -205,12 +209,162 @@ impl Authenticator {
                 self.tally
                     .metrics
                     .request(RequestOutcome::NetworkNotAllowed, Some(key.environment));
-                return Err(Rejection::NetworkNotAllowed {
+                return Admission::Refuse(Rejection::NetworkNotAllowed {
                     key_id: key.id.clone(),
                 });
             }
         }
-        Ok(())
+        let Some(rate) = &key.rate else {
+            return Admission::Go(None);
+        };
+        #[cfg(feature = "redis")]
+        if let Some((limiter, _)) = &self.shared_limiter {
+            return Admission::Ask(SharedCheck::start(limiter, key));
+        }
+        let (decision, policy) = rate.check(now_nanos());
+        self.rated(key, decision, policy)
+    }
+
+    /// The admission of `key` after a rate check decided `decision` under `policy`.
+    fn rated(
+        &self,
+        key: &Arc<CachedKey>,
+        decision: RateDecision,
+        policy: &'static str,
+    ) -> Admission {
+        // `key.rate` is there: only a key with a rate is checked.
+        let Some(rate) = &key.rate else {
+            return Admission::Go(None);
+        };
+        if decision.allowed {
+            return Admission::Go(self.rate_headers.then(|| RateFields {
+                policy: rate.policy.clone(),
+                rate: rate_limit_header(policy, &decision),
+            }));
+        }
+        key.usage
+            .tally()
+            .count_key(key, KeyOutcome::RateLimited, key.environment);
+        Admission::Refuse(Rejection::RateLimited(Box::new(RateLimited {
+            key_id: key.id.clone(),
+            decision,
+            policy_name: policy,
+            policy: rate.policy.clone(),
+        })))
+    }
+
+    /// The admission of `key` once the shared limiter answered, or failed to: then the
+    /// [`RedisDownPolicy`] says whether to decide here or refuse with `503`.
+    #[cfg(feature = "redis")]
+    pub(crate) fn after_shared(&self, key: &Arc<CachedKey>, answer: SharedAnswer) -> Admission {
+        match answer {
+            Ok((decision, policy)) => self.rated(key, decision, policy),
+            Err(error) => match self
+                .shared_limiter
+                .as_ref()
+                .map(|(_, when_down)| *when_down)
+            {
+                Some(RedisDownPolicy::Refuse) => {
+                    self.tally
+                        .metrics
+                        .request(RequestOutcome::Unavailable, Some(key.environment));
+                    Admission::Refuse(Rejection::Unavailable(ResolveError::new(error)))
+                }
+                _ => match &key.rate {
+                    Some(rate) => {
+                        let (decision, policy) = rate.check(now_nanos());
+                        self.rated(key, decision, policy)
+                    }
+                    None => Admission::Go(None),
+                },
+            },
+        }
+    }
+}
+
+/// Whether a request let through by its key may go on: what [`Authenticator::admit`] says.
+pub(crate) enum Admission {
+    /// Go on, with the rate's fields for the response, if any.
+    Go(Option<RateFields>),
+    /// Refused by the key's allowlist or rate.
+    Refuse(Rejection),
+    /// Ask the shared limiter first, then call [`Authenticator::after_shared`].
+    #[cfg(feature = "redis")]
+    Ask(SharedCheck),
+}
+
+/// The `RateLimit-Policy` and `RateLimit` fields of a response let through under a rate.
+pub(crate) struct RateFields {
+    pub(crate) policy: HeaderValue,
+    pub(crate) rate: HeaderValue,
+}
+
+impl RateFields {
+    /// Adds the fields to `headers`, unless the inner service set its own.
+    pub(crate) fn add_to(self, headers: &mut HeaderMap) {
+        if !headers.contains_key(&RATE_LIMIT_POLICY) {
+            headers.insert(RATE_LIMIT_POLICY, self.policy);
+        }
+        if !headers.contains_key(&RATE_LIMIT) {
+            headers.insert(RATE_LIMIT, self.rate);
+        }
+    }
+}
+
+/// What the shared limiter decided, with the name of the policy that decided, or why it could
+/// not.
+#[cfg(feature = "redis")]
+pub(crate) type SharedAnswer = Result<(RateDecision, &'static str), LimiterError>;
+
+/// A rate check in Redis under way: one script call for the key's bucket and its owner's.
+#[cfg(feature = "redis")]
+pub(crate) struct SharedCheck(
+    std::pin::Pin<Box<dyn std::future::Future<Output = SharedAnswer> + Send>>,
+);
+
+#[cfg(feature = "redis")]
+impl SharedCheck {
+    fn start(limiter: &RedisLimiter, key: &Arc<CachedKey>) -> Self {
+        let limiter = limiter.clone();
+        let key = key.clone();
+        SharedCheck(Box::pin(async move {
+            let (own, owner) = match &key.rate {
+                Some(rate) => rate.rates(),
+                None => (None, None),
+            };
+            let owner = owner.map(|rate| (&*key.owner, rate));
+            let decision = match (own, owner) {
+                (Some(rate), owner) => {
+                    let owner = owner.as_ref().map(|(name, rate)| (*name, rate));
+                    limiter.check(&key.id, &rate, owner).await?
+                }
+                // Only the owner's rate: the key's bucket in the same script call never refuses.
+                (None, Some((name, rate))) => {
+                    limiter
+                        .check(&key.id, &RateLimit::UNREACHABLE, Some((name, &rate)))
+                        .await?
+                }
+                (None, None) => return Err(LimiterError::Unavailable),
+            };
+            let policy = match (own, owner) {
+                (Some(rate), _) if decision.limit == rate => "key",
+                (_, Some(_)) => "owner",
+                _ => "key",
+            };
+            Ok((decision, policy))
+        }))
+    }
+}
+
+#[cfg(feature = "redis")]
+impl std::future::Future for SharedCheck {
+    type Output = SharedAnswer;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
     }
 }
 

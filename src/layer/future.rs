@@ -9,9 +9,11 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::authenticator::Authenticator;
+use super::authenticator::{Admission, Authenticator, RateFields};
 use crate::cache::{CachedKey, PendingLookup};
+use crate::events::{trace_allowed, trace_rejected};
 use crate::key::Environment;
+use crate::principal::Principal;
 use crate::rejection::Rejection;
 use crate::usage::KeyOutcome;
 
@@ -69,13 +71,23 @@ pin_project! {
             pending: PendingLookup,
             environment: Environment,
             request: Option<Request<ReqBody>>,
-            inner: S,
+            inner: Option<S>,
+            authenticator: Arc<Authenticator>,
+        },
+        /// Waiting for the shared rate limiter, with the request its key let through.
+        Limiting {
+            check: Shared,
+            principal: Option<Principal>,
+            request: Option<Request<ReqBody>>,
+            inner: Option<S>,
             authenticator: Arc<Authenticator>,
         },
         /// The inner service is handling the request.
         Inner {
             #[pin]
             future: S::Future,
+            // The rate's fields, for the response.
+            fields: Option<RateFields>,
         },
         /// The request was refused; the response is ready.
         Rejected {
@@ -84,6 +96,12 @@ pin_project! {
     }
 }
 
+/// A rate check in the shared limiter, or nothing without the `redis` feature.
+#[cfg(feature = "redis")]
+type Shared = super::authenticator::SharedCheck;
+#[cfg(not(feature = "redis"))]
+type Shared = std::future::Pending<()>;
+
 impl<S, ReqBody> ApiKeyResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>>,
@@ -91,16 +109,11 @@ where
     /// The inner service's future for a request without a key (an optional layer).
     pub(crate) fn inner(future: S::Future) -> Self {
         ApiKeyResponseFuture {
-            state: State::Inner { future },
+            state: State::Inner {
+                future,
+                fields: None,
+            },
             uncounted: Uncounted(None),
-        }
-    }
-
-    /// The inner service's future for a request let through with `key`.
-    pub(crate) fn allowed(future: S::Future, key: Arc<CachedKey>) -> Self {
-        ApiKeyResponseFuture {
-            state: State::Inner { future },
-            uncounted: Uncounted(Some(key)),
         }
     }
 
@@ -125,7 +138,7 @@ where
                 pending,
                 environment,
                 request: Some(request),
-                inner,
+                inner: Some(inner),
                 authenticator,
             },
             uncounted: Uncounted(None),
@@ -133,9 +146,91 @@ where
     }
 }
 
-impl<S, ReqBody, ResBody> Future for ApiKeyResponseFuture<S, ReqBody>
+impl<S, ReqBody, ResBody> ApiKeyResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: From<Bytes>,
+{
+    /// The future for a request its key let through, once the key's limits said `admission`.
+    /// `inner` is ready, and called only if the request goes on.
+    pub(crate) fn admitted(
+        admission: Admission,
+        principal: Principal,
+        request: Request<ReqBody>,
+        inner: &mut S,
+        authenticator: &Arc<Authenticator>,
+    ) -> Self
+    where
+        S: Clone,
+    {
+        let mut uncounted = Uncounted(None);
+        let state = State::after_admission(
+            admission,
+            principal,
+            request,
+            inner,
+            authenticator,
+            &mut uncounted,
+        );
+        ApiKeyResponseFuture { state, uncounted }
+    }
+}
+
+impl<S, ReqBody, ResBody> State<S, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: From<Bytes>,
+{
+    /// What follows a key's admission: the inner service's future (the request counted when
+    /// its response is ready), a wait for the shared limiter, or the refusal.
+    fn after_admission(
+        admission: Admission,
+        principal: Principal,
+        mut request: Request<ReqBody>,
+        inner: &mut S,
+        authenticator: &Arc<Authenticator>,
+        uncounted: &mut Uncounted,
+    ) -> Self
+    where
+        S: Clone,
+    {
+        match admission {
+            Admission::Go(fields) => {
+                trace_allowed(&principal);
+                uncounted.0 = Some(principal.cached_key().clone());
+                request.extensions_mut().insert(principal);
+                State::Inner {
+                    future: inner.call(request),
+                    fields,
+                }
+            }
+            Admission::Refuse(rejection) => {
+                trace_rejected(&rejection);
+                let spare = std::mem::take(request.extensions_mut());
+                State::Rejected {
+                    response: Some(authenticator.responses.respond_reusing(rejection, spare)),
+                }
+            }
+            #[cfg(feature = "redis")]
+            Admission::Ask(check) => {
+                // `inner` is ready; take that instance for the request that waits, and leave a
+                // clone that the next `poll_ready` will drive.
+                let ready = inner.clone();
+                State::Limiting {
+                    check,
+                    principal: Some(principal),
+                    request: Some(request),
+                    inner: Some(std::mem::replace(inner, ready)),
+                    authenticator: authenticator.clone(),
+                }
+            }
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody> Future for ApiKeyResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     ResBody: From<Bytes>,
 {
     type Output = Result<Response<ResBody>, S::Error>;
@@ -144,10 +239,15 @@ where
         loop {
             let this = self.as_mut().project();
             let next = match this.state.project() {
-                StateProj::Inner { future } => {
-                    let result = ready!(future.poll(cx));
-                    match &result {
-                        Ok(response) => this.uncounted.count(response.extensions()),
+                StateProj::Inner { future, fields } => {
+                    let mut result = ready!(future.poll(cx));
+                    match &mut result {
+                        Ok(response) => {
+                            this.uncounted.count(response.extensions());
+                            if let Some(fields) = fields.take() {
+                                fields.add_to(response.headers_mut());
+                            }
+                        }
                         // The service failed, after the key was let through.
                         Err(_) => this.uncounted.count(&http::Extensions::new()),
                     }
@@ -168,22 +268,25 @@ where
                     authenticator,
                 } => {
                     let outcome = ready!(Pin::new(pending).poll(cx));
-                    let mut request = request
-                        .take()
-                        .expect("ApiKeyResponseFuture polled after completion");
-                    let verdict = authenticator.verdict(
-                        outcome,
-                        *environment,
-                        request.headers(),
-                        request.extensions(),
-                    );
-                    match verdict {
+                    let (mut request, mut inner) = match (request.take(), inner.take()) {
+                        (Some(request), Some(inner)) => (request, inner),
+                        _ => panic!("ApiKeyResponseFuture polled after completion"),
+                    };
+                    match authenticator.verdict(outcome, *environment) {
                         Ok(principal) => {
-                            this.uncounted.0 = Some(principal.cached_key().clone());
-                            request.extensions_mut().insert(principal);
-                            State::Inner {
-                                future: inner.call(request),
-                            }
+                            let admission = authenticator.admit(
+                                &principal,
+                                request.headers(),
+                                request.extensions(),
+                            );
+                            State::after_admission(
+                                admission,
+                                principal,
+                                request,
+                                &mut inner,
+                                authenticator,
+                                this.uncounted,
+                            )
                         }
                         Err(rejection) => {
                             let spare = std::mem::take(request.extensions_mut());
@@ -193,6 +296,41 @@ where
                                 ),
                             }
                         }
+                    }
+                }
+                #[allow(unused_variables)]
+                StateProj::Limiting {
+                    check,
+                    principal,
+                    request,
+                    inner,
+                    authenticator,
+                } => {
+                    #[cfg(not(feature = "redis"))]
+                    {
+                        // Never made without the `redis` feature: `Shared` is `Pending<()>`.
+                        let () = ready!(Pin::new(check).poll(cx));
+                        unreachable!("a pending future never finishes");
+                    }
+                    #[cfg(feature = "redis")]
+                    {
+                        let answer = ready!(Pin::new(check).poll(cx));
+                        let (principal, request, mut inner) =
+                            match (principal.take(), request.take(), inner.take()) {
+                                (Some(principal), Some(request), Some(inner)) => {
+                                    (principal, request, inner)
+                                }
+                                _ => panic!("ApiKeyResponseFuture polled after completion"),
+                            };
+                        let admission = authenticator.after_shared(principal.cached_key(), answer);
+                        State::after_admission(
+                            admission,
+                            principal,
+                            request,
+                            &mut inner,
+                            authenticator,
+                            this.uncounted,
+                        )
                     }
                 }
             };

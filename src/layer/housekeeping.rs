@@ -6,6 +6,8 @@
 //! to the layer: when the layer's shared state is dropped (every clone of the layer and every
 //! service it made), a channel closes, and the task writes what is left and ends.
 
+use crate::limit::gcra::now_nanos;
+use crate::limit::rules::RateRules;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -68,6 +70,7 @@ impl Housekeeping {
             authenticator.tally.clone(),
             authenticator.recorder.clone(),
             Arc::downgrade(&authenticator.cache),
+            authenticator.rates.clone(),
         ));
     }
 }
@@ -78,6 +81,7 @@ async fn run(
     tally: Arc<Tally>,
     recorder: Option<Arc<UsageRecorder>>,
     cache: Weak<KeyCache>,
+    rates: Arc<RateRules>,
 ) {
     let prune_every = recorder
         .as_ref()
@@ -110,6 +114,8 @@ async fn run(
                     .cache_unknown_entries
                     .set(stats.negative_entries as f64);
             }
+            // Buckets full again and held by no cached key are as good as new ones.
+            rates.local.prune(now_nanos());
             next_flush = Instant::now() + every;
         }
         if let (Some(due), Some(recorder), Some(interval)) = (next_prune, &recorder, prune_every) {

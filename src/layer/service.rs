@@ -8,7 +8,6 @@ use tower_service::Service;
 
 use super::authenticator::{Authenticator, Decision};
 use super::future::ApiKeyResponseFuture;
-use crate::events::{trace_allowed, trace_rejected};
 use crate::principal::{Anonymous, Principal};
 
 /// The service made by [`ApiKeyLayer`](super::ApiKeyLayer).
@@ -63,23 +62,16 @@ where
         decision.trace();
         match decision {
             Decision::Allow(principal) => {
-                if let Err(rejection) =
+                let admission =
                     self.authenticator
-                        .admit(&principal, request.headers(), request.extensions())
-                {
-                    trace_rejected(&rejection);
-                    let spare = std::mem::take(request.extensions_mut());
-                    return ApiKeyResponseFuture::rejected(
-                        self.authenticator
-                            .responses
-                            .respond_reusing(rejection, spare),
-                    );
-                }
-                trace_allowed(&principal);
-                // Counted when the response is ready, which says whether a scope check refused.
-                let key = principal.cached_key().clone();
-                request.extensions_mut().insert(principal);
-                ApiKeyResponseFuture::allowed(self.inner.call(request), key)
+                        .admit(&principal, request.headers(), request.extensions());
+                ApiKeyResponseFuture::admitted(
+                    admission,
+                    principal,
+                    request,
+                    &mut self.inner,
+                    &self.authenticator,
+                )
             }
             Decision::Anonymous => {
                 let extensions = request.extensions_mut();

@@ -49,6 +49,17 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
+    /// A rate no request reaches: a million a second, with a burst of 4,294,967,295.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) const UNREACHABLE: RateLimit = RateLimit {
+        requests: match NonZeroU32::new(1_000_000) {
+            Some(requests) => requests,
+            None => NonZeroU32::MAX,
+        },
+        period: Duration::from_secs(1),
+        burst: NonZeroU32::MAX,
+    };
+
     /// `requests` per `period`, with a burst of the whole period's requests.
     ///
     /// # Errors

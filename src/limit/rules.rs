@@ -91,6 +91,7 @@ impl KeyRate {
     }
 
     /// The key's rate and the owner's, for a shared limiter.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn rates(&self) -> (Option<RateLimit>, Option<RateLimit>) {
         match &self.buckets {
             Buckets::Key((rate, _)) => (Some(*rate), None),
