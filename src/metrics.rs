@@ -28,7 +28,8 @@
 //!
 //! Labels:
 //!
-//! - `outcome`: `allowed`, `insufficient_scope`, `revoked`, `expired` for known keys;
+//! - `outcome`: `allowed`, `insufficient_scope`, `revoked`, `expired`, `rate_limited` for known
+//!   keys;
 //!   `missing`, `malformed`, `unknown` for requests whose key is not known (an optional layer's
 //!   anonymous requests are `missing`); `unavailable` when the resolver failed (`503`);
 //!   `network_not_allowed` for a known key used from a network its allowlist does not name.
@@ -173,9 +174,7 @@ impl LayerMetrics {
         let requests = std::array::from_fn(|outcome| {
             std::array::from_fn(|environment| {
                 let anonymous = matches!(OUTCOMES[outcome], "missing" | "malformed");
-                // `rate_limited` has no limiter behind it yet.
-                let happens = OUTCOMES[outcome] != "rate_limited"
-                    && (anonymous == (ENVIRONMENTS[environment] == "none"));
+                let happens = anonymous == (ENVIRONMENTS[environment] == "none");
                 if happens {
                     metrics::counter!(
                         REQUESTS,

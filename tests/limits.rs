@@ -1,5 +1,6 @@
 //! Per-key limits seen from outside, over real HTTP on loopback: allowlists by network (IPv4,
-//! IPv6, IPv4-mapped IPv6), trusted and untrusted proxies, forged forwarding headers.
+//! IPv6, IPv4-mapped IPv6), trusted and untrusted proxies, forged forwarding headers; rates per
+//! key, per owner and by default, their 429 and their fields.
 
 mod common;
 
@@ -12,7 +13,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tower_api_key::{
     AllowedNetworks, ApiKeyLayer, Environment, KeyDigest, KeyFormat, KeyLimits, KeyRecord,
-    PlaintextKey, ResolveError, ScopeSet, TrustedProxies,
+    KeyStore, PlaintextKey, RateLimit, ResolveError, ScopeSet, TrustedProxies,
 };
 
 use common::{bearer, get as http_get, RawResponse};
@@ -200,4 +201,133 @@ async fn without_the_connections_address_a_key_with_an_allowlist_is_refused() {
     let addr = common::serve(app).await;
     assert_refused(&call(addr, &limited, &[]).await);
     assert_eq!(call(addr, &free, &[]).await.status, 200);
+}
+
+fn rate(text: &str) -> KeyLimits {
+    KeyLimits::none().with_rate(text.parse::<RateLimit>().unwrap())
+}
+
+const TOO_MANY_BODY: &str = r#"{"type":"about:blank","title":"Too Many Requests","status":429,"detail":"This API key is over its rate limit: retry after the number of seconds in Retry-After."}"#;
+
+#[tokio::test]
+async fn over_its_rate_a_key_gets_429_with_retry_after_and_the_ratelimit_fields() {
+    let mut keys = Keys::new();
+    let limited = keys.add("limited", rate("2/10s"));
+    let other = keys.add("other", rate("2/10s"));
+    let addr = serve("127.0.0.1:0", keys.layer(TrustedProxies::none())).await;
+
+    // Within the rate: the fields say what is left (the reset rounded up to whole seconds).
+    let first = call(addr, &limited, &[]).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.body_text(), "orders");
+    assert_eq!(first.header("ratelimit-policy"), r#""key";q=2;w=10"#);
+    assert_eq!(first.header("ratelimit"), r#""key";r=1;t=5"#);
+    let second = call(addr, &limited, &[]).await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.header("ratelimit"), r#""key";r=0;t=10"#);
+
+    // Over it: refused before the handler, with the exact bytes.
+    let third = call(addr, &limited, &[]).await;
+    assert_eq!(third.status, 429);
+    assert_eq!(third.header("content-type"), "application/problem+json");
+    assert_eq!(third.body_text(), TOO_MANY_BODY);
+    assert_eq!(third.header("retry-after"), "5");
+    assert_eq!(third.header("ratelimit-policy"), r#""key";q=2;w=10"#);
+    assert_eq!(third.header("ratelimit"), r#""key";r=0;t=10"#);
+    assert!(!third.has_header("www-authenticate"));
+
+    // Another key has its own bucket.
+    assert_eq!(call(addr, &other, &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn an_owners_rate_is_shared_by_all_its_keys() {
+    let mut keys = Keys::new();
+    let first = keys.add("first", KeyLimits::none());
+    let second = keys.add("second", KeyLimits::none());
+    let layer = {
+        let records = Arc::new(keys.records);
+        ApiKeyLayer::resolver_builder(keys.format.clone(), move |digest: KeyDigest| {
+            let records = records.clone();
+            async move {
+                Ok::<_, ResolveError>(
+                    records
+                        .get(&digest)
+                        .cloned()
+                        .map(|record| record.with_owner("acct_1")),
+                )
+            }
+        })
+        .owner_rate_limit("3/m".parse().unwrap())
+        .build()
+    };
+    let addr = serve("127.0.0.1:0", layer).await;
+    let statuses = [
+        call(addr, &first, &[]).await,
+        call(addr, &second, &[]).await,
+        call(addr, &first, &[]).await,
+        call(addr, &second, &[]).await,
+    ];
+    let codes: Vec<u16> = statuses.iter().map(|r| r.status).collect();
+    assert_eq!(codes, [200, 200, 200, 429], "a new key adds no allowance");
+    assert_eq!(
+        statuses[0].header("ratelimit-policy"),
+        r#""owner";q=3;w=60"#
+    );
+    assert_eq!(statuses[3].header("ratelimit"), r#""owner";r=0;t=60"#);
+}
+
+#[tokio::test]
+async fn defaults_per_layer_and_environment_and_the_fields_can_be_left_out() {
+    let mut keys = Keys::new();
+    let own = keys.add("own", rate("5/s"));
+    let plain = keys.add("plain", KeyLimits::none());
+    let records = Arc::new(keys.records);
+    let layer = ApiKeyLayer::resolver_builder(keys.format.clone(), move |digest: KeyDigest| {
+        let records = records.clone();
+        async move { Ok::<_, ResolveError>(records.get(&digest).cloned()) }
+    })
+    .rate_limit("100/s".parse().unwrap())
+    .rate_limit_for(Environment::Live, "1/h".parse().unwrap())
+    .rate_limit_headers(false)
+    .build();
+    let addr = serve("127.0.0.1:0", layer).await;
+    // The environment's default holds a key without a rate of its own.
+    let ok = call(addr, &plain, &[]).await;
+    assert_eq!(ok.status, 200);
+    assert!(!ok.has_header("ratelimit") && !ok.has_header("ratelimit-policy"));
+    let refused = call(addr, &plain, &[]).await;
+    assert_eq!(refused.status, 429);
+    // A 429 always says why, fields included.
+    assert_eq!(refused.header("ratelimit-policy"), r#""key";q=1;w=3600"#);
+    // A key's own rate wins over the defaults.
+    for _ in 0..5 {
+        assert_eq!(call(addr, &own, &[]).await.status, 200);
+    }
+    assert_eq!(call(addr, &own, &[]).await.status, 429);
+}
+
+#[tokio::test]
+async fn rate_limited_requests_are_counted_as_such() {
+    let store = tower_api_key::MemoryStore::new(KeyFormat::new("om").unwrap());
+    let created = store
+        .create(
+            tower_api_key::NewKey::new("Limited", Environment::Live)
+                .rate_limit("1/h".parse().unwrap()),
+        )
+        .await
+        .unwrap();
+    let layer = ApiKeyLayer::new(store.clone());
+    let addr = serve("127.0.0.1:0", layer.clone()).await;
+    assert_eq!(call(addr, &created.key, &[]).await.status, 200);
+    assert_eq!(call(addr, &created.key, &[]).await.status, 429);
+    assert_eq!(call(addr, &created.key, &[]).await.status, 429);
+    layer.flush_usage().await.unwrap();
+    let today = tower_api_key::Day::today();
+    let usage = store.usage(created.id(), today, today).await.unwrap();
+    assert_eq!(usage[0].counts.get(tower_api_key::KeyOutcome::Allowed), 1);
+    assert_eq!(
+        usage[0].counts.get(tower_api_key::KeyOutcome::RateLimited),
+        2
+    );
 }
