@@ -177,6 +177,8 @@ const SANDBOX_KEY_DAYS: u64 = 30;
 const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9100";
 /// How many days `GET /v1/me/usage` shows, today included.
 const USAGE_DAYS: i32 = 7;
+/// The rate the read-only dashboard key is held to: a dashboard polls, it does not hammer.
+const DASHBOARD_RATE: &str = "10/s burst 20";
 /// Where the Settings → API page and its admin API are mounted.
 const ADMIN_PATH: &str = "/settings/api";
 /// The person signed in to the demo's Settings → API page.
@@ -772,7 +774,13 @@ async fn create_demo_keys(store: &dyn KeyStore) -> DemoKeys {
     DemoKeys {
         production: create(NewKey::new("Production", Environment::Live).scopes(scopes::ALL)).await,
         dashboard: create(
-            NewKey::new("Read-only dashboard", Environment::Live).scopes(scopes::READ_ONLY),
+            NewKey::new("Read-only dashboard", Environment::Live)
+                .scopes(scopes::READ_ONLY)
+                .rate_limit(
+                    DASHBOARD_RATE
+                        .parse()
+                        .expect("the dashboard's rate is written correctly"),
+                ),
         )
         .await,
         sandbox: create(
@@ -804,7 +812,10 @@ fn print_keys(keys: &DemoKeys, base: &str) {
     let dashboard = &keys.dashboard;
     print_key(
         dashboard,
-        &format!("live, read-only: {}", dashboard.stored.record.scopes),
+        &format!(
+            "live, read-only: {}; rate limit {DASHBOARD_RATE}",
+            dashboard.stored.record.scopes
+        ),
     );
     println!(
         "  curl -s {base}/v1/orders -H 'Authorization: Bearer {}'",
@@ -815,6 +826,15 @@ fn print_keys(keys: &DemoKeys, base: &str) {
         "  curl -si -X POST {base}/v1/products -H 'Authorization: Bearer {}' \
          -H 'Content-Type: application/json' \
          -d '{{\"sku\":\"PEN-007\",\"name\":\"Gel Pen\",\"price_cents\":350}}'",
+        dashboard.key.expose_secret()
+    );
+    println!(
+        "  # rate-limited to {DASHBOARD_RATE}: of 30 requests at once, the last ones get 429 \
+         Too Many Requests (see Retry-After and RateLimit):"
+    );
+    println!(
+        "  for i in $(seq 30); do curl -s -o /dev/null -w '%{{http_code}} ' {base}/v1/orders \
+         -H 'Authorization: Bearer {}'; done; echo",
         dashboard.key.expose_secret()
     );
     println!("  # what this key did, day by day (written every few seconds):");
