@@ -9,24 +9,33 @@
 //! let the request through; each bucket expires when it would be full again, so idle keys leave
 //! nothing behind.
 //!
-//! ```no_run
+//! ```
 //! use std::time::Duration;
-//! use tower_api_key::{KeyId, RateLimit, RedisLimiter};
+//! use tower_api_key::{KeyId, LimiterError, RateLimit, RedisLimiter};
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // What a request of `key_42`, owned by `acme`, gets: `None` to go on, or a status.
+//! async fn decide(limiter: &RedisLimiter) -> Option<u16> {
+//!     let key_rate: RateLimit = "100/s burst 20".parse().ok()?;
+//!     let owner_rate: RateLimit = "500/s".parse().ok()?;
+//!     let key = KeyId::from("key_42");
+//!     match limiter.check(&key, &key_rate, Some(("acme", &owner_rate))).await {
+//!         Ok(decision) if decision.allowed => None,
+//!         // With `Retry-After: decision.retry_after`, rounded up to seconds.
+//!         Ok(_) => Some(429),
+//!         // Redis did not answer within the timeout: the layer's `RedisDownPolicy` decides
+//!         // (`Refuse`, here).
+//!         Err(_) => Some(503),
+//!     }
+//! }
+//!
+//! // Connects on the first check, not here.
 //! let limiter = RedisLimiter::open("redis://cache.internal:6379")?
 //!     .with_prefix("ordermonk:rate:")
 //!     .with_timeout(Duration::from_millis(50));
-//! let key_rate: RateLimit = "100/s burst 20".parse()?;
-//! let owner_rate: RateLimit = "500/s".parse()?;
-//! let decision = limiter
-//!     .check(&KeyId::from("key_42"), &key_rate, Some(("acme", &owner_rate)))
-//!     .await?;
-//! if !decision.allowed {
-//!     println!("429, Retry-After: {} s", decision.retry_after.as_secs_f64().ceil());
-//! }
-//! # Ok(())
-//! # }
+//! assert_eq!(limiter.prefix(), "ordermonk:rate:");
+//! assert!(!limiter.is_healthy());
+//! # drop(decide(&limiter));
+//! # Ok::<(), LimiterError>(())
 //! ```
 //!
 //! # Keys in Redis
