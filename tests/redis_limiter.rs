@@ -286,6 +286,26 @@ impl Drop for Server {
     }
 }
 
+/// Whether `redis-server` can be started; when it cannot, says so loudly, or fails under `CI`.
+fn redis_server_installed() -> bool {
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "redis-server is not installed, and CI is set"
+    );
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        b"\n**********\nSKIPPED: a Redis limiter test: redis-server is not installed.\n**********\n",
+    );
+    false
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -298,16 +318,7 @@ fn free_port() -> u16 {
 /// port: checks succeed again by themselves within a couple of seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_mid_run() {
-    if std::process::Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "redis-server is not installed, and CI is set"
-        );
-        eprintln!("SKIPPED: redis-server is not installed");
+    if !redis_server_installed() {
         return;
     }
     let port = free_port();
@@ -394,4 +405,70 @@ async fn redis_killed_and_restarted_mid_run() {
     }
     assert!(limiter.is_healthy());
     server.kill();
+}
+
+/// The outage and the recovery in the metrics: the connection gauge goes to 0 and back to 1,
+/// and the checks Redis could not decide are counted by reason.
+#[test]
+fn an_outage_shows_in_the_metrics() {
+    if !redis_server_installed() {
+        return;
+    }
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A current-thread runtime runs the limiter's background task on this thread too, where the
+    // local recorder is installed.
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let port = free_port();
+            let mut server = Server::start(port);
+            server.wait_until_up().await;
+            let limiter = RedisLimiter::open(&format!("redis://127.0.0.1:{port}"))
+                .unwrap()
+                .with_timeout(Duration::from_millis(50));
+            let (key, rate) = (KeyId::from("key_1"), rate("1000/s"));
+            limiter.check(&key, &rate, None).await.unwrap();
+            let gauge = |text: &str| {
+                text.lines()
+                    .find(|line| line.starts_with("tower_api_key_rate_limiter_connected "))
+                    .map(str::to_owned)
+            };
+            assert_eq!(
+                gauge(&handle.render()).as_deref(),
+                Some("tower_api_key_rate_limiter_connected 1")
+            );
+
+            server.kill();
+            for _ in 0..3 {
+                assert!(limiter.check(&key, &rate, None).await.is_err());
+            }
+            let text = handle.render();
+            assert_eq!(
+                gauge(&text).as_deref(),
+                Some("tower_api_key_rate_limiter_connected 0")
+            );
+            assert!(
+                text.contains("tower_api_key_rate_limiter_errors_total{reason=\"unavailable\"}"),
+                "{text}"
+            );
+            assert!(!text.contains("key_1"), "no key id in the metrics: {text}");
+
+            let mut server = Server::start(port);
+            server.wait_until_up().await;
+            let back = Instant::now();
+            while limiter.check(&key, &rate, None).await.is_err() {
+                assert!(back.elapsed() < Duration::from_secs(3), "not back");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(
+                gauge(&handle.render()).as_deref(),
+                Some("tower_api_key_rate_limiter_connected 1")
+            );
+            server.kill();
+        })
+    });
 }
