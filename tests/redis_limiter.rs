@@ -472,3 +472,36 @@ fn an_outage_shows_in_the_metrics() {
         })
     });
 }
+
+/// A server that forgot the script (`SCRIPT FLUSH`, as after a restart the limiter did not
+/// notice) is sent it again within the same check.
+#[tokio::test]
+async fn a_forgotten_script_is_sent_again() {
+    if !redis_server_installed() {
+        return;
+    }
+    let port = free_port();
+    let server = Server::start(port);
+    server.wait_until_up().await;
+    let url = format!("redis://127.0.0.1:{port}");
+    let limiter = RedisLimiter::open(&url)
+        .unwrap()
+        .with_timeout(Duration::from_secs(1));
+    let (key, rate) = (KeyId::from("key_1"), rate("1/s burst 2"));
+    assert!(limiter.check(&key, &rate, None).await.unwrap().allowed);
+    let mut admin = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let decision = limiter.check(&key, &rate, None).await.unwrap();
+    assert!(decision.allowed);
+    assert_eq!(decision.remaining, 0, "the bucket survived the flush");
+    assert!(!limiter.check(&key, &rate, None).await.unwrap().allowed);
+    assert!(limiter.is_healthy());
+}

@@ -90,6 +90,8 @@ const RECONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// nanoseconds, the owner's, then seconds and microseconds to use instead of `TIME` (tests) or
 /// nothing. Returns `{allowed, decided by (1 key, 2 owner), remaining, reset ns, retry ns}`.
 const SCRIPT: &str = r#"
+-- Replicate the writes, not the script, which reads the clock (the default from Redis 5 on).
+if redis.replicate_commands then redis.replicate_commands() end
 local DAY = 86400
 local NS = 1000000000
 local sec, usec
@@ -222,6 +224,8 @@ struct Shared {
     generation: AtomicU64,
     healthy: AtomicBool,
     timeouts_in_a_row: AtomicU32,
+    /// Whether Redis refused the script since the last decision (logged once).
+    refusing: AtomicBool,
     /// The script's SHA-1, as Redis told it on `SCRIPT LOAD`.
     sha: OnceLock<String>,
 }
@@ -318,7 +322,15 @@ impl RedisLimiter {
         .await;
         let error = match decided {
             Ok(Ok(answer)) => {
-                self.shared.timeouts_in_a_row.store(0, Ordering::Relaxed);
+                // Written only when set: a success leaves the shared cache line alone.
+                if self.shared.timeouts_in_a_row.load(Ordering::Relaxed) > 0 {
+                    self.shared.timeouts_in_a_row.store(0, Ordering::Relaxed);
+                }
+                if self.shared.refusing.load(Ordering::Relaxed)
+                    && self.shared.refusing.swap(false, Ordering::AcqRel)
+                {
+                    tracing::info!("Redis runs the rate-limit script again");
+                }
                 return Ok(decision(&answer, rate, owner.map(|(_, rate)| rate)));
             }
             Ok(Err(error)) => error,
@@ -429,7 +441,10 @@ impl RedisLimiter {
     fn failed(&self, generation: u64, error: RedisError) -> LimiterError {
         metrics::counter!(RATE_LIMITER_ERRORS, "reason" => "error").increment(1);
         if let Some(code) = error.code() {
-            tracing::warn!(code, "Redis refused the rate-limit script");
+            // Once until a check succeeds again: every request would log it otherwise.
+            if !self.shared.refusing.swap(true, Ordering::AcqRel) {
+                tracing::warn!(code, "Redis refuses the rate-limit script");
+            }
             return LimiterError::Refused(code.to_owned());
         }
         self.down(Some(generation), &error.to_string());
