@@ -6,6 +6,8 @@
 //! Every test has a key prefix of its own, so they run in parallel on one server. Without Redis
 //! the tests say so loudly and pass, unless `CI` is set, where they fail.
 
+mod common;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,37 +19,8 @@ use tower_api_key::{KeyId, LimiterError, RateLimit, RedisLimiter};
 
 /// The server's URL, or `None` (after saying so) when it is unreachable and `CI` is unset.
 async fn redis() -> Option<String> {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let client = redis::Client::open(url.as_str()).expect("REDIS_URL is not a Redis URL");
-    let reached = tokio::time::timeout(
-        Duration::from_secs(3),
-        client.get_multiplexed_async_connection(),
-    )
-    .await;
-    let why = match reached {
-        Ok(Ok(_)) => return Some(url),
-        Ok(Err(error)) => error.to_string(),
-        Err(_) => "no answer within 3 s".to_owned(),
-    };
-    // The address only: the URL may hold a password.
-    let server = client.get_connection_info().addr().to_string();
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "Redis at {server} is unreachable ({why}), and CI is set: start it or set REDIS_URL"
-        );
-    }
-    // Straight to the standard error, which the test harness does not capture: a skipped test
-    // must be seen. Once per run.
-    static SAID: std::sync::Once = std::sync::Once::new();
-    SAID.call_once(|| {
-        let banner = format!(
-            "\n**********\nSKIPPED: the Redis limiter tests. Redis at {server} is unreachable \
-             ({why}). Start Redis or set REDIS_URL to run them; with CI set they fail instead.\n\
-             **********\n"
-        );
-        let _ = std::io::Write::write_all(&mut std::io::stderr(), banner.as_bytes());
-    });
-    None
+    common::redis("the Redis limiter tests").await?;
+    Some(std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned()))
 }
 
 /// A key prefix no other test uses.
@@ -286,6 +259,26 @@ impl Drop for Server {
     }
 }
 
+/// Whether `redis-server` can be started; when it cannot, says so loudly, or fails under `CI`.
+fn redis_server_installed() -> bool {
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "redis-server is not installed, and CI is set"
+    );
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        b"\n**********\nSKIPPED: a Redis limiter test: redis-server is not installed.\n**********\n",
+    );
+    false
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -298,16 +291,7 @@ fn free_port() -> u16 {
 /// port: checks succeed again by themselves within a couple of seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_mid_run() {
-    if std::process::Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "redis-server is not installed, and CI is set"
-        );
-        eprintln!("SKIPPED: redis-server is not installed");
+    if !redis_server_installed() {
         return;
     }
     let port = free_port();
@@ -328,14 +312,42 @@ async fn redis_killed_and_restarted_mid_run() {
     }
     assert!(limiter.is_healthy());
 
+    // Tasks keep checking while the server dies under them: no check, in flight or not, waits
+    // past the timeout (with some room for scheduling).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hammering: Vec<_> = (0..4)
+        .map(|_| {
+            let (limiter, key, stop) = (limiter.clone(), key.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut longest = Duration::ZERO;
+                while !stop.load(Ordering::Relaxed) {
+                    let asked = Instant::now();
+                    let _ = limiter.check(&key, &rate, None).await;
+                    longest = longest.max(asked.elapsed());
+                    tokio::task::yield_now().await;
+                }
+                longest
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     server.kill();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in hammering {
+        let longest = task.await.unwrap();
+        assert!(
+            longest < timeout + Duration::from_millis(200),
+            "a check took {longest:?}"
+        );
+    }
     // Within the timeout (and some scheduling room), for every check during the outage.
     let mut errors = 0;
     for _ in 0..20 {
         let asked = Instant::now();
         let answer = limiter.check(&key, &rate, None).await;
         let took = asked.elapsed();
-        assert!(took < timeout + Duration::from_millis(100), "took {took:?}");
+        assert!(took < timeout + Duration::from_millis(200), "took {took:?}");
         match answer {
             Err(LimiterError::Unavailable | LimiterError::Timeout(_)) => errors += 1,
             Err(other) => panic!("unexpected error {other}"),
@@ -352,7 +364,7 @@ async fn redis_killed_and_restarted_mid_run() {
     loop {
         let asked = Instant::now();
         let answer = limiter.check(&key, &rate, None).await;
-        assert!(asked.elapsed() < timeout + Duration::from_millis(100));
+        assert!(asked.elapsed() < timeout + Duration::from_millis(200));
         if let Ok(decision) = answer {
             // A new server: a new, full bucket.
             assert!(decision.allowed);
@@ -366,4 +378,103 @@ async fn redis_killed_and_restarted_mid_run() {
     }
     assert!(limiter.is_healthy());
     server.kill();
+}
+
+/// The outage and the recovery in the metrics: the connection gauge goes to 0 and back to 1,
+/// and the checks Redis could not decide are counted by reason.
+#[test]
+fn an_outage_shows_in_the_metrics() {
+    if !redis_server_installed() {
+        return;
+    }
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A current-thread runtime runs the limiter's background task on this thread too, where the
+    // local recorder is installed.
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let port = free_port();
+            let mut server = Server::start(port);
+            server.wait_until_up().await;
+            let limiter = RedisLimiter::open(&format!("redis://127.0.0.1:{port}"))
+                .unwrap()
+                .with_timeout(Duration::from_millis(50));
+            let (key, rate) = (KeyId::from("key_1"), rate("1000/s"));
+            limiter.check(&key, &rate, None).await.unwrap();
+            let gauge = |text: &str| {
+                text.lines()
+                    .find(|line| line.starts_with("tower_api_key_rate_limiter_connected "))
+                    .map(str::to_owned)
+            };
+            assert_eq!(
+                gauge(&handle.render()).as_deref(),
+                Some("tower_api_key_rate_limiter_connected 1")
+            );
+
+            server.kill();
+            for _ in 0..3 {
+                assert!(limiter.check(&key, &rate, None).await.is_err());
+            }
+            let text = handle.render();
+            assert_eq!(
+                gauge(&text).as_deref(),
+                Some("tower_api_key_rate_limiter_connected 0")
+            );
+            assert!(
+                text.contains("tower_api_key_rate_limiter_errors_total{reason=\"unavailable\"}"),
+                "{text}"
+            );
+            assert!(!text.contains("key_1"), "no key id in the metrics: {text}");
+
+            let mut server = Server::start(port);
+            server.wait_until_up().await;
+            let back = Instant::now();
+            while limiter.check(&key, &rate, None).await.is_err() {
+                assert!(back.elapsed() < Duration::from_secs(3), "not back");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(
+                gauge(&handle.render()).as_deref(),
+                Some("tower_api_key_rate_limiter_connected 1")
+            );
+            server.kill();
+        })
+    });
+}
+
+/// A server that forgot the script (`SCRIPT FLUSH`, as after a restart the limiter did not
+/// notice) is sent it again within the same check.
+#[tokio::test]
+async fn a_forgotten_script_is_sent_again() {
+    if !redis_server_installed() {
+        return;
+    }
+    let port = free_port();
+    let server = Server::start(port);
+    server.wait_until_up().await;
+    let url = format!("redis://127.0.0.1:{port}");
+    let limiter = RedisLimiter::open(&url)
+        .unwrap()
+        .with_timeout(Duration::from_secs(1));
+    let (key, rate) = (KeyId::from("key_1"), rate("1/s burst 2"));
+    assert!(limiter.check(&key, &rate, None).await.unwrap().allowed);
+    let mut admin = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let decision = limiter.check(&key, &rate, None).await.unwrap();
+    assert!(decision.allowed);
+    assert_eq!(decision.remaining, 0, "the bucket survived the flush");
+    assert!(!limiter.check(&key, &rate, None).await.unwrap().allowed);
+    assert!(limiter.is_healthy());
 }

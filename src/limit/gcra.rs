@@ -67,7 +67,9 @@ pub struct RateDecision {
 
 /// The interval and tolerance of `rate` in nanoseconds, saturating.
 pub(super) fn nanos(rate: &RateLimit) -> (u64, u64) {
-    let interval = duration_nanos(rate.interval()).max(1);
+    // `period / requests` to the nanosecond, as `RateLimit::interval` rounds it, with one
+    // division instead of a `Duration`'s two.
+    let interval = (duration_nanos(rate.period()) / u64::from(rate.requests().get())).max(1);
     let tolerance = interval.saturating_mul(u64::from(rate.burst().get() - 1));
     (interval, tolerance)
 }
@@ -119,7 +121,7 @@ fn step(rate: &RateLimit, stored: u64, now: u64) -> Step {
         decision: RateDecision {
             allowed: true,
             limit: *rate,
-            remaining: remaining(rate, next, now),
+            remaining: remaining(rate, interval, tolerance, next, now),
             reset: Duration::from_nanos(next - now),
             retry_after: Duration::ZERO,
         },
@@ -127,15 +129,21 @@ fn step(rate: &RateLimit, stored: u64, now: u64) -> Step {
 }
 
 /// How many requests at `now` a bucket with TAT `tat` would let through: the `k`-th needs
-/// `now ≥ tat + (k − 1)·T − τ`. In 128 bits, where the tolerance of a day's interval times a
-/// burst of billions does not saturate.
-fn remaining(rate: &RateLimit, tat: u64, now: u64) -> u32 {
-    let interval = u128::from(nanos(rate).0);
-    let tolerance = interval * u128::from(rate.burst().get() - 1);
-    match (u128::from(now) + tolerance).checked_sub(u128::from(tat)) {
-        Some(slack) => u32::try_from(slack / interval + 1).unwrap_or(u32::MAX),
-        None => 0,
-    }
+/// `now ≥ tat + (k − 1)·T − τ`. In 128 bits when the tolerance saturated (a day's interval
+/// times a burst of billions) or `now + τ` would overflow.
+fn remaining(rate: &RateLimit, interval: u64, tolerance: u64, tat: u64, now: u64) -> u32 {
+    let slack = match now.checked_add(tolerance) {
+        Some(end) if tolerance < u64::MAX => end.checked_sub(tat).map(|slack| slack / interval),
+        _ => {
+            let tolerance = u128::from(interval) * u128::from(rate.burst().get() - 1);
+            (u128::from(now) + tolerance)
+                .checked_sub(u128::from(tat))
+                .map(|slack| u64::try_from(slack / u128::from(interval)).unwrap_or(u64::MAX))
+        }
+    };
+    slack.map_or(0, |whole| {
+        u32::try_from(whole.saturating_add(1)).unwrap_or(u32::MAX)
+    })
 }
 
 impl GcraCell {

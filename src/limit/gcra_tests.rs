@@ -168,6 +168,21 @@ fn the_local_limiter_shares_cells_and_prunes_only_full_unheld_ones() {
 }
 
 #[test]
+fn intervals_in_nanoseconds_are_the_rates_intervals() {
+    for text in [
+        "3/s",
+        "7/1500ms burst 2",
+        "1000000/s",
+        "999/h",
+        "1/d",
+        "4294967295/d",
+    ] {
+        let rate = rate(text);
+        assert_eq!(nanos(&rate).0, ns(rate.interval()), "{text}");
+    }
+}
+
+#[test]
 fn the_clock_moves_forward() {
     let first = now_nanos();
     std::thread::sleep(Duration::from_millis(30));

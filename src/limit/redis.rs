@@ -9,24 +9,33 @@
 //! let the request through; each bucket expires when it would be full again, so idle keys leave
 //! nothing behind.
 //!
-//! ```no_run
+//! ```
 //! use std::time::Duration;
-//! use tower_api_key::{KeyId, RateLimit, RedisLimiter};
+//! use tower_api_key::{KeyId, LimiterError, RateLimit, RedisLimiter};
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // What a request of `key_42`, owned by `acme`, gets: `None` to go on, or a status.
+//! async fn decide(limiter: &RedisLimiter) -> Option<u16> {
+//!     let key_rate: RateLimit = "100/s burst 20".parse().ok()?;
+//!     let owner_rate: RateLimit = "500/s".parse().ok()?;
+//!     let key = KeyId::from("key_42");
+//!     match limiter.check(&key, &key_rate, Some(("acme", &owner_rate))).await {
+//!         Ok(decision) if decision.allowed => None,
+//!         // With `Retry-After: decision.retry_after`, rounded up to seconds.
+//!         Ok(_) => Some(429),
+//!         // Redis did not answer within the timeout: the layer's `RedisDownPolicy` decides
+//!         // (`Refuse`, here).
+//!         Err(_) => Some(503),
+//!     }
+//! }
+//!
+//! // Connects on the first check, not here.
 //! let limiter = RedisLimiter::open("redis://cache.internal:6379")?
 //!     .with_prefix("ordermonk:rate:")
 //!     .with_timeout(Duration::from_millis(50));
-//! let key_rate: RateLimit = "100/s burst 20".parse()?;
-//! let owner_rate: RateLimit = "500/s".parse()?;
-//! let decision = limiter
-//!     .check(&KeyId::from("key_42"), &key_rate, Some(("acme", &owner_rate)))
-//!     .await?;
-//! if !decision.allowed {
-//!     println!("429, Retry-After: {} s", decision.retry_after.as_secs_f64().ceil());
-//! }
-//! # Ok(())
-//! # }
+//! assert_eq!(limiter.prefix(), "ordermonk:rate:");
+//! assert!(!limiter.is_healthy());
+//! # drop(decide(&limiter));
+//! # Ok::<(), LimiterError>(())
 //! ```
 //!
 //! # Keys in Redis
@@ -81,6 +90,8 @@ const RECONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// nanoseconds, the owner's, then seconds and microseconds to use instead of `TIME` (tests) or
 /// nothing. Returns `{allowed, decided by (1 key, 2 owner), remaining, reset ns, retry ns}`.
 const SCRIPT: &str = r#"
+-- Replicate the writes, not the script, which reads the clock (the default from Redis 5 on).
+if redis.replicate_commands then redis.replicate_commands() end
 local DAY = 86400
 local NS = 1000000000
 local sec, usec
@@ -213,6 +224,8 @@ struct Shared {
     generation: AtomicU64,
     healthy: AtomicBool,
     timeouts_in_a_row: AtomicU32,
+    /// Whether Redis refused the script since the last decision (logged once).
+    refusing: AtomicBool,
     /// The script's SHA-1, as Redis told it on `SCRIPT LOAD`.
     sha: OnceLock<String>,
 }
@@ -309,7 +322,15 @@ impl RedisLimiter {
         .await;
         let error = match decided {
             Ok(Ok(answer)) => {
-                self.shared.timeouts_in_a_row.store(0, Ordering::Relaxed);
+                // Written only when set: a success leaves the shared cache line alone.
+                if self.shared.timeouts_in_a_row.load(Ordering::Relaxed) > 0 {
+                    self.shared.timeouts_in_a_row.store(0, Ordering::Relaxed);
+                }
+                if self.shared.refusing.load(Ordering::Relaxed)
+                    && self.shared.refusing.swap(false, Ordering::AcqRel)
+                {
+                    tracing::info!("Redis runs the rate-limit script again");
+                }
                 return Ok(decision(&answer, rate, owner.map(|(_, rate)| rate)));
             }
             Ok(Err(error)) => error,
@@ -420,7 +441,10 @@ impl RedisLimiter {
     fn failed(&self, generation: u64, error: RedisError) -> LimiterError {
         metrics::counter!(RATE_LIMITER_ERRORS, "reason" => "error").increment(1);
         if let Some(code) = error.code() {
-            tracing::warn!(code, "Redis refused the rate-limit script");
+            // Once until a check succeeds again: every request would log it otherwise.
+            if !self.shared.refusing.swap(true, Ordering::AcqRel) {
+                tracing::warn!(code, "Redis refuses the rate-limit script");
+            }
             return LimiterError::Refused(code.to_owned());
         }
         self.down(Some(generation), &error.to_string());

@@ -302,3 +302,40 @@ impl tower_api_key::KeyResolver for Probe {
         self.store.invalidations()
     }
 }
+
+/// The Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`), or `None` (after saying so,
+/// naming `tests`) when it is unreachable and `CI` is unset; with `CI` set, unreachable fails.
+#[cfg(feature = "redis")]
+pub async fn redis(tests: &str) -> Option<redis::Client> {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let client = redis::Client::open(url.as_str()).expect("REDIS_URL is not a Redis URL");
+    let reached = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        client.get_multiplexed_async_connection(),
+    )
+    .await;
+    let why = match reached {
+        Ok(Ok(_)) => return Some(client),
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => "no answer within 3 s".to_owned(),
+    };
+    // The address only: the URL may hold a password.
+    let server = client.get_connection_info().addr().to_string();
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "Redis at {server} is unreachable ({why}), and CI is set: start it or set REDIS_URL"
+        );
+    }
+    // Straight to the standard error, which the test harness does not capture as it does
+    // `eprintln!`: a skipped test must be seen. Once per run.
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        let banner = format!(
+            "\n**********\nSKIPPED: {tests}. Redis at {server} is unreachable \
+             ({why}). Start Redis or set REDIS_URL to run them; with CI set they fail instead.\n\
+             **********\n"
+        );
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), banner.as_bytes());
+    });
+    None
+}
