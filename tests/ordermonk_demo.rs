@@ -329,6 +329,31 @@ async fn the_tool_manages_the_running_demos_keys(
         "list printed a key:\n{listed}"
     );
 
+    // Limits set with the tool hold from the next request on, cached copy or not: an
+    // allowlist that leaves out loopback refuses the key...
+    tool.run(&["limits", id, "--allow-ip", "203.0.113.0/24"]);
+    let refused = get_as(addr, &key, "/v1/orders").await;
+    assert_eq!(refused.status, 403, "{}", refused.body_text());
+    assert_eq!(
+        refused.body_text(),
+        r#"{"type":"about:blank","title":"Forbidden","status":403,"detail":"This API key may not be used from this network."}"#
+    );
+    // ...and a rate of one an hour lets one request through, then answers 429.
+    tool.run(&["limits", id, "--any-ip", "--rate", "1/h"]);
+    let shown = tool.json(&["show", id]);
+    assert_eq!(shown["rate_limit"]["text"], "1/h", "{shown}");
+    assert_eq!(
+        shown["allowed_networks"],
+        serde_json::Value::Null,
+        "{shown}"
+    );
+    assert_eq!(get_as(addr, &key, "/v1/orders").await.status, 200);
+    let limited = get_as(addr, &key, "/v1/orders").await;
+    assert_eq!(limited.status, 429, "{}", limited.body_text());
+    assert_eq!(limited.header("retry-after"), "3600");
+    assert_eq!(limited.header("ratelimit-policy"), r#""key";q=1;w=3600"#);
+    tool.run(&["limits", id, "--no-rate"]);
+
     // Cached now: the demo does not ask the database again for ten minutes...
     let orders = get_as(addr, &key, "/v1/orders").await;
     assert_eq!(orders.status, 200, "{}", orders.body_text());

@@ -478,3 +478,171 @@ async fn a_forgotten_script_is_sent_again() {
     assert!(!limiter.check(&key, &rate, None).await.unwrap().allowed);
     assert!(limiter.is_healthy());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Through the layer: separate stacks sharing Redis, as instances behind a load balancer do
+// ---------------------------------------------------------------------------------------------
+
+/// One instance: its own layer (its own cache and buckets) on a resolver that knows `key`,
+/// deciding rates in Redis through `limiter`, served on loopback.
+async fn instance(
+    key: &tower_api_key::PlaintextKey,
+    record: tower_api_key::KeyRecord,
+    limiter: RedisLimiter,
+    when_down: tower_api_key::RedisDownPolicy,
+) -> std::net::SocketAddr {
+    use tower_api_key::{ApiKeyLayer, KeyDigest, KeyFormat, ResolveError};
+    let digest = key.digest();
+    let layer =
+        ApiKeyLayer::resolver_builder(KeyFormat::new("om").unwrap(), move |asked: KeyDigest| {
+            let record = record.clone();
+            async move { Ok::<_, ResolveError>((asked == digest).then_some(record)) }
+        })
+        .shared_rate_limiter(limiter, when_down)
+        .build();
+    let app = axum::Router::new()
+        .route("/v1/orders", axum::routing::get(|| async { "orders" }))
+        .layer(layer);
+    common::serve(app).await
+}
+
+fn limited_key(rate: RateLimit) -> (tower_api_key::PlaintextKey, tower_api_key::KeyRecord) {
+    use tower_api_key::{Environment, KeyFormat, KeyLimits, KeyRecord, ScopeSet};
+    let key = KeyFormat::new("om")
+        .unwrap()
+        .generate(Environment::Live)
+        .unwrap();
+    let id = format!("key_{:016x}", getrandom::u64().unwrap());
+    let record = KeyRecord::new(id, Environment::Live, ScopeSet::empty())
+        .with_limits(KeyLimits::none().with_rate(rate));
+    (key, record)
+}
+
+/// Two instances, each a layer of its own on its own server, hammered together over HTTP:
+/// together they never let through more than the rate allows, and they let through nearly
+/// that much (the buckets are shared, not split).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_layers_sharing_redis_never_let_more_through_together() {
+    let Some(client) = common::redis("the Redis limiter tests").await else {
+        return;
+    };
+    let rate = rate("20/s burst 5");
+    let (key, record) = limited_key(rate);
+    let prefix = prefix("layers");
+    let policy = tower_api_key::RedisDownPolicy::Refuse;
+    let limiter = || {
+        RedisLimiter::new(client.clone())
+            .with_prefix(prefix.clone())
+            .with_timeout(Duration::from_millis(500))
+    };
+    let addrs = [
+        instance(&key, record.clone(), limiter(), policy).await,
+        instance(&key, record, limiter(), policy).await,
+    ];
+    let auth = common::bearer(key.expose_secret());
+    let started = Instant::now();
+    let run_for = Duration::from_millis(1500);
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let addr = addrs[task % 2];
+            let auth = auth.clone();
+            tokio::spawn(async move {
+                let mut counts = [0u64; 3];
+                while started.elapsed() < run_for {
+                    let response = common::get(addr, "/v1/orders", &[&auth]).await;
+                    match response.status {
+                        200 => counts[0] += 1,
+                        429 => counts[1] += 1,
+                        other => panic!("{addr} answered {other}: {}", response.body_text()),
+                    }
+                }
+                counts[2] = 1;
+                counts
+            })
+        })
+        .collect();
+    let mut allowed = 0;
+    let mut refused = 0;
+    for task in tasks {
+        let [ok, too_many, _] = task.await.unwrap();
+        allowed += ok;
+        refused += too_many;
+    }
+    let window = started.elapsed();
+    let most = bound(&rate, window);
+    println!(
+        "two layers sharing Redis: {allowed} let through, {refused} refused in {window:?}; \
+         the rate allows at most {most}"
+    );
+    assert!(allowed <= most, "{allowed} let through, more than {most}");
+    assert!(refused > 0, "the load was not over the rate");
+    // Shared, not split between the two: well over what one instance's share would be.
+    assert!(
+        allowed * 4 >= most * 3,
+        "only {allowed} of {most} let through"
+    );
+}
+
+/// Redis killed under two layers, one that falls back to its own buckets and one that refuses:
+/// each follows its policy at once (no request waits past the timeout), and both decide in
+/// Redis again by themselves once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_each_layer_follows_its_policy_and_recovers() {
+    use tower_api_key::RedisDownPolicy;
+    if !redis_server_installed() {
+        return;
+    }
+    let port = free_port();
+    let mut server = Server::start(port);
+    server.wait_until_up().await;
+    let timeout = Duration::from_millis(50);
+    let limiter = || {
+        RedisLimiter::open(&format!("redis://127.0.0.1:{port}"))
+            .unwrap()
+            .with_timeout(timeout)
+    };
+    // A rate no test request reaches, and one that refuses the second request.
+    let (key, record) = limited_key(rate("1000/s"));
+    let local = instance(&key, record.clone(), limiter(), RedisDownPolicy::Local).await;
+    let refuse = instance(&key, record, limiter(), RedisDownPolicy::Refuse).await;
+    let auth = common::bearer(key.expose_secret());
+    let status = |addr| {
+        let auth = auth.clone();
+        async move {
+            let asked = Instant::now();
+            let response = common::get(addr, "/v1/orders", &[&auth]).await;
+            let took = asked.elapsed();
+            assert!(
+                took < timeout + Duration::from_millis(400),
+                "{addr} took {took:?}"
+            );
+            response
+        }
+    };
+    assert_eq!(status(local).await.status, 200);
+    assert_eq!(status(refuse).await.status, 200);
+
+    server.kill();
+    for _ in 0..5 {
+        // Decided by the instance's own buckets.
+        assert_eq!(status(local).await.status, 200);
+        // Refused, as for any dependency that cannot answer: 503, never 401.
+        let refused = status(refuse).await;
+        assert_eq!(refused.status, 503, "{}", refused.body_text());
+        assert_eq!(refused.header("retry-after"), "5");
+        assert!(!refused.has_header("www-authenticate"));
+    }
+
+    let mut server = Server::start(port);
+    server.wait_until_up().await;
+    let back = Instant::now();
+    while status(refuse).await.status != 200 {
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "the refusing layer is not back 5 s after Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status(local).await.status, 200);
+    server.kill();
+}
