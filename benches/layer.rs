@@ -12,12 +12,20 @@
 //! the same pass. Three probes of axum's own plumbing for a layer on one route (no work of
 //! ours) run only in the passes. See BENCHMARKS.md for figures and how to reproduce them.
 //!
+//! The rate-limit variants send a key with a rate of its own that no request reaches through
+//! the same layers; what the limiter adds to a cache hit is printed as a share of the layer's own
+//! overhead (`hit_no_scope` over `bare`). With the `redis` feature, a layer deciding rates in
+//! Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`) is measured by criterion too (not in
+//! the passes), and skipped with a message when Redis cannot be reached.
+//!
 //! ```text
 //! cargo bench --bench layer
+//! cargo bench --bench layer --features redis
 //! ```
 
 mod baselines;
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +44,7 @@ use sha2::{Digest, Sha256};
 use tower::ServiceExt;
 use tower_api_key::{
     ApiKeyLayer, Environment, KeyDigest, KeyFormat, KeyRecord, KeyStore, MemoryStore, NewKey,
-    RequireScopes, ResolveError, Scope, Scoped, UsageSettings,
+    RateLimit, RequireScopes, ResolveError, Scope, Scoped, UsageSettings,
 };
 
 const PRODUCTS_READ: Scope = Scope::from_static("products:read");
@@ -99,10 +107,28 @@ const SLICE: Duration = Duration::from_millis(20);
 /// The baseline whose overhead the others are compared with.
 const STRONGEST: &str = "handwritten_strongest";
 
-/// A cache hit with usage recorded (the default), and the same with recording off: their
-/// difference, as a share of the layer's own overhead with recording off, is what recording
-/// costs a request.
-const RECORDING: (&str, &str) = ("hit_no_scope", "hit_no_scope_usage_off");
+/// Pairs of variants whose difference, as a share of the second one's overhead over bare (the
+/// layer's own overhead), is what one feature costs a cache hit: usage recording (a hit with
+/// usage recorded, the default, against the same with recording off), and the in-process rate
+/// limiter (a key with a rate no request reaches against the same key without a rate).
+const SHARES: &[(&str, &str, &str)] = &[
+    ("usage recording", "hit_no_scope", "hit_no_scope_usage_off"),
+    ("key rate", "hit_rate_key", "hit_no_scope"),
+    (
+        "key rate, fields off",
+        "hit_rate_key_fields_off",
+        "hit_no_scope",
+    ),
+    ("key and owner rates", "hit_rate_key_owner", "hit_no_scope"),
+];
+
+/// The widest rate there is: a million requests a second with a burst of 4,294,967,295, which
+/// no request of a benchmark reaches, so every rate check lets its request through.
+fn unreachable_rate() -> RateLimit {
+    RateLimit::per_second(NonZeroU32::new(1_000_000).expect("not zero"))
+        .expect("a million a second is valid")
+        .with_burst(NonZeroU32::MAX)
+}
 
 /// Times every variant in each of [`PASSES`] passes, rotating which goes first, and prints the
 /// median over the passes of each variant's time divided by the bare router's in the same pass,
@@ -124,15 +150,12 @@ fn interleaved_passes(variants: &[Variant]) {
         .iter()
         .position(|variant| variant.name == STRONGEST)
         .expect("the strongest baseline is measured");
-    let recording = (
-        variants
-            .iter()
-            .position(|variant| variant.name == RECORDING.0),
-        variants
-            .iter()
-            .position(|variant| variant.name == RECORDING.1),
-    );
-    let mut recording_shares = Vec::with_capacity(PASSES);
+    let position = |name: &str| variants.iter().position(|variant| variant.name == name);
+    let pairs: Vec<_> = SHARES
+        .iter()
+        .filter_map(|&(what, on, off)| Some((what, on, off, position(on)?, position(off)?)))
+        .collect();
+    let mut pair_shares = vec![Vec::with_capacity(PASSES); pairs.len()];
     let mut ratios = vec![Vec::with_capacity(PASSES); variants.len()];
     let mut shares = vec![Vec::with_capacity(PASSES); variants.len()];
     let mut bare_ns = Vec::with_capacity(PASSES);
@@ -153,8 +176,8 @@ fn interleaved_passes(variants: &[Variant]) {
             times[index] = started.elapsed().as_nanos() as f64 / f64::from(calibration);
         }
         bare_ns.push(times[0]);
-        if let (Some(on), Some(off)) = recording {
-            recording_shares.push((times[on] - times[off]) / (times[off] - times[0]));
+        for (shares, &(.., on, off)) in pair_shares.iter_mut().zip(&pairs) {
+            shares.push((times[on] - times[off]) / (times[off] - times[0]));
         }
         let strongest_overhead = times[strongest] - times[0];
         for (((ratios, shares), best), time) in ratios
@@ -206,13 +229,12 @@ fn interleaved_passes(variants: &[Variant]) {
         );
     }
     println!("(bare: median {bare:.0} ns, fastest {best_bare:.0} ns per request)");
-    if let (Some(on), Some(off)) = recording {
+    for (shares, &(what, on_name, off_name, on, off)) in pair_shares.iter_mut().zip(&pairs) {
         let fastest = (best[on] - best[off]) / (best[off] - best_bare);
-        let median_share = median(&mut recording_shares);
+        let median_share = median(shares);
         println!(
-            "usage recording on a cache hit ({} against {}): {:+.3} of the layer's own overhead \
-             (median of the passes; {:+.3} between the fastest slices)",
-            RECORDING.0, RECORDING.1, median_share, fastest
+            "{what} on a cache hit ({on_name} against {off_name}): {median_share:+.3} of the \
+             layer's own overhead (median of the passes; {fastest:+.3} between the fastest slices)"
         );
     }
 }
@@ -233,6 +255,17 @@ fn benches(c: &mut Criterion) -> Vec<Variant> {
         .expect("a key");
     let key = created.key.expose_secret().to_owned();
     let good = bearer(&key);
+    // The same kind of key (same length), with a rate of its own that no request reaches.
+    let rated = runtime
+        .block_on(
+            store.create(
+                NewKey::new("Rated", Environment::Live)
+                    .scopes([PRODUCTS_READ])
+                    .rate_limit(unreachable_rate()),
+            ),
+        )
+        .expect("a key");
+    let rated = bearer(rated.key.expose_secret());
     let unknown = bearer(
         format
             .generate(Environment::Live)
@@ -336,6 +369,43 @@ fn benches(c: &mut Criterion) -> Vec<Variant> {
         b.to_async(&runtime)
             .iter(|| send(&observed, &good, StatusCode::OK))
     });
+
+    // The rate-limit variants: the key with a rate of its own through the same layer (the
+    // `RateLimit-Policy` and `RateLimit` fields on, the default), through a layer that writes no
+    // fields, and through a layer with an owner rate too (both rates no request reaches).
+    runtime.block_on(send(&no_scope, &rated, StatusCode::OK));
+    group.bench_function("hit_rate_key", |b| {
+        b.to_async(&runtime)
+            .iter(|| send(&no_scope, &rated, StatusCode::OK))
+    });
+
+    let fields_off = route()
+        .layer(
+            ApiKeyLayer::builder(store.clone())
+                .rate_limit_headers(false)
+                .build(),
+        )
+        .with_state(());
+    runtime.block_on(send(&fields_off, &rated, StatusCode::OK));
+    group.bench_function("hit_rate_key_fields_off", |b| {
+        b.to_async(&runtime)
+            .iter(|| send(&fields_off, &rated, StatusCode::OK))
+    });
+
+    let with_owner = route()
+        .layer(
+            ApiKeyLayer::builder(store.clone())
+                .owner_rate_limit(unreachable_rate())
+                .build(),
+        )
+        .with_state(());
+    runtime.block_on(send(&with_owner, &rated, StatusCode::OK));
+    group.bench_function("hit_rate_key_owner", |b| {
+        b.to_async(&runtime)
+            .iter(|| send(&with_owner, &rated, StatusCode::OK))
+    });
+
+    redis(&mut group, &runtime, &store);
 
     let hit = scoped().layer(layer.clone()).with_state(());
     group.bench_function("hit_with_scope_route_layer", |b| {
@@ -470,6 +540,14 @@ fn benches(c: &mut Criterion) -> Vec<Variant> {
         variant("hit_no_scope", &no_scope, &good, StatusCode::OK),
         variant("hit_no_scope_usage_off", &unrecorded, &good, StatusCode::OK),
         variant("hit_no_scope_prometheus", &observed, &good, StatusCode::OK),
+        variant("hit_rate_key", &no_scope, &rated, StatusCode::OK),
+        variant(
+            "hit_rate_key_fields_off",
+            &fields_off,
+            &rated,
+            StatusCode::OK,
+        ),
+        variant("hit_rate_key_owner", &with_owner, &rated, StatusCode::OK),
         variant("hit_with_scope_route_layer", &hit, &good, StatusCode::OK),
         variant(
             "hit_with_scope_handler_layer",
@@ -522,8 +600,77 @@ fn benches(c: &mut Criterion) -> Vec<Variant> {
     ]
 }
 
+/// A cache hit through a layer that decides rates in Redis at `REDIS_URL` (a key with a rate of
+/// its own that no request reaches, a million a second), and through a layer that decides them
+/// in process, for comparison with `hit_no_scope`; skipped with a message when Redis cannot be
+/// reached. Criterion only: at tens of microseconds a request, it would stretch the passes.
+#[cfg(feature = "redis")]
+fn redis(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    runtime: &tokio::runtime::Runtime,
+    store: &MemoryStore,
+) {
+    use tower_api_key::{RedisDownPolicy, RedisLimiter};
+
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    // Buckets under a prefix of their own; at a million a second with a burst of as many, each
+    // expires within a second of the last request.
+    let prefix = format!(
+        "tower-api-key-bench:{:016x}:",
+        getrandom::u64().expect("random bytes")
+    );
+    let limiter = match RedisLimiter::open(&url) {
+        // A timeout well above loopback's, so that a stall of the shared machine is not a 503.
+        Ok(limiter) => limiter
+            .with_prefix(prefix)
+            .with_timeout(Duration::from_secs(1)),
+        Err(error) => {
+            println!("REDIS_URL is not a Redis URL ({error}): skipping the Redis variant");
+            return;
+        }
+    };
+    let rate: RateLimit = "1000000/s".parse().expect("a valid rate");
+    let created = runtime
+        .block_on(
+            store.create(
+                NewKey::new("Shared", Environment::Live)
+                    .scopes([PRODUCTS_READ])
+                    .rate_limit(rate),
+            ),
+        )
+        .expect("a key");
+    let shared = bearer(created.key.expose_secret());
+    let key_id = created.record.id.clone();
+    if let Err(error) = runtime.block_on(limiter.check(&key_id, &rate, None)) {
+        println!("Redis at {url} cannot be reached ({error}): skipping the Redis variant");
+        return;
+    }
+    let app = Router::new()
+        .route("/v1/products", get(handler))
+        .layer(
+            ApiKeyLayer::builder(store.clone())
+                .shared_rate_limiter(limiter, RedisDownPolicy::Refuse)
+                .build(),
+        )
+        .with_state(());
+    runtime.block_on(send(&app, &shared, StatusCode::OK));
+    group.bench_function("hit_rate_key_redis", |b| {
+        b.to_async(runtime)
+            .iter(|| send(&app, &shared, StatusCode::OK))
+    });
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis(
+    _: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    _: &tokio::runtime::Runtime,
+    _: &MemoryStore,
+) {
+    println!("built without the `redis` feature: skipping the Redis variant");
+}
+
 /// Each variant's median, its ratio to `bare`, and its overhead as a share of [`STRONGEST`]'s,
-/// from criterion's estimates of this run.
+/// from criterion's estimates of this run; then what each rate limiter adds to a cache hit.
 fn print_ratios() {
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_owned());
     let dir = std::path::Path::new(&target).join("criterion").join(GROUP);
@@ -549,6 +696,10 @@ fn print_ratios() {
         "hit_no_scope",
         "hit_no_scope_usage_off",
         "hit_no_scope_prometheus",
+        "hit_rate_key",
+        "hit_rate_key_fields_off",
+        "hit_rate_key_owner",
+        "hit_rate_key_redis",
         "hit_with_scope_extractor",
         "hit_with_scope_handler_layer",
         "hit_with_scope_route_layer",
@@ -566,6 +717,36 @@ fn print_ratios() {
                 ns - bare,
                 ns / bare,
                 share
+            );
+        }
+    }
+    // What each limiter adds to a cache hit of a key without a rate, as a share of the layer's
+    // own overhead there (its time over bare).
+    let Some(hit) = median("hit_no_scope") else {
+        return;
+    };
+    println!();
+    println!(
+        "{:<30} {:>12} {:>8} {:>9}   (against hit_no_scope: {:.0} ns, {:.0} ns over bare)",
+        "rate limiter on a cache hit",
+        "adds",
+        "ratio",
+        "share",
+        hit,
+        hit - bare
+    );
+    for name in [
+        "hit_rate_key",
+        "hit_rate_key_fields_off",
+        "hit_rate_key_owner",
+        "hit_rate_key_redis",
+    ] {
+        if let Some(ns) = median(name) {
+            println!(
+                "{name:<30} {:>9.0} ns {:>7.2}x {:>9.3}",
+                ns - hit,
+                ns / hit,
+                (ns - hit) / (hit - bare)
             );
         }
     }

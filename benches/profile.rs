@@ -3,6 +3,7 @@
 //! `scripts/bench.sh` shows how it is run, and how SHA-256 is left out of the counts.
 mod baselines;
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -14,7 +15,7 @@ use http::{HeaderValue, Request};
 use tower::ServiceExt;
 use tower_api_key::{
     scope_requirement, ApiKeyLayer, Environment, KeyFormat, KeyStore, MemoryStore, NewKey,
-    RequireScopes, Scope, Scoped, UsageSettings,
+    RateLimit, RequireScopes, Scope, Scoped, UsageSettings,
 };
 
 const PRODUCTS_READ: Scope = Scope::from_static("products:read");
@@ -49,6 +50,18 @@ const VARIANTS: &[(&str, &str)] = &[
     (
         "noscope_prometheus",
         "the layer, no scope check, usage recorded, a Prometheus recorder behind the metrics",
+    ),
+    (
+        "ratekey",
+        "the layer, no scope check, a key with a rate no request reaches (fields on, the default)",
+    ),
+    (
+        "ratekey_fields_off",
+        "the layer, no scope check, the same key, no `RateLimit` fields on responses",
+    ),
+    (
+        "ratekey_owner",
+        "the layer, no scope check, the same key, and an owner rate no request reaches",
     ),
     (
         "extractor",
@@ -105,9 +118,16 @@ fn main() {
         .unwrap();
     let format = KeyFormat::new("om").unwrap();
     let store = MemoryStore::new(format.clone());
-    let created = rt
-        .block_on(store.create(NewKey::new("P", Environment::Live).scopes([PRODUCTS_READ])))
-        .unwrap();
+    // A million requests a second with a burst of 4,294,967,295: every check lets its request
+    // through.
+    let unreachable = RateLimit::per_second(NonZeroU32::new(1_000_000).unwrap())
+        .unwrap()
+        .with_burst(NonZeroU32::MAX);
+    let mut new_key = NewKey::new("P", Environment::Live).scopes([PRODUCTS_READ]);
+    if variant.starts_with("ratekey") {
+        new_key = new_key.rate_limit(unreachable);
+    }
+    let created = rt.block_on(store.create(new_key)).unwrap();
     let key = created.key.expose_secret().to_owned();
     let header = match variant {
         "unknown" => format!(
@@ -144,6 +164,14 @@ fn main() {
                 ApiKeyLayer::builder(store).usage(quiet).build()
             })
         }
+        "ratekey_fields_off" => ApiKeyLayer::builder(store)
+            .usage(quiet)
+            .rate_limit_headers(false)
+            .build(),
+        "ratekey_owner" => ApiKeyLayer::builder(store)
+            .usage(quiet)
+            .owner_rate_limit(unreachable)
+            .build(),
         _ => ApiKeyLayer::builder(store).usage(quiet).build(),
     };
     let flush_each = (variant == "noscope_flush").then(|| layer.clone());
@@ -178,8 +206,8 @@ fn main() {
             route(get(handler).route_layer(baselines::PassthroughLayer("products:read")))
                 .layer(layer)
         }
-        // `noscope` (and its usage and metrics variants), `unknown`, `malformed`: the layer
-        // alone.
+        // `noscope` (and its usage and metrics variants), the `ratekey` variants, `unknown`,
+        // `malformed`: the layer alone.
         _ => route(get(handler)).layer(layer),
     };
     // As `axum::serve` does: turn every handler into a route once, not per request.

@@ -100,7 +100,7 @@ bare=0
 strongest=0
 declare -A over over_without
 for variant in bare strongest handwritten static noscope noscope_usage_off noscope_prometheus \
-    extractor handlerscope routescope handleridentity handlerpassthrough routepassthrough unknown \
+    ratekey ratekey_fields_off ratekey_owner extractor handlerscope routescope handleridentity handlerpassthrough routepassthrough unknown \
     malformed; do
     all=$(per_request "$variant")
     without=$(( $(per_request "$variant" "${no_sha[@]}") - bare ))
@@ -120,4 +120,13 @@ awk -v r="$recording" -v a="${over[noscope_usage_off]}" \
     printf "usage recording per cache hit: %+d instructions, %.3f of the layer'"'"'s own overhead", r, r / a
     printf " (%.3f without SHA-256'"'"'s compression)\n", rw / aw
 }'
-
+# What the in-process rate limiter costs a cache hit (a key with a rate no request reaches), as a
+# share of the layer's own overhead for the same hit of a key without a rate (target: under 0.15).
+for variant in ratekey ratekey_fields_off ratekey_owner; do
+    awk -v v="$variant" -v r="$(( over[$variant] - over[noscope] ))" -v a="${over[noscope]}" \
+        -v rw="$(( over_without[$variant] - over_without[noscope] ))" \
+        -v aw="${over_without[noscope]}" 'BEGIN {
+        printf "rate limit per cache hit (%s): %+d instructions, %.3f of the layer'"'"'s own overhead", v, r, r / a
+        printf " (%.3f without SHA-256'"'"'s compression)\n", rw / aw
+    }'
+done

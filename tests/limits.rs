@@ -331,3 +331,47 @@ async fn rate_limited_requests_are_counted_as_such() {
         2
     );
 }
+
+#[tokio::test]
+async fn each_owner_can_have_its_own_shared_rate() {
+    let mut keys = Keys::new();
+    let small = keys.add("small", KeyLimits::none());
+    let large = keys.add("large", KeyLimits::none());
+    let records = Arc::new(keys.records);
+    let owners: HashMap<String, &str> = [
+        (small_id(&records, &small), "acct_small"),
+        (small_id(&records, &large), "acct_large"),
+    ]
+    .into_iter()
+    .collect();
+    let owners = Arc::new(owners);
+    let layer = ApiKeyLayer::resolver_builder(keys.format.clone(), move |digest: KeyDigest| {
+        let (records, owners) = (records.clone(), owners.clone());
+        async move {
+            Ok::<_, ResolveError>(records.get(&digest).cloned().map(|record| {
+                let owner = owners[record.id.as_str()];
+                record.with_owner(owner)
+            }))
+        }
+    })
+    .owner_rate_limit_with(|owner| match owner {
+        "acct_small" => Some("1/h".parse().unwrap()),
+        "acct_large" => Some("3/h".parse().unwrap()),
+        _ => None,
+    })
+    .build();
+    let addr = serve("127.0.0.1:0", layer).await;
+    let mut small_codes = Vec::new();
+    let mut large_codes = Vec::new();
+    for _ in 0..4 {
+        small_codes.push(call(addr, &small, &[]).await.status);
+        large_codes.push(call(addr, &large, &[]).await.status);
+    }
+    assert_eq!(small_codes, [200, 429, 429, 429]);
+    assert_eq!(large_codes, [200, 200, 200, 429]);
+}
+
+/// The id of the record `key` resolves to.
+fn small_id(records: &HashMap<KeyDigest, KeyRecord>, key: &PlaintextKey) -> String {
+    records[&key.digest()].id.as_str().to_owned()
+}

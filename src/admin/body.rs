@@ -200,7 +200,7 @@ pub(crate) struct AuditEventView {
     pub(crate) seq: u64,
     /// When (RFC 3339, UTC).
     pub(crate) at: String,
-    /// `created`, `renamed`, `rotated`, `revoked` or `deleted`.
+    /// `created`, `renamed`, `limits_changed`, `rotated`, `revoked` or `deleted`.
     #[schema(example = "created")]
     pub(crate) action: &'static str,
     /// The key.

@@ -13,7 +13,7 @@ use crate::client::TrustedProxies;
 use crate::clock::{Clock, SystemClock};
 use crate::invalidation::{Invalidate, Invalidations};
 use crate::key::{Environment, KeyFormat};
-use crate::limit::rules::RateRules;
+use crate::limit::rules::{OwnerRates, RateRules};
 use crate::limit::RateLimit;
 #[cfg(feature = "redis")]
 use crate::limit::{RedisDownPolicy, RedisLimiter};
@@ -329,7 +329,18 @@ impl ApiKeyLayerBuilder {
     /// A rate shared by all the keys of each owner, so that creating more keys does not
     /// multiply an account's allowance: a request must pass its key's rate and its owner's.
     pub fn owner_rate_limit(mut self, rate: RateLimit) -> Self {
-        self.rates.owner = Some(rate);
+        self.rates.owner = OwnerRates::Every(rate);
+        self
+    }
+
+    /// A rate shared by all the keys of each owner, which `rate_of` gives for each owner (or
+    /// none): a larger allowance for some accounts, say. Asked when a key's record is read into
+    /// the cache, not on every request.
+    pub fn owner_rate_limit_with(
+        mut self,
+        rate_of: impl Fn(&str) -> Option<RateLimit> + Send + Sync + 'static,
+    ) -> Self {
+        self.rates.owner = OwnerRates::Each(Arc::new(rate_of));
         self
     }
 

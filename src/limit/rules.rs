@@ -11,12 +11,41 @@ use super::{RateDecision, RateLimit};
 use crate::key::Environment;
 use crate::resolver::KeyRecord;
 
+/// The rate an owner's keys share: none, the same for every owner, or one per owner.
+#[derive(Clone, Default)]
+pub(crate) enum OwnerRates {
+    #[default]
+    None,
+    Every(RateLimit),
+    Each(Arc<dyn Fn(&str) -> Option<RateLimit> + Send + Sync>),
+}
+
+impl OwnerRates {
+    fn of(&self, owner: &str) -> Option<RateLimit> {
+        match self {
+            OwnerRates::None => None,
+            OwnerRates::Every(rate) => Some(*rate),
+            OwnerRates::Each(rate_of) => rate_of(owner),
+        }
+    }
+}
+
+impl std::fmt::Debug for OwnerRates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OwnerRates::None => f.write_str("None"),
+            OwnerRates::Every(rate) => write!(f, "Every({rate})"),
+            OwnerRates::Each(_) => f.write_str("Each(..)"),
+        }
+    }
+}
+
 /// The layer's rate rules and this process's buckets.
 #[derive(Debug, Default)]
 pub(crate) struct RateRules {
     pub(crate) default: Option<RateLimit>,
     pub(crate) per_environment: [Option<RateLimit>; 2],
-    pub(crate) owner: Option<RateLimit>,
+    pub(crate) owner: OwnerRates,
     pub(crate) local: LocalLimiter,
 }
 
@@ -36,7 +65,7 @@ impl RateRules {
         let key = self
             .rate_of(record.limits.rate, record.environment)
             .map(|rate| (rate, self.local.cell(&LimitKey::Key(record.id.clone()))));
-        let owner = self.owner.map(|rate| {
+        let owner = self.owner.of(&record.owner).map(|rate| {
             let owner = LimitKey::Owner(record.owner.as_str().into());
             (rate, self.local.cell(&owner))
         });

@@ -370,7 +370,7 @@ async function loadAudit() {
     const cell = (label, text) => el('td', { 'data-label': label, text });
     rows.append(el('tr', { 'data-action': event.action },
       cell('Time', when(event.at, '', true)),
-      cell('Action', event.action),
+      cell('Action', event.action.replace('_', ' ')),
       cell('By', event.actor),
       cell('Address', event.address || '—'),
       cell('Related key', event.related_key || '—')));
