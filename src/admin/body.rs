@@ -50,6 +50,12 @@ pub(crate) struct KeyView {
     pub(crate) revoked_at: Option<String>,
     /// The key that replaced it in a rotation.
     pub(crate) replaced_by: Option<String>,
+    /// The key's own rate limit, such as `100/s burst 20`, if it has one.
+    #[schema(example = "100/s burst 20")]
+    pub(crate) rate_limit: Option<String>,
+    /// The networks the key may be used from, if it is held to some.
+    #[schema(example = json!(["203.0.113.0/24", "2001:db8::/32"]))]
+    pub(crate) allowed_networks: Option<Vec<String>>,
 }
 
 impl KeyView {
@@ -80,6 +86,14 @@ impl KeyView {
             last_used_at: stored.last_used_at.map(rfc3339),
             revoked_at: record.revoked_at.map(rfc3339),
             replaced_by: stored.replaced_by.as_ref().map(|id| id.as_str().to_owned()),
+            rate_limit: record.limits.rate.map(|rate| rate.to_string()),
+            allowed_networks: record.limits.networks.as_ref().map(|networks| {
+                networks
+                    .networks()
+                    .iter()
+                    .map(|network| network.to_string())
+                    .collect()
+            }),
         }
     }
 }
