@@ -820,3 +820,33 @@ async fn the_openapi_description_is_served_and_valid_by_an_independent_validator
         .unwrap();
     assert!(!output.status.success(), "the validator accepts anything");
 }
+
+#[tokio::test]
+async fn a_key_shows_its_limits() {
+    let host = Host::start().await;
+    let (id, _) = host.create("acct_a", "Partner").await;
+    let limits = tower_api_key::KeyLimits::none()
+        .with_rate(
+            "100/s burst 20"
+                .parse::<tower_api_key::RateLimit>()
+                .unwrap(),
+        )
+        .with_networks(
+            "2001:db8::/32 203.0.113.0/24"
+                .parse::<tower_api_key::AllowedNetworks>()
+                .unwrap(),
+        );
+    host.store
+        .set_limits(&id.as_str().into(), limits)
+        .await
+        .unwrap();
+    let key = host
+        .call("acct_a", "GET", &format!("/v1/keys/{id}"), None)
+        .await
+        .json();
+    assert_eq!(key["rate_limit"], "100/s burst 20");
+    assert_eq!(
+        key["allowed_networks"],
+        json!(["203.0.113.0/24", "2001:db8::/32"])
+    );
+}
