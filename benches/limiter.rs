@@ -18,7 +18,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::Criterion;
-use tower_api_key::__private::{gcra_check, gcra_check_both, local_limiter_miss, now_nanos};
+use tower_api_key::__private::{
+    gcra_check, gcra_check_both, gcra_shared, local_limiter_miss, now_nanos,
+};
 use tower_api_key::{KeyId, RateLimit};
 
 const GROUP: &str = "limiter";
@@ -92,8 +94,49 @@ fn benches(c: &mut Criterion) {
     let key = KeyId::from("key_not_held");
     group.bench_function("local_limiter_miss", |b| b.iter(|| miss(black_box(&key))));
 
+    contention(&mut group);
     redis(&mut group);
     group.finish();
+}
+
+/// Two threads checking at once, on one bucket (one hot key: the cores share its cache line and
+/// its compare-and-swap) and on a bucket each (two keys: nothing shared). No lock either way;
+/// the time is per check, each thread doing half of them.
+fn contention(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    type Bucket = Arc<dyn Fn(u64) -> tower_api_key::RateDecision + Send + Sync>;
+    fn run(buckets: [Bucket; 2], iters: u64) -> Duration {
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            for (thread, bucket) in buckets.iter().enumerate() {
+                scope.spawn(move || {
+                    // Distinct, rising times per thread, a microsecond apart: always allowed.
+                    for n in 0..iters.div_ceil(2) {
+                        black_box(bucket(black_box(n * 2_000 + thread as u64 * 1_000)));
+                    }
+                });
+            }
+        });
+        start.elapsed()
+    }
+
+    let shared = gcra_shared(rate("1000000/s burst 4000000000"));
+    group.bench_function("two_threads_one_bucket", |b| {
+        b.iter_custom(|iters| run([shared.clone(), shared.clone()], iters))
+    });
+    group.bench_function("two_threads_own_buckets", |b| {
+        b.iter_custom(|iters| {
+            run(
+                [
+                    gcra_shared(rate("1000000/s burst 4000000000")),
+                    gcra_shared(rate("1000000/s burst 4000000000")),
+                ],
+                iters,
+            )
+        })
+    });
 }
 
 #[cfg(feature = "redis")]
@@ -162,6 +205,8 @@ fn print_ratios() {
         "check_both_allowed",
         "check_both_owner_refuses",
         "local_limiter_miss",
+        "two_threads_one_bucket",
+        "two_threads_own_buckets",
         "redis_check",
         "redis_check_with_owner",
     ] {

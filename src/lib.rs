@@ -123,6 +123,14 @@ pub mod __private {
         move |now| cell.check(&rate, now)
     }
 
+    /// One bucket that threads share: for the benchmark of checks from several cores at once.
+    pub fn gcra_shared(
+        rate: crate::RateLimit,
+    ) -> std::sync::Arc<dyn Fn(u64) -> crate::RateDecision + Send + Sync> {
+        let cell = crate::limit::GcraCell::new();
+        std::sync::Arc::new(move |now| cell.check(&rate, now))
+    }
+
     /// A key's bucket and its owner's, checked together: for the benchmark of `check_both`.
     pub fn gcra_check_both(
         rate: crate::RateLimit,

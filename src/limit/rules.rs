@@ -11,13 +11,16 @@ use super::{RateDecision, RateLimit};
 use crate::key::Environment;
 use crate::resolver::KeyRecord;
 
+/// The rate of each owner, asked when a key is cached.
+pub(crate) type OwnerRateOf = Arc<dyn Fn(&str) -> Option<RateLimit> + Send + Sync>;
+
 /// The rate an owner's keys share: none, the same for every owner, or one per owner.
 #[derive(Clone, Default)]
 pub(crate) enum OwnerRates {
     #[default]
     None,
     Every(RateLimit),
-    Each(Arc<dyn Fn(&str) -> Option<RateLimit> + Send + Sync>),
+    Each(OwnerRateOf),
 }
 
 impl OwnerRates {
