@@ -640,7 +640,7 @@ fn redis(
         )
         .expect("a key");
     let shared = bearer(created.key.expose_secret());
-    let key_id = created.record.id.clone();
+    let key_id = created.id().clone();
     if let Err(error) = runtime.block_on(limiter.check(&key_id, &rate, None)) {
         println!("Redis at {url} cannot be reached ({error}): skipping the Redis variant");
         return;
