@@ -302,12 +302,9 @@ pub(crate) struct RateFields {
 impl RateFields {
     /// Adds the fields to `headers`, unless the inner service set its own.
     pub(crate) fn add_to(self, headers: &mut HeaderMap) {
-        if !headers.contains_key(&RATE_LIMIT_POLICY) {
-            headers.insert(RATE_LIMIT_POLICY, self.policy);
-        }
-        if !headers.contains_key(&RATE_LIMIT) {
-            headers.insert(RATE_LIMIT, self.rate);
-        }
+        // One look-up of each name, whether or not it is there.
+        headers.entry(RATE_LIMIT_POLICY).or_insert(self.policy);
+        headers.entry(RATE_LIMIT).or_insert(self.rate);
     }
 }
 
