@@ -24,6 +24,7 @@
 //! ```
 
 mod baselines;
+mod report;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -672,13 +673,7 @@ fn redis(
 /// Each variant's median, its ratio to `bare`, and its overhead as a share of [`STRONGEST`]'s,
 /// from criterion's estimates of this run; then what each rate limiter adds to a cache hit.
 fn print_ratios() {
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_owned());
-    let dir = std::path::Path::new(&target).join("criterion").join(GROUP);
-    let median = |name: &str| -> Option<f64> {
-        let text = std::fs::read_to_string(dir.join(name).join("new/estimates.json")).ok()?;
-        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-        json["median"]["point_estimate"].as_f64()
-    };
+    let median = |name: &str| report::median(GROUP, name);
     let Some(bare) = median("bare") else {
         return;
     };

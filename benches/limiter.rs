@@ -14,6 +14,7 @@
 //! criterion's report, a table gives each variant's median and its ratio to one in-process
 //! check.
 
+mod report;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -186,13 +187,7 @@ fn redis(_: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>
 /// Each variant's median and its ratio to one allowed in-process check, from criterion's
 /// estimates of this run.
 fn print_ratios() {
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_owned());
-    let dir = std::path::Path::new(&target).join("criterion").join(GROUP);
-    let median = |name: &str| -> Option<f64> {
-        let text = std::fs::read_to_string(dir.join(name).join("new/estimates.json")).ok()?;
-        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-        json["median"]["point_estimate"].as_f64()
-    };
+    let median = |name: &str| report::median(GROUP, name);
     let Some(check) = median("gcra_check_allowed") else {
         return;
     };
