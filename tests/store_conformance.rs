@@ -2302,6 +2302,16 @@ mod rules {
                         .clock(clock.clone())
                         .build(),
                 )
+                // Every request comes from an address the allowlists set here name, so that the
+                // layer, which enforces them, lets it through.
+                .layer(axum::middleware::map_request(
+                    |mut request: axum::extract::Request| async move {
+                        request
+                            .extensions_mut()
+                            .insert(tower_api_key::PeerAddress("203.0.113.7".parse().unwrap()));
+                        request
+                    },
+                ))
         }
     }
 
@@ -2360,11 +2370,11 @@ mod rules {
                 NewKey::new("Webhook Server", Environment::Live)
                     .owner("acct_1")
                     .scopes([ORDERS_READ])
-                    .rate_limit(rate("10/s")),
+                    .rate_limit(rate("1000/s")),
             )
             .await;
         let other = t.create(NewKey::new("Other", Environment::Live)).await;
-        let before = KeyLimits::none().with_rate(rate("10/s"));
+        let before = KeyLimits::none().with_rate(rate("1000/s"));
         assert_eq!(seen.read_for_a_request(&app, &key).await, Some(before));
         // Then cached: the layer stops asking (once a SQL store's watch has read back the
         // creations, which drop the key too).
@@ -2382,7 +2392,7 @@ mod rules {
         let steps = [
             (limits(), alice()),
             (
-                KeyLimits::none().with_networks(networks("192.0.2.0/24")),
+                KeyLimits::none().with_networks(networks("192.0.2.0/24 203.0.113.7")),
                 bob(),
             ),
             (KeyLimits::none(), carol()),
