@@ -1369,6 +1369,9 @@ fn every_change_made_with_the_tool_is_in_the_audit_trail_with_its_user() {
 // PostgreSQL
 // ---------------------------------------------------------------------------------------------
 
+#[path = "common/pg.rs"]
+mod pg;
+
 mod postgres {
     use tower_api_key::store::sqlx::{self, Connection, PgConnection};
     use tower_api_key::Environment;
@@ -1385,26 +1388,10 @@ mod postgres {
 
     impl Drop for Schema {
         fn drop(&mut self) {
-            let schema = self.0.clone();
-            // A runtime of its own, on a thread of its own: this runs inside the test's runtime,
-            // and also while a failed test unwinds.
-            let dropped = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
-                    let mut conn = PgConnection::connect(&url()).await?;
-                    sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                        .execute(&mut conn)
-                        .await?;
-                    conn.close().await
-                })
-            })
-            .join();
-            if !matches!(dropped, Ok(Ok(()))) {
-                eprintln!("could not drop the test schema {}: {dropped:?}", self.0);
-            }
+            crate::pg::clean_up(
+                url(),
+                vec![format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.0)],
+            );
         }
     }
 

@@ -1114,6 +1114,10 @@ mod sqlite {
 // ---------------------------------------------------------------------------------------------
 
 #[cfg(feature = "postgres")]
+#[path = "common/pg.rs"]
+mod pg;
+
+#[cfg(feature = "postgres")]
 mod postgres {
     use std::sync::OnceLock;
 
@@ -1236,42 +1240,16 @@ mod postgres {
 
     impl Drop for Postgres {
         fn drop(&mut self) {
-            let schema = self.schema.clone();
-            let role = self.role.clone();
-            // A runtime of its own, on a thread of its own: this runs inside the test's runtime,
-            // and also while a failed test unwinds.
-            let dropped = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
-                    let mut conn = PgConnection::connect(&url()).await?;
-                    sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                        .execute(&mut conn)
-                        .await?;
-                    if let Some(role) = role {
-                        sqlx::query(
-                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                             WHERE usename = $1",
-                        )
-                        .bind(&role)
-                        .execute(&mut conn)
-                        .await?;
-                        sqlx::raw_sql(&format!("DROP ROLE IF EXISTS \"{role}\""))
-                            .execute(&mut conn)
-                            .await?;
-                    }
-                    conn.close().await
-                })
-            })
-            .join();
-            if !matches!(dropped, Ok(Ok(()))) {
-                eprintln!(
-                    "could not drop the test schema {} (or role {:?}): {dropped:?}",
-                    self.schema, self.role
-                );
+            let mut statements = vec![format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema)];
+            if let Some(role) = &self.role {
+                // The role's sessions first: a role with sessions cannot be dropped. Its name is
+                // the test's own, made of letters, digits and underscores.
+                statements.push(format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+                ));
+                statements.push(format!("DROP ROLE IF EXISTS \"{role}\""));
             }
+            crate::pg::clean_up(url(), statements);
         }
     }
 

@@ -484,11 +484,15 @@ mod sqlite_backend {
 }
 
 #[cfg(feature = "postgres")]
+#[path = "common/pg.rs"]
+mod pg;
+
+#[cfg(feature = "postgres")]
 mod postgres_backend {
     use std::sync::OnceLock;
 
+    use tower_api_key::store::sqlx;
     use tower_api_key::store::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-    use tower_api_key::store::sqlx::{self, Connection, PgConnection};
     use tower_api_key::PostgresStore;
 
     use super::*;
@@ -516,31 +520,13 @@ mod postgres_backend {
 
     impl Drop for Postgres {
         fn drop(&mut self) {
-            let schema = self.schema.clone();
-            // A runtime of its own, on a thread of its own: this runs inside the test's runtime,
-            // and also while a failed test unwinds.
-            let dropped = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
-                    let mut conn = PgConnection::connect(&url()).await?;
-                    sqlx::raw_sql(&format!(
-                        "DROP SCHEMA IF EXISTS \"{schema}\", \"{schema}_away\" CASCADE"
-                    ))
-                    .execute(&mut conn)
-                    .await?;
-                    conn.close().await
-                })
-            })
-            .join();
-            if !matches!(dropped, Ok(Ok(()))) {
-                eprintln!(
-                    "could not drop the test schema {}: {dropped:?}",
-                    self.schema
-                );
-            }
+            let schema = &self.schema;
+            crate::pg::clean_up(
+                url(),
+                vec![format!(
+                    "DROP SCHEMA IF EXISTS \"{schema}\", \"{schema}_away\" CASCADE"
+                )],
+            );
         }
     }
 
