@@ -193,6 +193,7 @@ impl Authenticator {
 
     /// The key's own limits, for a request its key let through: its allowlist, then its rates.
     /// Refusals are counted here; the caller traces the outcome.
+    #[inline]
     pub(crate) fn admit(
         &self,
         principal: &Principal,
@@ -200,6 +201,20 @@ impl Authenticator {
         extensions: &Extensions,
     ) -> Admission {
         let key = principal.cached_key();
+        // Most keys have no limits: nothing to look at.
+        if key.networks.is_none() && key.rate.is_none() {
+            return Admission::Go(None);
+        }
+        self.admit_limited(key, headers, extensions)
+    }
+
+    /// [`admit`](Self::admit) for a key with an allowlist or a rate.
+    fn admit_limited(
+        &self,
+        key: &Arc<CachedKey>,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Admission {
         if let Some(networks) = &key.networks {
             // No address to tell (no connection info, or a proxy forwarded something else than
             // an address): refused, never let through on a guess.
@@ -237,9 +252,11 @@ impl Authenticator {
             return Admission::Go(None);
         };
         if decision.allowed {
-            return Admission::Go(self.rate_headers.then(|| RateFields {
-                policy: rate.policy.clone(),
-                rate: rate_limit_header(policy, &decision),
+            return Admission::Go(self.rate_headers.then(|| {
+                Box::new(RateFields {
+                    policy: rate.policy.clone(),
+                    rate: rate_limit_header(policy, &decision),
+                })
             }));
         }
         key.usage
@@ -284,8 +301,9 @@ impl Authenticator {
 
 /// Whether a request let through by its key may go on: what [`Authenticator::admit`] says.
 pub(crate) enum Admission {
-    /// Go on, with the rate's fields for the response, if any.
-    Go(Option<RateFields>),
+    /// Go on, with the rate's fields for the response, if any (boxed: the response future of
+    /// every request holds the slot).
+    Go(Option<Box<RateFields>>),
     /// Refused by the key's allowlist or rate.
     Refuse(Rejection),
     /// Ask the shared limiter first, then call [`Authenticator::after_shared`].

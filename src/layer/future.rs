@@ -87,7 +87,7 @@ pin_project! {
             #[pin]
             future: S::Future,
             // The rate's fields, for the response.
-            fields: Option<RateFields>,
+            fields: Option<Box<RateFields>>,
         },
         /// The request was refused; the response is ready.
         Rejected {
@@ -153,6 +153,7 @@ where
 {
     /// The future for a request its key let through, once the key's limits said `admission`.
     /// `inner` is ready, and called only if the request goes on.
+    #[inline(always)]
     pub(crate) fn admitted(
         admission: Admission,
         principal: Principal,
@@ -183,6 +184,7 @@ where
 {
     /// What follows a key's admission: the inner service's future (the request counted when
     /// its response is ready), a wait for the shared limiter, or the refusal.
+    #[inline(always)]
     fn after_admission(
         admission: Admission,
         principal: Principal,
