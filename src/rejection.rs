@@ -104,7 +104,7 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Extensions, HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::key::{Environment, MalformedKey};
-use crate::limit::rules::{ceil_seconds, rate_limit_header};
+use crate::limit::rules::{ceil_seconds, policy_header, rate_limit_header};
 use crate::limit::RateDecision;
 use crate::resolver::{KeyId, ResolveError};
 use crate::scope::{Scope, ScopeRequirement, ScopeSet};
@@ -328,12 +328,7 @@ impl RateLimited {
         decision: RateDecision,
         policy_name: &'static str,
     ) -> Self {
-        let policy = HeaderValue::from_str(&format!(
-            "\"{policy_name}\";q={};w={}",
-            decision.limit.requests(),
-            ceil_seconds(decision.limit.period()).max(1)
-        ))
-        .unwrap_or_else(|_| HeaderValue::from_static(""));
+        let policy = policy_header([(policy_name, Some(decision.limit))]);
         RateLimited {
             key_id: key_id.into(),
             decision,
@@ -719,6 +714,30 @@ mod tests {
             serde_json::json!(["a:read", "b:write"])
         );
         assert_eq!(body["missing_scopes"], serde_json::json!(["b:write"]));
+    }
+
+    #[test]
+    fn a_rate_limited_refusal_built_for_a_responder_test_carries_the_layers_fields() {
+        let limit: crate::RateLimit = "100/m burst 5".parse().unwrap();
+        let decision = RateDecision {
+            allowed: false,
+            limit,
+            remaining: 0,
+            reset: Duration::from_millis(2_400),
+            retry_after: Duration::from_millis(600),
+        };
+        let rejection =
+            Rejection::RateLimited(Box::new(RateLimited::new("key_1", decision, "owner")));
+        let response: Response<Bytes> = responses("api").respond(rejection);
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()[RETRY_AFTER], "1");
+        assert_eq!(
+            response.headers()[RATE_LIMIT_POLICY],
+            r#""owner";q=100;w=60"#
+        );
+        assert_eq!(response.headers()[RATE_LIMIT], r#""owner";r=0;t=3"#);
+        assert!(!response.headers().contains_key(WWW_AUTHENTICATE));
+        assert_eq!(response.body(), BODY_RATE_LIMITED.as_bytes());
     }
 
     #[test]

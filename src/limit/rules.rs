@@ -72,7 +72,10 @@ impl RateRules {
             let owner = LimitKey::Owner(record.owner.as_str().into());
             (rate, self.local.cell(&owner))
         });
-        let policy = policy_header(key.as_ref().map(|k| k.0), owner.as_ref().map(|o| o.0));
+        let policy = policy_header([
+            ("key", key.as_ref().map(|k| k.0)),
+            ("owner", owner.as_ref().map(|o| o.0)),
+        ]);
         let buckets = match (key, owner) {
             (Some(key), Some(owner)) => Buckets::Both { key, owner },
             (Some(key), None) => Buckets::Key(key),
@@ -135,9 +138,11 @@ impl KeyRate {
 
 /// `"key";q=100;w=1, "owner";q=1000;w=60`: each policy's quota and window in seconds (a
 /// window under a second is written as 1).
-fn policy_header(key: Option<RateLimit>, owner: Option<RateLimit>) -> HeaderValue {
+pub(crate) fn policy_header<'a>(
+    policies: impl IntoIterator<Item = (&'a str, Option<RateLimit>)>,
+) -> HeaderValue {
     let mut text = String::new();
-    for (name, rate) in [("key", key), ("owner", owner)] {
+    for (name, rate) in policies {
         if let Some(rate) = rate {
             if !text.is_empty() {
                 text.push_str(", ");
