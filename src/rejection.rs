@@ -747,6 +747,8 @@ mod tests {
             (BODY_INVALID_REQUEST, 400),
             (BODY_INVALID_KEY, 401),
             (BODY_UNAVAILABLE, 503),
+            (BODY_NETWORK, 403),
+            (BODY_RATE_LIMITED, 429),
         ] {
             let value: serde_json::Value = serde_json::from_str(body).unwrap();
             assert_eq!(value["status"], status);
