@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tower_api_key::admin::{AdminIdentity, AdminRouter, CONTENT_SECURITY_POLICY};
 use tower_api_key::{
     Actor, ApiKeyLayer, AuditAction, AuditQuery, Environment, KeyFormat, KeyStore, Scope,
@@ -59,16 +59,7 @@ impl Host {
             .route("/v1/orders", get(|| async { "orders" }))
             .layer(ApiKeyLayer::new(store.clone()));
         let app = Router::new().nest(BASE, admin).merge(api);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            .unwrap()
-        });
+        let addr = common::serve_with_peers("127.0.0.1:0", app).await;
         Host {
             addr,
             store,

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use axum::routing::get;
 use axum::Router;
-use tokio::net::TcpListener;
 use tower_api_key::{
     AllowedNetworks, ApiKeyLayer, Environment, KeyDigest, KeyFormat, KeyLimits, KeyRecord,
     KeyStore, PlaintextKey, RateLimit, ResolveError, ScopeSet, TrustedProxies,
@@ -64,17 +63,7 @@ async fn serve(bind: &str, layer: ApiKeyLayer) -> SocketAddr {
     let app = Router::new()
         .route("/v1/orders", get(|| async { "orders" }))
         .layer(layer);
-    let listener = TcpListener::bind(bind).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap()
-    });
-    addr
+    common::serve_with_peers(bind, app).await
 }
 
 async fn call(addr: SocketAddr, key: &PlaintextKey, extra: &[&str]) -> RawResponse {

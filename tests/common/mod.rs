@@ -71,6 +71,22 @@ pub async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
+/// Serves `app` at `bind` (such as `127.0.0.1:0` or `[::]:0`) with each connection's address
+/// (`ConnectInfo<SocketAddr>`), as axum applications serve it, until the test's runtime ends.
+pub async fn serve_with_peers(bind: &str, app: Router) -> SocketAddr {
+    let listener = TcpListener::bind(bind).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+    addr
+}
+
 /// A response as read off the wire.
 #[derive(Debug)]
 pub struct RawResponse {
