@@ -64,6 +64,13 @@
 //! tool, or with plain SQL is refused by all of them. `GET /health` (no key needed) shows how
 //! the server's watch for such changes is doing.
 //!
+//! # Rate limits
+//!
+//! The read-only dashboard key is held to 10 requests a second with a burst of 20. Each instance
+//! counts on its own, unless `ORDERMONK_REDIS_URL` names a Redis (build with `--features redis`):
+//! then every instance using it shares one bucket per key, as instances behind a load balancer
+//! must.
+//!
 //! # Settings → API
 //!
 //! The page where the demo account's people manage its keys (generate, list, revoke, rotate, see
@@ -110,8 +117,8 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tower_api_key::admin::{AdminIdentity, AdminRouter};
 use tower_api_key::{
-    Actor, ApiKeyLayer, ChannelHealth, CreatedKey, Day, Environment, KeyFormat, KeyStore, NewKey,
-    Principal, RequireScopes, SqliteStore, StoreError, UsageSettings,
+    Actor, ApiKeyLayer, ApiKeyLayerBuilder, ChannelHealth, CreatedKey, Day, Environment, KeyFormat,
+    KeyStore, NewKey, Principal, RequireScopes, SqliteStore, StoreError, UsageSettings,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -200,6 +207,7 @@ async fn main() {
     }
     let flush_every = usage_flush_interval().unwrap_or(Duration::from_secs(10));
     builder = builder.usage(UsageSettings::new().flush_interval(flush_every));
+    let (builder, rates) = shared_rates(builder);
     // Kept, to write the usage counts on shutdown.
     let layer = builder.build();
     let sessions = Sessions::new();
@@ -246,6 +254,7 @@ async fn main() {
         Ok(None) => println!("Metrics: not served (ORDERMONK_METRICS_ADDR=off)."),
         Err(problem) => println!("Metrics: not served: {problem}"),
     }
+    println!("{rates}");
     println!(
         "Settings → API page: http://{local}{ADMIN_PATH} (sign in at http://{local}/login with \
          password {})",
@@ -269,6 +278,35 @@ async fn main() {
     match layer.flush_usage().await {
         Ok(()) => tracing::info!("usage counts written; stopped"),
         Err(err) => tracing::warn!(error = %err, "usage counts could not be written; stopped"),
+    }
+}
+
+/// Rate limits decided in Redis at `ORDERMONK_REDIS_URL` (with the `redis` feature), shared by
+/// every instance that uses it; otherwise each instance counts alone. Says which.
+fn shared_rates(builder: ApiKeyLayerBuilder) -> (ApiKeyLayerBuilder, String) {
+    let Ok(url) = std::env::var("ORDERMONK_REDIS_URL") else {
+        return (
+            builder,
+            "Rate limits: counted in this process (ORDERMONK_REDIS_URL shares them through Redis)."
+                .to_owned(),
+        );
+    };
+    #[cfg(feature = "redis")]
+    {
+        use tower_api_key::{RedisDownPolicy, RedisLimiter};
+        let limiter = RedisLimiter::open(&url)
+            .unwrap_or_else(|err| fail(&format!("cannot use ORDERMONK_REDIS_URL: {err}")));
+        (
+            builder.shared_rate_limiter(limiter, RedisDownPolicy::Local),
+            "Rate limits: shared through Redis (ORDERMONK_REDIS_URL) by every instance using it; \
+             while Redis cannot answer, each instance counts alone."
+                .to_owned(),
+        )
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = url;
+        fail("ORDERMONK_REDIS_URL needs the `redis` feature: cargo run --features redis --example ordermonk")
     }
 }
 

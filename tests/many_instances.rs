@@ -158,6 +158,71 @@ async fn one_demo_on_sqlite_refuses_keys_revoked_by_another_process() {
     assert!(logs.contains("invalidation channel subscribed"), "{logs}");
 }
 
+/// Two demos, separate processes on one SQLite file, deciding rates in the real Redis: together
+/// they never let the dashboard key (10/s burst 20) through more often than its rate allows,
+/// whichever instance each request reaches, and they let through nearly that much.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_demos_share_the_dashboard_keys_rate_through_redis() {
+    if common::redis("the shared rate test").await.is_none() {
+        return;
+    }
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::Sqlite(dir.path().join("ordermonk.db"));
+    let env = [("RUST_LOG", "info"), ("ORDERMONK_REDIS_URL", url.as_str())];
+    let (mut first, banner) = Server::start(&keys, CACHE_TTL, &env);
+    let (mut second, second_banner) = Server::start(&keys, CACHE_TTL, &env);
+    for transcript in [&banner.transcript, &second_banner.transcript] {
+        assert!(
+            transcript.contains("Rate limits: shared through Redis (ORDERMONK_REDIS_URL)"),
+            "{transcript}"
+        );
+    }
+    let dashboard = banner.key("Read-only dashboard").to_owned();
+    let addrs = [banner.addr, second_banner.addr];
+
+    let started = Instant::now();
+    let run_for = Duration::from_millis(1500);
+    let tasks: Vec<_> = (0..4)
+        .map(|task| {
+            let (addr, key) = (addrs[task % 2], dashboard.clone());
+            tokio::spawn(async move {
+                let (mut allowed, mut refused) = (0u64, 0u64);
+                while started.elapsed() < run_for {
+                    match status(addr, &key).await {
+                        200 => allowed += 1,
+                        429 => refused += 1,
+                        other => panic!("{addr} answered {other}"),
+                    }
+                }
+                (allowed, refused)
+            })
+        })
+        .collect();
+    let (mut allowed, mut refused) = (0, 0);
+    for task in tasks {
+        let (ok, too_many) = task.await.unwrap();
+        allowed += ok;
+        refused += too_many;
+    }
+    let window = started.elapsed();
+    // GCRA at 10/s with a burst of 20: at most 20 + one per 100 ms of the window.
+    let most = 20 + window.as_millis() as u64 / 100;
+    println!(
+        "two demos sharing Redis: {allowed} let through, {refused} refused in {window:?}; the \
+         dashboard key's rate allows at most {most}"
+    );
+    assert!(allowed <= most, "{allowed} let through, more than {most}");
+    assert!(refused > 0, "the load was not over the rate");
+    assert!(
+        allowed * 4 >= most * 3,
+        "only {allowed} of {most}: not one shared bucket"
+    );
+    first.stop();
+    second.stop();
+}
+
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
